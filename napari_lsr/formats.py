@@ -1,0 +1,692 @@
+"""Read, validate and write napari-lsr's files: low-res CSV, prior CSV, ground truth, predictions.
+
+Every reader validates the whole file before returning anything and raises ``FormatError``
+naming the file, the row (1-based data row; the header is line 1, so row r is line r+1) and the
+column. Every writer writes a temporary file beside the target and renames it, so a crash never
+leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: The paper's Table 1 bins, in percent of patch-classifier probability.
+PAPER_BIN_EDGES: tuple[tuple[float, float], ...] = (
+    (0, 20),
+    (20, 30),
+    (30, 40),
+    (40, 50),
+    (50, 60),
+    (60, 70),
+    (70, 80),
+    (80, 90),
+    (90, 95),
+    (95, 100),
+)
+LOWRES_COLUMNS = ("x", "y", "width", "height", "probability")
+PRIOR_COLUMNS = ("bin", "p_low", "p_high", "mean_pct", "std_pct", "n")
+TRUTH_CLASS_NAMES = ("tumor", "tumour", "cancer")
+
+
+class FormatError(ValueError):
+    """Bad input file: the message names the file, and the row and column where known."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        message: str,
+        row: int | None = None,
+        column: str | None = None,
+    ) -> None:
+        self.path = str(path)
+        self.row = row
+        self.column = column
+        where = [self.path]
+        if row is not None:
+            where.append(f"row {row} (line {row + 1})")
+        if column is not None:
+            where.append(f"column {column!r}")
+        super().__init__(f"{', '.join(where)}: {message}")
+
+
+# -- atomic writing ----------------------------------------------------------------------------
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(path.parent, os.W_OK):
+        raise PermissionError(f"{path.parent}: directory is not writable")
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp", dir=path.parent
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+# -- bins --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bins:
+    """Probability bins in percent: lower edge inclusive, the last bin includes its upper edge."""
+
+    edges: tuple[tuple[float, float], ...] = PAPER_BIN_EDGES
+
+    def __post_init__(self) -> None:
+        validate_bin_edges(self.edges)
+
+    def __len__(self) -> int:
+        return len(self.edges)
+
+    @property
+    def labels(self) -> list[str]:
+        return [f"{_fmt(lo)}-{_fmt(hi)}" for lo, hi in self.edges]
+
+    def assign(self, probability: np.ndarray | float) -> np.ndarray:
+        """Bin index of each probability in [0, 1]."""
+        pct = np.asarray(probability, dtype=np.float64) * 100.0
+        lows = np.array([lo for lo, _ in self.edges])
+        idx = np.searchsorted(lows, pct, side="right") - 1
+        return np.clip(idx, 0, len(self.edges) - 1).astype(np.int64)
+
+    @classmethod
+    def from_string(cls, text: str) -> Bins:
+        """Bins from edges like ``0,20,30,...,100`` (percent)."""
+        try:
+            values = [float(v) for v in text.replace(" ", "").split(",") if v]
+        except ValueError as exc:
+            raise ValueError(f"bin edges must be numbers separated by commas: {text!r}") from exc
+        if len(values) < 2:
+            raise ValueError(f"need at least two bin edges: {text!r}")
+        return cls(tuple(zip(values[:-1], values[1:])))
+
+
+def _fmt(v: float) -> str:
+    return f"{v:g}"
+
+
+def validate_bin_edges(
+    edges: Iterable[tuple[float, float]], path: str | os.PathLike | None = None
+) -> None:
+    """Bins must cover 0-100 % in order, without gap or overlap."""
+    edges = list(edges)
+    where = path if path is not None else "bins"
+    if not edges:
+        raise FormatError(where, "no bins")
+    prev_hi = 0.0
+    for i, (lo, hi) in enumerate(edges):
+        row = i + 1 if path is not None else None
+        if not (hi > lo):
+            raise FormatError(where, f"bin {i}: upper edge {hi} is not above lower edge {lo}", row)
+        if not math.isclose(lo, prev_hi):
+            kind = "overlaps the previous bin" if lo < prev_hi else "leaves a gap after"
+            raise FormatError(
+                where,
+                f"bin {i} starts at {lo} %, which {kind} {prev_hi} %: bins must cover "
+                "0-100 % without gap or overlap",
+                row,
+                "p_low",
+            )
+        prev_hi = hi
+    if not math.isclose(prev_hi, 100.0):
+        raise FormatError(where, f"bins end at {prev_hi} %, not 100 %", len(edges), "p_high")
+
+
+# -- CSV parsing helpers -----------------------------------------------------------------------
+
+
+def _read_csv_rows(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[list[str]]]:
+    if not path.exists():
+        raise FormatError(path, "no such file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise FormatError(path, f"not a UTF-8 text file ({exc.reason})") from exc
+    rows = [r for r in csv.reader(text.splitlines()) if any(c.strip() for c in r)]
+    if not rows:
+        raise FormatError(
+            path, "empty file (expected a header row with " + ",".join(required) + ")"
+        )
+    header = [c.strip().lower() for c in rows[0]]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise FormatError(
+            path,
+            f"missing column(s) {', '.join(missing)}; found {', '.join(header)}",
+            None,
+            missing[0],
+        )
+    data = rows[1:]
+    if not data:
+        raise FormatError(path, "no data rows after the header")
+    for i, r in enumerate(data, start=1):
+        if len(r) != len(header):
+            raise FormatError(path, f"{len(r)} fields, the header has {len(header)}", i)
+    return header, data
+
+
+def _number(path: Path, row: int, col: str, text: str, *, allow_blank: bool = False) -> float:
+    t = text.strip()
+    if t == "" and allow_blank:
+        return math.nan
+    try:
+        v = float(t)
+    except ValueError:
+        raise FormatError(path, f"{t!r} is not a number", row, col) from None
+    if not math.isfinite(v):
+        raise FormatError(path, f"{t!r} is not a finite number", row, col)
+    return v
+
+
+def _integer(path: Path, row: int, col: str, text: str) -> int:
+    v = _number(path, row, col, text)
+    if v != int(v):
+        raise FormatError(path, f"{text.strip()!r} is not an integer", row, col)
+    return int(v)
+
+
+# -- low-resolution labels ---------------------------------------------------------------------
+
+
+@dataclass
+class LowResLabels:
+    """Blocks of one slide in level-0 pixels with their patch probability and bin."""
+
+    path: Path | None
+    x: np.ndarray
+    y: np.ndarray
+    width: np.ndarray
+    height: np.ndarray
+    probability: np.ndarray
+    bin: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def boxes(self) -> np.ndarray:
+        """(n, 4) int64 array of x, y, width, height."""
+        return np.stack([self.x, self.y, self.width, self.height], axis=1)
+
+    def to_frame(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(
+            {
+                "x": self.x,
+                "y": self.y,
+                "width": self.width,
+                "height": self.height,
+                "probability": self.probability,
+                "bin": self.bin,
+            }
+        )
+
+
+def read_lowres_csv(
+    path: str | os.PathLike,
+    slide_size: tuple[int, int] | None = None,
+    bins: Bins | None = None,
+) -> LowResLabels:
+    """Read and validate a low-resolution label CSV (``x,y,width,height,probability[,bin]``).
+
+    ``slide_size`` (level-0 width, height), when given, refuses blocks outside the slide.
+    ``bins`` assigns bins from probabilities unless the file has a ``bin`` column.
+    """
+    path = Path(path)
+    bins = bins or Bins()
+    header, data = _read_csv_rows(path, LOWRES_COLUMNS)
+    col = {name: header.index(name) for name in header}
+    has_bin = "bin" in col
+    n = len(data)
+    xs = np.empty(n, np.int64)
+    ys = np.empty(n, np.int64)
+    ws = np.empty(n, np.int64)
+    hs = np.empty(n, np.int64)
+    ps = np.empty(n, np.float64)
+    zs = np.empty(n, np.int64)
+    for i, r in enumerate(data, start=1):
+        x = _integer(path, i, "x", r[col["x"]])
+        y = _integer(path, i, "y", r[col["y"]])
+        w = _integer(path, i, "width", r[col["width"]])
+        h = _integer(path, i, "height", r[col["height"]])
+        p = _number(path, i, "probability", r[col["probability"]])
+        for name, v in (("width", w), ("height", h)):
+            if v <= 0:
+                raise FormatError(path, f"block {name} must be positive, got {v}", i, name)
+        if not 0.0 <= p <= 1.0:
+            raise FormatError(path, f"probability {p} is outside [0, 1]", i, "probability")
+        if x < 0 or y < 0:
+            c = "x" if x < 0 else "y"
+            raise FormatError(path, f"block starts outside the slide ({c} = {min(x, y)})", i, c)
+        if slide_size is not None:
+            sw, sh = slide_size
+            if x + w > sw or y + h > sh:
+                c = "width" if x + w > sw else "height"
+                raise FormatError(
+                    path,
+                    f"block ({x}, {y}, {w}x{h}) reaches outside the slide ({sw}x{sh})",
+                    i,
+                    c,
+                )
+        if has_bin:
+            z = _integer(path, i, "bin", r[col["bin"]])
+            if not 0 <= z < len(bins):
+                raise FormatError(path, f"bin {z} is not in 0..{len(bins) - 1}", i, "bin")
+        else:
+            z = int(bins.assign(p))
+        xs[i - 1], ys[i - 1], ws[i - 1], hs[i - 1], ps[i - 1], zs[i - 1] = x, y, w, h, p, z
+    return LowResLabels(path, xs, ys, ws, hs, ps, zs)
+
+
+def write_lowres_csv(path: str | os.PathLike, labels: LowResLabels, with_bin: bool = False) -> None:
+    """Write a low-resolution label CSV atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow([*LOWRES_COLUMNS, *(["bin"] if with_bin else [])])
+        for i in range(len(labels)):
+            row = [
+                int(labels.x[i]),
+                int(labels.y[i]),
+                int(labels.width[i]),
+                int(labels.height[i]),
+                f"{float(labels.probability[i]):.6f}",
+            ]
+            if with_bin:
+                row.append(int(labels.bin[i]))
+            w.writerow(row)
+
+
+# -- prior -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prior:
+    """The p(c|z) table: per bin, the mean and std of the cancer fraction, in percent."""
+
+    bins: Bins
+    mean_pct: np.ndarray
+    std_pct: np.ndarray
+    n: np.ndarray = field(default_factory=lambda: np.array([]))  # float; NaN = not measured
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.mean_pct = np.asarray(self.mean_pct, dtype=np.float64)
+        self.std_pct = np.asarray(self.std_pct, dtype=np.float64)
+        if self.n is None or len(self.n) == 0:
+            self.n = np.full(len(self.bins), np.nan)
+        self.n = np.asarray(self.n, dtype=np.float64)
+        if not (len(self.mean_pct) == len(self.std_pct) == len(self.n) == len(self.bins)):
+            raise ValueError("prior: mean, std, n and bins must have the same length")
+
+    @property
+    def eta(self) -> np.ndarray:
+        """Means as fractions (0..1), as the loss uses them."""
+        return self.mean_pct / 100.0
+
+    @property
+    def rho(self) -> np.ndarray:
+        """Standard deviations as fractions (0..1)."""
+        return self.std_pct / 100.0
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "bin": i,
+                "p_low": lo,
+                "p_high": hi,
+                "mean_pct": float(self.mean_pct[i]),
+                "std_pct": float(self.std_pct[i]),
+                "n": None if math.isnan(self.n[i]) else int(self.n[i]),
+            }
+            for i, (lo, hi) in enumerate(self.bins.edges)
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": self.to_rows()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Prior:
+        rows = d["rows"]
+        bins = Bins(tuple((float(r["p_low"]), float(r["p_high"])) for r in rows))
+        n = [math.nan if r.get("n") is None else float(r["n"]) for r in rows]
+        return cls(bins, [r["mean_pct"] for r in rows], [r["std_pct"] for r in rows], np.array(n))
+
+
+def read_prior_csv(path: str | os.PathLike) -> Prior:
+    """Read and validate a prior CSV (``bin,p_low,p_high,mean_pct,std_pct,n``)."""
+    path = Path(path)
+    header, data = _read_csv_rows(path, PRIOR_COLUMNS)
+    col = {name: header.index(name) for name in header}
+    edges, means, stds, ns = [], [], [], []
+    for i, r in enumerate(data, start=1):
+        b = _integer(path, i, "bin", r[col["bin"]])
+        if b != i - 1:
+            raise FormatError(
+                path, f"bins must be numbered 0, 1, 2, ... in order; got {b}", i, "bin"
+            )
+        lo = _number(path, i, "p_low", r[col["p_low"]])
+        hi = _number(path, i, "p_high", r[col["p_high"]])
+        for name, v in (("p_low", lo), ("p_high", hi)):
+            if not 0 <= v <= 100:
+                raise FormatError(path, f"{v} is outside [0, 100] %", i, name)
+        m = _number(path, i, "mean_pct", r[col["mean_pct"]])
+        if not 0 <= m <= 100:
+            raise FormatError(path, f"mean {m} % is outside [0, 100]", i, "mean_pct")
+        s = _number(path, i, "std_pct", r[col["std_pct"]])
+        if s < 0:
+            raise FormatError(path, f"standard deviation {s} is negative", i, "std_pct")
+        if s > 100:
+            raise FormatError(path, f"standard deviation {s} % is above 100", i, "std_pct")
+        n = _number(path, i, "n", r[col["n"]], allow_blank=True)
+        if not math.isnan(n) and (n < 0 or n != int(n)):
+            raise FormatError(path, f"n must be a non-negative integer or blank, got {n}", i, "n")
+        edges.append((lo, hi))
+        means.append(m)
+        stds.append(s)
+        ns.append(n)
+    validate_bin_edges(edges, path)
+    return Prior(Bins(tuple(edges)), np.array(means), np.array(stds), np.array(ns), path)
+
+
+def write_prior_csv(path: str | os.PathLike, prior: Prior) -> None:
+    """Write a prior CSV atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(PRIOR_COLUMNS)
+        for r in prior.to_rows():
+            w.writerow(
+                [
+                    r["bin"],
+                    _fmt(r["p_low"]),
+                    _fmt(r["p_high"]),
+                    f"{r['mean_pct']:.4g}",
+                    f"{r['std_pct']:.4g}",
+                    "" if r["n"] is None else r["n"],
+                ]
+            )
+
+
+def paper_prior() -> Prior:
+    """The paper's Table 1, shipped as ``resources/prior_paper_table1.csv``."""
+    return read_prior_csv(resource_path("prior_paper_table1.csv"))
+
+
+def resource_path(name: str) -> Path:
+    """Path of a file in the package's ``resources/``."""
+    from importlib.resources import files
+
+    return Path(str(files("napari_lsr") / "resources" / name))
+
+
+# -- ground truth ------------------------------------------------------------------------------
+
+
+@dataclass
+class Truth:
+    """A binary cancer mask on a grid of ``downsample`` level-0 pixels per pixel."""
+
+    mask: np.ndarray
+    downsample: int
+    path: Path | None = None
+
+
+def read_truth(
+    path: str | os.PathLike, slide_size: tuple[int, int], downsample: int | None = None
+) -> Truth:
+    """Read ground truth: a mask image at an integer downsample, or QuPath GeoJSON polygons.
+
+    Masks keep their own downsample (derived from their size) unless ``downsample`` asks for
+    another integer factor; GeoJSON is rasterised at ``downsample`` (default 1... capped so the
+    mask stays under ~64 Mpx).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FormatError(path, "no such file")
+    if path.suffix.lower() in (".geojson", ".json"):
+        if downsample is None:
+            downsample = max(1, math.ceil(math.sqrt(slide_size[0] * slide_size[1] / 64e6)))
+        mask = rasterize_geojson(path, slide_size, downsample)
+        return Truth(mask, downsample, path)
+    mask, d = read_mask_image(path, slide_size)
+    if downsample is not None and downsample != d:
+        if downsample % d:
+            raise FormatError(path, f"cannot bring a mask at downsample {d} to {downsample}")
+        f = downsample // d
+        h, w = mask.shape[0] // f, mask.shape[1] // f
+        mask = mask[: h * f, : w * f].reshape(h, f, w, f).mean(axis=(1, 3)) >= 0.5
+        d = downsample
+    return Truth(mask, d, path)
+
+
+def read_mask_image(path: str | os.PathLike, slide_size: tuple[int, int]) -> tuple[np.ndarray, int]:
+    """A mask image (non-zero = cancer) whose size is the slide's divided by an integer."""
+    from PIL import Image
+
+    path = Path(path)
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(img)
+    except Exception as exc:
+        raise FormatError(path, f"cannot read mask image ({exc})") from exc
+    if arr.ndim == 3:
+        arr = arr[..., :3].max(axis=2) if arr.shape[2] >= 3 else arr[..., 0]
+    h, w = arr.shape
+    sw, sh = slide_size
+    d = sw / w
+    di = int(round(d))
+    if di < 1 or sw // di != w or sh // di != h:
+        raise FormatError(
+            path,
+            f"mask is {w}x{h} but the slide is {sw}x{sh}: a mask must be the slide's level-0 "
+            "size divided by an integer",
+        )
+    return arr > 0, di
+
+
+def _geojson_polygons(path: Path, data: Any) -> list[list[np.ndarray]]:
+    """Polygons (each a list of rings, exterior first) of cancer features in a GeoJSON."""
+    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
+        feats = data.get("features") or []
+    elif isinstance(data, dict) and data.get("type") == "Feature":
+        feats = [data]
+    elif isinstance(data, list):
+        feats = data
+    else:
+        raise FormatError(path, "not a GeoJSON FeatureCollection")
+
+    def cls_name(f: dict) -> str | None:
+        props = f.get("properties") or {}
+        c = props.get("classification") or props.get("class") or {}
+        name = c.get("name") if isinstance(c, dict) else c
+        return name.lower() if isinstance(name, str) else None
+
+    classified = [f for f in feats if isinstance(f, dict) and cls_name(f) is not None]
+    if classified:
+        feats = [f for f in classified if cls_name(f) in TRUTH_CLASS_NAMES]
+    polys: list[list[np.ndarray]] = []
+    for f in feats:
+        geom = f.get("geometry") if isinstance(f, dict) else None
+        if not geom:
+            continue
+        kind = geom.get("type")
+        coords = geom.get("coordinates")
+        if kind == "Polygon":
+            parts = [coords]
+        elif kind == "MultiPolygon":
+            parts = coords
+        else:
+            continue
+        for rings in parts:
+            polys.append([np.asarray(r, dtype=np.float64)[:, :2] for r in rings if len(r) >= 3])
+    if not polys:
+        raise FormatError(path, "no tumour polygons (Polygon/MultiPolygon features) in the GeoJSON")
+    return polys
+
+
+def rasterize_geojson(
+    path: str | os.PathLike, slide_size: tuple[int, int], downsample: int = 1
+) -> np.ndarray:
+    """Rasterise QuPath GeoJSON polygons (level-0 px) to a bool mask at ``downsample``."""
+    from skimage.draw import polygon as draw_polygon
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(path, f"not valid JSON ({exc})") from exc
+    polys = _geojson_polygons(path, data)
+    sw, sh = slide_size
+    w, h = sw // downsample, sh // downsample
+    mask = np.zeros((h, w), bool)
+    inside_any = False
+    for rings in polys:
+        for k, ring in enumerate(rings):
+            xs, ys = ring[:, 0], ring[:, 1]
+            if xs.max() >= 0 and ys.max() >= 0 and xs.min() < sw and ys.min() < sh:
+                inside_any = True
+            rr, cc = draw_polygon(ys / downsample, xs / downsample, shape=mask.shape)
+            mask[rr, cc] = k == 0  # exterior fills, holes clear
+    if not inside_any:
+        raise FormatError(path, f"all polygons fall outside the slide ({sw}x{sh} px)")
+    return mask
+
+
+# -- predictions -------------------------------------------------------------------------------
+
+PREDICTION_TILE = 256
+
+
+def prediction_sidecar(path: str | os.PathLike) -> Path:
+    """The JSON sidecar of a prediction TIFF: ``<name>.json`` beside it."""
+    path = Path(path)
+    return path.with_suffix(".json")
+
+
+def write_prediction(
+    path: str | os.PathLike,
+    prob: Any,
+    meta: dict[str, Any],
+    tile: int = PREDICTION_TILE,
+) -> None:
+    """Write a uint8 probability map as a tiled pyramidal TIFF plus its JSON sidecar.
+
+    ``prob`` is any 2-D uint8 array-like that supports slicing (numpy, zarr, memmap); it is
+    read one tile row at a time, so memory stays bounded. ``meta`` must hold slide,
+    downsample, mpp, model and loss.
+    """
+    import tifffile
+
+    for key in ("slide", "downsample", "mpp", "model", "loss"):
+        if key not in meta:
+            raise ValueError(f"prediction metadata lacks {key!r}")
+    path = Path(path)
+    h, w = prob.shape
+    levels = [(h, w, 1)]
+    while min(levels[-1][0], levels[-1][1]) > tile:
+        f = levels[-1][2] * 2
+        levels.append((h // f, w // f, f))
+    mpp = meta.get("mpp")
+    res = {}
+    if mpp:
+        res = {"resolution": (1e4 / mpp, 1e4 / mpp), "resolutionunit": "CENTIMETER"}
+
+    def tiles(f: int, lh: int, lw: int) -> Iterator[np.ndarray]:
+        for ty in range(0, lh, tile):
+            rows = np.asarray(prob[ty * f : min(ty + tile, lh) * f, : lw * f])
+            if f > 1:
+                rh = rows.shape[0] // f
+                rows = rows[: rh * f].reshape(rh, f, lw, f).mean(axis=(1, 3))
+                rows = np.round(rows).astype(np.uint8)
+            for tx in range(0, lw, tile):
+                t = np.zeros((tile, tile), np.uint8)
+                part = rows[:, tx : tx + tile]
+                t[: part.shape[0], : part.shape[1]] = part
+                yield t
+
+    with atomic_path(path) as tmp:
+        with tifffile.TiffWriter(tmp, bigtiff=h * w > 2**31) as tif:
+            for i, (lh, lw, f) in enumerate(levels):
+                tif.write(
+                    tiles(f, lh, lw),
+                    shape=(lh, lw),
+                    dtype=np.uint8,
+                    tile=(tile, tile),
+                    compression="zlib",
+                    photometric="minisblack",
+                    subfiletype=1 if i else 0,
+                    description=json.dumps(meta) if i == 0 else None,
+                    metadata=None,
+                    **res,
+                )
+    atomic_write_text(prediction_sidecar(path), json.dumps(meta, indent=2))
+
+
+def read_prediction(path: str | os.PathLike, level: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
+    """A prediction's uint8 probability map (at ``level``) and its sidecar metadata."""
+    import tifffile
+
+    path = Path(path)
+    if not path.exists():
+        raise FormatError(path, "no such file")
+    side = prediction_sidecar(path)
+    if not side.exists():
+        raise FormatError(path, f"no sidecar {side.name} beside the prediction")
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise FormatError(side, f"not valid JSON ({exc})") from exc
+    for key in ("slide", "downsample"):
+        if key not in meta:
+            raise FormatError(side, f"sidecar lacks {key!r}")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            arr = tif.pages[level].asarray()
+    except Exception as exc:
+        raise FormatError(path, f"cannot read prediction TIFF ({exc})") from exc
+    return arr, meta
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON atomically (NaN written as null)."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, np.generic):
+            return clean(v.item())
+        return v
+
+    atomic_write_text(path, json.dumps(clean(data), indent=2))
