@@ -62,14 +62,17 @@ class SlideBlocks:
     mpp: float | None = None
 
 
-def tissue_fraction(rgb: np.ndarray) -> np.ndarray:
-    """Fraction of tissue pixels in each of (..., H, W, 3) uint8 images (see module doc)."""
+def tissue_mask(rgb: np.ndarray) -> np.ndarray:
+    """Tissue pixels of (..., H, W, 3) uint8 images: saturated enough and not near-white."""
     x = rgb.astype(np.float32)
     mx = x.max(axis=-1)
-    mn = x.min(axis=-1)
-    sat = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1), 0)
-    tissue = (sat >= TISSUE_MIN_SATURATION) & (x.mean(axis=-1) < TISSUE_MAX_BRIGHTNESS)
-    return tissue.mean(axis=(-2, -1))
+    sat = (mx - x.min(axis=-1)) / np.maximum(mx, 1)
+    return (sat >= TISSUE_MIN_SATURATION) & (x.mean(axis=-1) < TISSUE_MAX_BRIGHTNESS)
+
+
+def tissue_fraction(rgb: np.ndarray) -> np.ndarray:
+    """Fraction of tissue pixels in each of (..., H, W, 3) uint8 images (see module doc)."""
+    return tissue_mask(rgb).mean(axis=(-2, -1))
 
 
 @dataclass

@@ -65,9 +65,15 @@ def bin_colormap(n_bins: int) -> Any:
     return DirectLabelColormap(color_dict=colors)
 
 
-def _scale(slide: Slide, factor: float) -> tuple[float, float]:
+def _placement(slide: Slide, factor: float) -> dict[str, Any]:
+    """scale and translate that put a raster of ``factor`` level-0 px per pixel on the slide.
+
+    A raster pixel k covers level-0 pixels [k*factor, (k+1)*factor); napari centres pixels on
+    their index, so the raster is shifted by (factor - 1) / 2 level-0 pixels.
+    """
     unit = slide.mpp if slide.mpp else 1.0
-    return (unit * factor, unit * factor)
+    shift = (factor - 1) / 2 * unit
+    return {"scale": (unit * factor, unit * factor), "translate": (shift, shift)}
 
 
 def labels_layer_data(labels: LowResLabels, slide: Slide, bins: Bins) -> tuple:
@@ -78,7 +84,7 @@ def labels_layer_data(labels: LowResLabels, slide: Slide, bins: Bins) -> tuple:
         {
             "name": f"{slide.name} low-res bins",
             "colormap": bin_colormap(len(bins)),
-            "scale": _scale(slide, cell),
+            **_placement(slide, cell),
             "opacity": 0.4,
             "units": "um" if slide.mpp else "pixel",
             "metadata": {
@@ -123,7 +129,7 @@ def boundary_layer_data(
         {
             "name": name,
             "colormap": cmap,
-            "scale": _scale(slide, downsample),
+            **_placement(slide, downsample),
             "opacity": 1.0,
             "blending": "translucent_no_depth",
             "units": "um" if slide.mpp else "pixel",

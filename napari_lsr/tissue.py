@@ -42,13 +42,19 @@ CLASS_NAMES = ("background", "stroma", "tumour", "lymphocytes", "fat")
 # / E (0.07, 0.99, 0.11) and Macenko's reference (0.56, 0.72, 0.41) / (0.22, 0.80, 0.56):
 # Ruifrok's eosin alone renders magenta, Macenko's lilac; this reads as scanned H&E pink.
 H_OD = np.array([0.60, 0.72, 0.35], np.float32) / np.float32(np.sqrt(0.60**2 + 0.72**2 + 0.35**2))
-E_OD = np.array([0.11, 0.89, 0.37], np.float32) / np.float32(np.sqrt(0.11**2 + 0.89**2 + 0.37**2))
+E_OD = np.array([0.13, 0.87, 0.42], np.float32) / np.float32(np.sqrt(0.13**2 + 0.87**2 + 0.42**2))
 GLASS_OD = 0.062  # 255 * exp(-0.062) = 240: the slide's empty glass
 
 TISSUE_FRACTION = 0.8  # of the slide
 LYMPH_FRACTION = 0.06  # of the tissue
 FAT_FRACTION = 0.12  # of the tissue
-GAP_QUANTILE = 0.15  # lymphocytes and fat keep this much (quantile of the nest field) off tumour
+# Lymphocyte aggregates and fat only where the nest field without its two finest octaves stays
+# GAP_MARGIN below what could reach the tumour threshold: tens of microns off any nest.
+GAP_MARGIN = 0.08
+NEST_OCTAVES, NEST_GAIN = 5, 0.55
+_NEST_AMPS = [NEST_GAIN**o for o in range(NEST_OCTAVES)]
+_NEST_COARSE_SHARE = sum(_NEST_AMPS[:-2]) / sum(_NEST_AMPS)
+NEST_FINE_AMP = 0.65 * sum(_NEST_AMPS[-2:]) / sum(_NEST_AMPS)
 SEPTUM_HALF_WIDTH = 0.035  # in units of the septum noise field
 FAT_CELL_UM = 70.0
 N_ORIENT = 8  # collagen textures, one per 22.5 degrees
@@ -123,19 +129,26 @@ def _noise_pts(key: int, x: np.ndarray, y: np.ndarray, scale: float) -> np.ndarr
     return _lerp(a0, a1, sy)
 
 
-def _tile(rng: np.random.Generator, size: int, mpp: float, l_par: float, l_perp: float,
-          theta: float = 0.0) -> np.ndarray:
+def _tile(rng: np.random.Generator, size: int, mpp: float,
+          *scales: tuple[float, float, float]) -> np.ndarray:
     """A periodic (size x size px) Gaussian texture, zero mean, unit std, float32.
 
-    Correlation lengths in um: ``l_par`` along the direction ``theta``, ``l_perp`` across.
+    Each ``(l_par, l_perp, theta)`` is an anisotropic Gaussian filter with correlation lengths
+    in um along the direction ``theta`` and across it; the filters, each normalised to unit
+    power, are summed and applied to one white noise.
     """
-    spec = np.fft.rfft2(rng.standard_normal((size, size)))
-    ky = np.fft.fftfreq(size, d=mpp)[:, None]
-    kx = np.fft.rfftfreq(size, d=mpp)[None, :]
-    c, s = np.cos(theta), np.sin(theta)
-    k_par, k_perp = kx * c + ky * s, -kx * s + ky * c
-    spec *= np.exp(-2.0 * np.pi**2 * ((k_par * l_par) ** 2 + (k_perp * l_perp) ** 2))
-    t = np.fft.irfft2(spec, s=(size, size))
+    spec = np.fft.rfft2(rng.standard_normal((size, size), dtype=np.float32))
+    ky = np.fft.fftfreq(size, d=mpp).astype(np.float32)[:, None]
+    kx = np.fft.rfftfreq(size, d=mpp).astype(np.float32)[None, :]
+    total = None
+    for l_par, l_perp, theta in scales:
+        c, s = np.float32(np.cos(theta)), np.float32(np.sin(theta))
+        k_par = (kx * c + ky * s) * np.float32(l_par)
+        k_perp = (ky * c - kx * s) * np.float32(l_perp)
+        g = np.exp(np.float32(-2.0 * np.pi**2) * (k_par * k_par + k_perp * k_perp))
+        g /= np.float32(np.sqrt(max(float(np.sum(g.astype(np.float64) ** 2)), 1e-30)))
+        total = g if total is None else total + g
+    t = np.fft.irfft2(spec * total, s=(size, size))
     t -= t.mean()
     return (t / max(float(t.std()), 1e-12)).astype(np.float32)
 
@@ -214,14 +227,20 @@ class TissueModel:
 
     def _fbm(self, salt: int, x: np.ndarray, y: np.ndarray, scale: float, octaves: int,
              grid: bool, gain: float = 0.5) -> np.ndarray:
+        return self._fbm_parts(salt, x, y, scale, octaves, grid, gain)[-1]
+
+    def _fbm_parts(self, salt: int, x: np.ndarray, y: np.ndarray, scale: float, octaves: int,
+                   grid: bool, gain: float = 0.5) -> list[np.ndarray]:
+        """Fractal value noise, normalised after each octave: [1 octave, 2 octaves, ...]."""
         noise = _noise_grid if grid else _noise_pts
-        total, amp, norm = None, 1.0, 0.0
+        total, amp, norm, parts = None, 1.0, 0.0, []
         for o in range(octaves):
             n = noise(self._key(salt * 64 + o), x, y, scale / 2.0**o) * np.float32(amp)
             total = n if total is None else total + n
             norm += amp
             amp *= gain
-        return total * np.float32(1.0 / norm)
+            parts.append(total * np.float32(1.0 / norm))
+        return parts
 
     def _tissue_field(self, x: np.ndarray, y: np.ndarray, grid: bool) -> np.ndarray:
         n = self._fbm(1, x, y, self._size_um / 2.5, 5, grid, gain=0.55)
@@ -231,10 +250,16 @@ class TissueModel:
         edge = (u2 * u2)[None, :] + (v2 * v2)[:, None] if grid else u2 * u2 + v2 * v2
         return n - np.float32(0.35) * edge
 
-    def _nest_field(self, x: np.ndarray, y: np.ndarray, grid: bool) -> np.ndarray:
-        near = self._fbm(2, x, y, 380.0, 5, grid, gain=0.55)
-        far = self._fbm(3, x, y, 1500.0, 2, grid)
-        return np.float32(0.65) * near + np.float32(0.35) * far
+    def _nest_field(self, x: np.ndarray, y: np.ndarray, grid: bool,
+                    low: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Tumour nest field (tumour where > t_nest); with ``low``, also the field less its
+        two finest octaves, which differ from it by at most NEST_FINE_AMP."""
+        parts = self._fbm_parts(2, x, y, 380.0, NEST_OCTAVES, grid, gain=NEST_GAIN)
+        far = np.float32(0.35) * self._fbm(3, x, y, 1500.0, 2, grid)
+        full = np.float32(0.65) * parts[-1] + far
+        if not low:
+            return full
+        return full, np.float32(0.65 * _NEST_COARSE_SHARE) * parts[-3] + far
 
     def _lymph_field(self, x: np.ndarray, y: np.ndarray, grid: bool) -> np.ndarray:
         return self._fbm(4, x, y, 260.0, 4, grid)
@@ -260,13 +285,14 @@ class TissueModel:
         tissue = t > self.t_tissue
         if not tissue.any():
             tissue = t >= t.max()
-        n = self._nest_field(xs, ys, True)[tissue]
+        n, nl = self._nest_field(xs, ys, True, low=True)
+        n, nl = n[tissue], nl[tissue]
         tf = self.tumour_fraction
         self.t_nest = float(np.quantile(n, 1.0 - tf)) if tf > 0 else np.inf
         if tf >= 1.0:
             self.t_nest = -np.inf
-        self.t_gap = float(np.quantile(n, max(0.0, 1.0 - tf - GAP_QUANTILE)))
-        free = n < self.t_gap
+        self.t_free = self.t_nest - NEST_FINE_AMP - GAP_MARGIN
+        free = nl < self.t_free
         lym = self._lymph_field(xs, ys, True)[tissue]
         self.t_lymph = self._threshold(lym[free], LYMPH_FRACTION * tissue.sum())
         free &= lym <= self.t_lymph
@@ -288,12 +314,9 @@ class TissueModel:
         for k in range(N_ORIENT):
             size = _tile_px(400.0 + 23.0 * k, mpp)
             theta = k * np.pi / N_ORIENT
-            fine = _tile(rng, size, mpp, 28.0, 1.4, theta)
-            bundle = _tile(rng, size, mpp, 70.0, 7.0, theta)
-            t = 0.5 * fine + 0.5 * bundle
-            self._fibres.append((t / t.std()).astype(np.float32))
-        self._chromatin = _tile(rng, _tile_px(230.0, mpp), mpp, 0.7, 0.7)
-        self._mottle = _tile(rng, _tile_px(310.0, mpp), mpp, 3.0, 3.0)
+            self._fibres.append(_tile(rng, size, mpp, (28.0, 1.4, theta), (70.0, 7.0, theta)))
+        self._chromatin = _tile(rng, _tile_px(230.0, mpp), mpp, (0.7, 0.7, 0.0))
+        self._mottle = _tile(rng, _tile_px(310.0, mpp), mpp, (3.0, 3.0, 0.0))
         self._grain = rng.standard_normal((1031, 1031)).astype(np.float32)
         od = np.arange(8192, dtype=np.float64) / 1024.0
         self._lut = np.clip(np.rint(255.0 * np.exp(-od)), 0, 255).astype(np.uint8)
@@ -308,10 +331,10 @@ class TissueModel:
     def _points(self, x: np.ndarray, y: np.ndarray) -> _Points:
         tissue = self._tissue_field(x, y, False) > self.t_tissue
         tissue &= (x >= 0) & (x < self.width_um) & (y >= 0) & (y < self.height_um)
-        nest = self._nest_field(x, y, False)
+        nest, nl = self._nest_field(x, y, False, low=True)
         tumour = tissue & (nest > self.t_nest)
         septum = tumour & (np.abs(self._septum_field(x, y, False)) < SEPTUM_HALF_WIDTH)
-        near = nest >= self.t_gap
+        near = nl >= self.t_free
         lym = self._lymph_field(x, y, False)
         lymph = tissue & ~near & (lym > self.t_lymph)
         soft = np.clip((lym - (self.t_lymph - 0.05)) / 0.05, 0.0, 1.0)
@@ -360,22 +383,63 @@ class TissueModel:
         wall = 0.5 * (np.sqrt(d2) - np.sqrt(d1)) if membrane else None
         return f1, wall
 
+    def _worley_grid(self, xs: np.ndarray, ys: np.ndarray,
+                     membrane: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`_worley` on the grid ys x xs, a band of rows sharing a cell row at a time
+        (1-D seed look-ups instead of 2-D gathers; the same arithmetic per pixel)."""
+        c = FAT_CELL_UM
+        f32 = np.float32
+        cx, cy = np.floor(xs / c).astype(np.int64), np.floor(ys / c).astype(np.int64)
+        gx = np.arange(cx.min() - 1, cx.max() + 2)
+        gy = np.arange(cy.min() - 1, cy.max() + 2)
+        sxs, sys_, flags = self._fat_cells(gx, gy)
+        h, w = ys.size, xs.size
+        isfat = np.zeros((h, w), bool)
+        if not flags.any():
+            return isfat, None
+        wall = np.empty((h, w), f32) if membrane else None
+        x32, y32 = xs.astype(f32), ys.astype(f32)
+        bounds = [0, *(np.flatnonzero(np.diff(cy)) + 1).tolist(), h]
+        for r0, r1 in zip(bounds[:-1], bounds[1:], strict=True):
+            row0 = int(cy[r0] - gy[0])
+            if not flags[row0 - 1:row0 + 2].any():
+                continue
+            yb = y32[r0:r1, None]
+            d1 = np.full((r1 - r0, w), np.inf, f32)
+            d2 = np.full((r1 - r0, w), np.inf, f32)
+            f1 = np.zeros((r1 - r0, w), bool)
+            for row in (row0 - 1, row0, row0 + 1):
+                for dx in (-1, 0, 1):
+                    rx = cx + (dx - gx[0])
+                    ex = x32 - sxs[row, rx].astype(f32)
+                    ey = yb - sys_[row, rx].astype(f32)[None, :]
+                    d = (ex * ex)[None, :] + ey * ey
+                    closer = d < d1
+                    if membrane:
+                        d2 = np.where(closer, d1, np.minimum(d2, d))
+                    f1 = np.where(closer, flags[row, rx][None, :], f1)
+                    d1 = np.where(closer, d, d1)
+            isfat[r0:r1] = f1
+            if membrane:
+                wall[r0:r1] = f32(0.5) * (np.sqrt(d2) - np.sqrt(d1))
+        return isfat, wall
+
     def _classes(self, xs: np.ndarray, ys: np.ndarray, fat: bool = True,
                  membrane: bool = False) -> tuple[np.ndarray, ...]:
         """Class map (uint8) on the grid ys x xs (um), plus septum mask and fat wall distance."""
         tissue = self._tissue_field(xs, ys, True) > self.t_tissue
         tissue &= ((ys >= 0) & (ys < self.height_um))[:, None]
         tissue &= ((xs >= 0) & (xs < self.width_um))[None, :]
-        nest = self._nest_field(xs, ys, True)
+        nest, nl = self._nest_field(xs, ys, True, low=True)
         tumour = tissue & (nest > self.t_nest)
         cls = np.where(tissue, np.uint8(STROMA), np.uint8(BACKGROUND))
         cls[tumour] = TUMOUR
-        free = tissue & ~tumour & (nest < self.t_gap)
+        free = tissue & (nl < self.t_free)
         lymph = free & (self._lymph_field(xs, ys, True) > self.t_lymph)
         cls[lymph] = LYMPHOCYTES
         wall = None
         if fat and (free & ~lymph).any():
-            isfat, wall = self._worley(xs[None, :], ys[:, None], membrane)
+            isfat, wall = self._worley_grid(xs, ys, membrane)
             cls[isfat & free & ~lymph] = FAT
         return cls, nest, tissue, wall
 
@@ -467,7 +531,7 @@ class TissueModel:
         e_str = (f32(0.46) + f32(0.12) * dens) * (f32(1) + f32(0.2) * fib)
         cleft = np.clip((fib + f32(2.1)) * f32(1.3), f32(0.2), f32(1))
         e_str = e_str * cleft
-        h_str = f32(0.06) * cleft
+        h_str = f32(0.09) * cleft
         e0 = np.where(tissue, e_str, f32(0))
         h0 = np.where(tissue, h_str, f32(0))
         nest_bg = tumour & ~septum
@@ -520,8 +584,8 @@ class TissueModel:
 
     def _orientation(self, x: np.ndarray, y: np.ndarray, grid: bool) -> tuple[np.ndarray, ...]:
         """Unit doubled-angle vector (cos 2t, sin 2t) of the local collagen direction t."""
-        a = self._fbm(9, x, y, 320.0, 3, grid)
-        b = self._fbm(10, x, y, 320.0, 3, grid)
+        a = self._fbm(9, x, y, 600.0, 3, grid)
+        b = self._fbm(10, x, y, 600.0, 3, grid)
         n = np.sqrt(a * a + b * b) + np.float32(1e-6)
         return a / n, b / n
 

@@ -12,7 +12,10 @@ from torch import nn
 
 @dataclass(frozen=True)
 class UNetConfig:
-    """depth: number of 2x downsamplings; width: channels of the first level (doubling down)."""
+    """depth: number of 2x downsamplings; width: channels of the first level (doubling down).
+
+    ``norm_groups`` is kept for checkpoint compatibility; normalisation is per pixel.
+    """
 
     depth: int = 3
     width: int = 16
@@ -23,14 +26,31 @@ class UNetConfig:
         return asdict(self)
 
 
-def _norm(ch: int, groups: int) -> nn.Module:
-    # GroupNorm normalises each block on its own: a block's output never depends on the other
-    # blocks of the batch, which matters when a batch is 2 groups of 15 blocks from 2 bins
-    # (BatchNorm would leak one bin's statistics into the other's means).
-    g = max(1, min(groups, ch))
-    while ch % g:
-        g -= 1
-    return nn.GroupNorm(g, ch)
+class ChannelNorm(nn.Module):
+    """Normalise each pixel's feature vector over channels (LayerNorm over C, as in ConvNeXt).
+
+    Unlike BatchNorm, a block's output never depends on the other blocks of the batch, which
+    matters when a batch is 2 groups of 15 blocks from 2 bins (batch statistics would leak one
+    bin's statistics into the other's). Unlike GroupNorm or InstanceNorm, it uses no spatial
+    statistics, so the network is translation-equivariant and a large tile gives the same
+    values as the training-size blocks it is made of: tiled inference is seamless.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = x.mean(1, keepdim=True)
+        v = (x - u).pow(2).mean(1, keepdim=True)
+        x = (x - u) * torch.rsqrt(v + self.eps)
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+def _norm(ch: int, groups: int = 0) -> nn.Module:
+    return ChannelNorm(ch)
 
 
 class _DoubleConv(nn.Sequential):
@@ -76,7 +96,21 @@ class UNet(nn.Module):
 
     @property
     def multiple(self) -> int:
+        """Input offsets that keep the pooling grid aligned (tiles start on multiples of it)."""
         return 2**self.config.depth
+
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels of context on each side that influence an output pixel (an upper bound)."""
+        r, scale = 0, 1
+        for _ in range(self.config.depth):
+            r += 2 * scale  # two 3x3 convs at this scale
+            scale *= 2
+        r += 2 * scale  # bottleneck
+        for _ in range(self.config.depth):
+            scale //= 2
+            r += scale + 2 * scale  # transposed conv + two 3x3 convs
+        return r
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]

@@ -1,0 +1,351 @@
+"""Whole-slide prediction: overlapping tiles at the model's mpp, as a Dask graph, to a TIFF.
+
+The output grid is the slide at the model's training mpp (downsample d = model mpp / slide
+mpp). Each Dask task predicts a row of ``batch_size`` output tiles of ``tile`` px in one
+forward pass; each tile is read with ``margin`` px of context on every side and only its centre
+is kept (centre-cropping). The U-Net has no spatial normalisation and tiles start on its pooling
+grid, so with a margin at least its receptive radius the tiled result equals a forward pass
+over the whole slide: no seams. Tiles whose area (with margin) holds no tissue on a thumbnail
+are written as 0 without running the model. Tasks store their chunk straight into an on-disk
+zarr array (so memory does not grow with the slide), which is then streamed into the pyramidal
+TIFF + JSON sidecar of SPEC section 2. ``scheduler`` is None (local threads) or the address of
+a Dask distributed scheduler, whose workers must see the same slide and model paths.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .blocks import tissue_mask
+from .formats import write_prediction
+from .slide import Slide
+
+DEFAULT_TILE = 512
+#: Thumbnail pixels per output tile side used to find background tiles.
+THUMB_PER_TILE = 16
+
+Progress = Callable[[str, float], None]
+
+_MODEL_CACHE: dict[tuple[str, int, str], Any] = {}
+_MODEL_LOCK = threading.Lock()
+_SLIDE_CACHE: dict[tuple[str, float | None], Slide] = {}
+
+
+class InferenceError(ValueError):
+    """The model cannot be applied to this slide (one-line reason)."""
+
+
+def _cached_model(path: str, device: str) -> Any:
+    """Load a checkpoint once per process (Dask workers included)."""
+    from .training import load_model
+
+    key = (path, os.stat(path).st_mtime_ns, device)
+    with _MODEL_LOCK:
+        if key not in _MODEL_CACHE:
+            _MODEL_CACHE[key] = load_model(path, device)[0]
+        return _MODEL_CACHE[key]
+
+
+def _cached_slide(path: str, mpp: float | None) -> Slide:
+    key = (path, mpp)
+    with _MODEL_LOCK:
+        s = _SLIDE_CACHE.get(key)
+        if s is None or s.closed:
+            s = _SLIDE_CACHE[key] = Slide(path, mpp=mpp)
+        return s
+
+
+def output_geometry(slide: Slide, model_mpp: float) -> tuple[float, int, int]:
+    """(downsample, out_width, out_height) of the prediction grid for a model mpp."""
+    slide_mpp = slide.require_mpp("prediction at the model's resolution")
+    d = model_mpp / slide_mpp
+    if d < 0.9:
+        raise InferenceError(
+            f"{slide.path}: the model works at {model_mpp:.3g} um/px but the slide's finest "
+            f"level is {slide_mpp:.3g} um/px; it cannot supply that resolution"
+        )
+    return d, max(1, math.ceil(slide.width / d)), max(1, math.ceil(slide.height / d))
+
+
+def predict_chunk(
+    model_path: str,
+    slide_path: str,
+    slide_mpp: float | None,
+    device: str,
+    downsample: float,
+    y0: int,
+    x0: int,
+    h: int,
+    w: int,
+    tile: int,
+    margin: int,
+    active: list[bool],
+) -> np.ndarray:
+    """Predict output rows y0..y0+h, columns x0..x0+w (a row of tiles) as uint8 0..255."""
+    import torch
+
+    out = np.zeros((h, w), np.uint8)
+    n_tiles = math.ceil(w / tile)
+    todo = [k for k in range(n_tiles) if active[k]]
+    if not todo:
+        return out
+    model = _cached_model(model_path, device)
+    slide = _cached_slide(slide_path, slide_mpp)
+    size = tile + 2 * margin
+    batch = np.empty((len(todo), size, size, 3), np.uint8)
+    for i, k in enumerate(todo):
+        ox, oy = x0 + k * tile - margin, y0 - margin
+        batch[i] = slide.read_region(
+            int(round(ox * downsample)),
+            int(round(oy * downsample)),
+            int(round(size * downsample)),
+            int(round(size * downsample)),
+            size=(size, size),
+        )
+    x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    with (
+        torch.inference_mode(),
+        torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")),
+    ):
+        prob = torch.sigmoid(model(x).float())
+    prob = (prob[:, margin : margin + tile, margin : margin + tile] * 255.0 + 0.5).to(torch.uint8)
+    prob = prob.cpu().numpy()
+    for i, k in enumerate(todo):
+        cw = min(tile, w - k * tile)
+        out[:, k * tile : k * tile + cw] = prob[i, :h, :cw]
+    return out
+
+
+def tissue_tiles(
+    slide: Slide, downsample: float, out_h: int, out_w: int, tile: int, margin: int
+) -> np.ndarray:
+    """Bool (rows, cols) of output tiles whose area with margin holds any tissue."""
+    rows, cols = math.ceil(out_h / tile), math.ceil(out_w / tile)
+    step = tile / THUMB_PER_TILE  # output px per thumbnail px
+    tw, th = max(1, math.ceil(out_w / step)), max(1, math.ceil(out_h / step))
+    thumb = slide.read_region(0, 0, slide.width, slide.height, size=(tw, th))
+    tissue = tissue_mask(thumb)
+    m = int(math.ceil(margin / step)) + 1
+    padded = np.pad(tissue, m)
+    out = np.zeros((rows, cols), bool)
+    for r in range(rows):
+        for c in range(cols):
+            a0, b0 = r * THUMB_PER_TILE, c * THUMB_PER_TILE
+            out[r, c] = padded[
+                a0 : a0 + THUMB_PER_TILE + 2 * m, b0 : b0 + THUMB_PER_TILE + 2 * m
+            ].any()
+    return out
+
+
+def predict_slide(
+    model_path: str | os.PathLike,
+    slide_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    device: str = "auto",
+    scheduler: str | None = None,
+    slide_mpp: float | None = None,
+    tile: int = DEFAULT_TILE,
+    margin: int | None = None,
+    batch_size: int = 8,
+    skip_background: bool = True,
+    progress: Progress | None = None,
+    workdir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Predict a whole slide and write ``out_path`` (TIFF) and its JSON sidecar.
+
+    Returns a summary: width, height, mpp, downsample, tiles, skipped, seconds.
+    """
+    import dask
+    import zarr
+
+    from .training import load_checkpoint, select_device
+
+    t0 = time.perf_counter()
+    model_path = str(Path(model_path).resolve())
+    ckpt = load_checkpoint(model_path)
+    model_mpp = float(ckpt["train_mpp"])
+    dev = str(select_device(device))
+    with Slide(slide_path, mpp=slide_mpp) as slide:
+        d, out_w, out_h = output_geometry(slide, model_mpp)
+        from .unet import build_model
+
+        net = build_model(ckpt["unet"])
+        mult = net.multiple
+        if margin is None:
+            margin = int(math.ceil(net.receptive_radius / mult) * mult)
+        tile = max(mult, int(math.ceil(tile / mult) * mult))
+        if margin % mult:
+            raise InferenceError(f"margin must be a multiple of {mult}")
+        rows, cols = math.ceil(out_h / tile), math.ceil(out_w / tile)
+        active = (
+            tissue_tiles(slide, d, out_h, out_w, tile, margin)
+            if skip_background
+            else np.ones((rows, cols), bool)
+        )
+        slide_info = {
+            "path": str(slide.path.resolve()),
+            "width": slide.width,
+            "height": slide.height,
+            "mpp": slide.mpp,
+        }
+    del ckpt
+    if progress:
+        progress("tiles", 0.0)
+    chunk_w = tile * max(1, batch_size)
+    per_chunk = chunk_w // tile
+    tmp = Path(tempfile.mkdtemp(prefix="lsr-pred-", dir=workdir))
+    try:
+        zpath = str(tmp / "pred.zarr")
+        store = zarr.open_array(
+            store=zpath,
+            mode="w",
+            shape=(out_h, out_w),
+            chunks=(tile, chunk_w),
+            dtype="uint8",
+            fill_value=0,
+        )
+        tasks = []
+        for r, ya in enumerate(range(0, out_h, tile)):
+            for xa in range(0, out_w, chunk_w):
+                c0 = xa // tile
+                act = [bool(active[r, c]) for c in range(c0, min(c0 + per_chunk, cols))]
+                if not any(act):
+                    continue  # background: the zarr fill value (0) stands
+                tasks.append(
+                    dask.delayed(_store_chunk, pure=False)(
+                        zpath,
+                        model_path,
+                        slide_info["path"],
+                        slide_mpp,
+                        dev,
+                        d,
+                        ya,
+                        xa,
+                        min(tile, out_h - ya),
+                        min(chunk_w, out_w - xa),
+                        tile,
+                        margin,
+                        act,
+                    )
+                )
+        _run(tasks, scheduler, progress)
+        meta = {
+            "slide": slide_info["path"],
+            "slide_width": slide_info["width"],
+            "slide_height": slide_info["height"],
+            "downsample": d,
+            "mpp": model_mpp,
+            "model": model_path,
+            "loss": _model_loss(model_path),
+            "tile": tile,
+            "margin": margin,
+        }
+        write_prediction(out_path, store, meta)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "width": out_w,
+        "height": out_h,
+        "mpp": model_mpp,
+        "downsample": d,
+        "tiles": int(rows * cols),
+        "skipped": int((~active).sum()),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _model_loss(path: str) -> str:
+    from .training import load_checkpoint
+
+    cfg = load_checkpoint(path).get("config", {})
+    return f"{cfg.get('loss')}/{cfg.get('distance')}"
+
+
+def _store_chunk(zpath: str, *args: Any) -> int:
+    """Predict one chunk and write it into the on-disk zarr array; returns its pixel count."""
+    import zarr
+
+    out = predict_chunk(*args)
+    y0, x0 = args[5], args[6]
+    zarr.open_array(store=zpath, mode="r+")[y0 : y0 + out.shape[0], x0 : x0 + out.shape[1]] = out
+    return int(out.size)
+
+
+def _run(tasks: list, scheduler: str | None, progress: Progress | None) -> None:
+    """Run the chunk tasks on local threads or on a distributed cluster, with progress."""
+    import dask
+
+    n = max(1, len(tasks))
+    if scheduler:
+        try:
+            from distributed import Client, as_completed
+        except ImportError as exc:  # pragma: no cover
+            raise InferenceError("dask.distributed is needed for --scheduler") from exc
+        try:
+            client = Client(scheduler, timeout="10s", set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise InferenceError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
+        try:
+            futures = client.compute(tasks)
+            for done, fut in enumerate(as_completed(futures), start=1):
+                fut.result()  # raise a worker's error here
+                if progress:
+                    progress("tiles", done / n)
+        finally:
+            client.close()
+        return
+    from dask.callbacks import Callback
+
+    done = [0]
+
+    def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        if isinstance(result, int) and progress:
+            done[0] += 1
+            progress("tiles", min(1.0, done[0] / n))
+
+    with Callback(posttask=posttask):
+        dask.compute(*tasks, scheduler="threads")
+    if progress:
+        progress("tiles", 1.0)
+
+
+def predict_array(
+    model: Any,
+    rgb: np.ndarray,
+    tile: int = DEFAULT_TILE,
+    margin: int | None = None,
+    device: str = "cpu",
+) -> np.ndarray:
+    """Tiled prediction of an in-memory RGB image (model's resolution); float32 0..1.
+
+    The same centre-cropping as ``predict_slide``, for tests, benchmarks and small images.
+    """
+    import torch
+
+    mult = model.multiple
+    if margin is None:
+        margin = int(math.ceil(model.receptive_radius / mult) * mult)
+    h, w = rgb.shape[:2]
+    out = np.zeros((h, w), np.float32)
+    pad = np.pad(rgb, ((margin, margin + tile), (margin, margin + tile), (0, 0)), mode="reflect")
+    with torch.inference_mode():
+        for y in range(0, h, tile):
+            for x in range(0, w, tile):
+                t = pad[y : y + tile + 2 * margin, x : x + tile + 2 * margin]
+                xt = torch.from_numpy(np.ascontiguousarray(t)).to(device)
+                xt = xt.permute(2, 0, 1)[None].float() / 255.0
+                p = torch.sigmoid(model(xt))[0, margin : margin + tile, margin : margin + tile]
+                ch, cw = min(tile, h - y), min(tile, w - x)
+                out[y : y + ch, x : x + cw] = p[:ch, :cw].cpu().numpy()
+    return out

@@ -1,0 +1,1 @@
+"""Dock widgets: thin Qt views over the Qt-free core; no computation lives here."""
