@@ -95,7 +95,10 @@ class Store:
             raise PermissionError(f"{self.path}: store is not writable")
         self._local = threading.local()
         with self.transaction() as con:
-            con.executescript(_SCHEMA)
+            # One statement at a time: executescript() would COMMIT the open transaction first.
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    con.execute(statement)
             con.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
@@ -226,13 +229,19 @@ class Store:
             )
             return int(cur.lastrowid)
 
-    def undo_estimate(self, estimate_id: int) -> None:
-        """Mark an estimate as undone (kept in the history, no longer counted)."""
+    def undo_estimate(self, estimate_id: int, reinstate: int | None = None) -> None:
+        """Mark an estimate as undone (kept in the history, no longer counted).
+
+        ``reinstate``, the id of the estimate that this one superseded, is made live again in
+        the same transaction, so undoing a changed estimate brings the earlier one back.
+        """
         with self.transaction() as con:
             con.execute(
                 "UPDATE estimates SET undone_time=? WHERE id=? AND undone_time IS NULL",
                 (time.time(), estimate_id),
             )
+            if reinstate is not None:
+                con.execute("UPDATE estimates SET undone_time=NULL WHERE id=?", (reinstate,))
 
     def estimates(
         self, annotator: str | None = None, include_skipped: bool = False
@@ -271,6 +280,14 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (bin, mean_pct, std_pct, annotator, time.time(), note),
             )
+
+    def prior_edit_history(self) -> list[tuple[int, int, float, float, str, float, str]]:
+        """Every prior edit, oldest first: (id, bin, mean_pct, std_pct, annotator, time, note)."""
+        rows = self.query(
+            "SELECT id, bin, mean_pct, std_pct, annotator, time, COALESCE(note, '') "
+            "FROM prior_edits ORDER BY id"
+        )
+        return [(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
     def prior_edits(self) -> dict[int, tuple[float, float, str, float]]:
         """Latest edit per bin: bin -> (mean_pct, std_pct, annotator, time)."""

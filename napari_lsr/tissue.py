@@ -177,7 +177,8 @@ class _Pop:
 
     @property
     def r_max(self) -> float:
-        return self.r_hi * (1.35 if self.giant else 1.0) * (1.0 + 4.0 * self.irregular)
+        # The four contour harmonics reach +-1.7 * irregular each.
+        return self.r_hi * (1.35 if self.giant else 1.0) * (1.0 + 6.8 * self.irregular)
 
 
 _TUMOUR = _Pop(101, 11.5, 0.75, 5.0, 7.0, 1.0, 1.45, 0.05, 1.2, 1.9, 0.6, 0.25, giant=0.06)
@@ -329,6 +330,7 @@ class TissueModel:
 
     # ------------------------------------------------------------------ classes
     def _points(self, x: np.ndarray, y: np.ndarray) -> _Points:
+        """The layout at scattered points (um), by the same rules as :meth:`_classes`."""
         tissue = self._tissue_field(x, y, False) > self.t_tissue
         tissue &= (x >= 0) & (x < self.width_um) & (y >= 0) & (y < self.height_um)
         nest, nl = self._nest_field(x, y, False, low=True)
@@ -344,30 +346,25 @@ class TissueModel:
     def _fat_cells(self, gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, ...]:
         """Adipocyte seeds (um) and fat flags of the cells gy x gx."""
         c = FAT_CELL_UM
-        sx = (gx[None, :] + 0.1 + 0.8 * _hash01(self._key(201), gx[None, :], gy[:, None])) * c
-        sy = (gy[:, None] + 0.1 + 0.8 * _hash01(self._key(202), gx[None, :], gy[:, None])) * c
+        sx = (gx[None, :] + 0.1 + 0.8 * _hash01(self._key(9001), gx[None, :], gy[:, None])) * c
+        sy = (gy[:, None] + 0.1 + 0.8 * _hash01(self._key(9002), gx[None, :], gy[:, None])) * c
         p = self._points(sx, sy)
         fat = p.tissue & ~p.tumour & ~p.near_tumour & ~p.lymph
         fat &= self._fat_field(sx, sy, False) > self.t_fat
         return sx, sy, fat
 
-    def _worley(self, x: np.ndarray, y: np.ndarray, membrane: bool) -> tuple[np.ndarray, ...]:
-        """Fat flag of the nearest adipocyte seed and distance (um) to its cell wall.
-
-        ``x`` and ``y`` broadcast against each other (a row and a column for a grid).
-        """
+    def _worley(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Fat flag of the nearest adipocyte seed of each point (um; same-shape arrays)."""
         c = FAT_CELL_UM
         cx, cy = np.floor(x / c).astype(np.int64), np.floor(y / c).astype(np.int64)
         gx = np.arange(cx.min() - 1, cx.max() + 2)
         gy = np.arange(cy.min() - 1, cy.max() + 2)
         sxs, sys_, flags = self._fat_cells(gx, gy)
-        shape = np.broadcast_shapes(x.shape, y.shape)
         if not flags.any():
-            return np.zeros(shape, bool), None
+            return np.zeros(x.shape, bool)
         x32, y32 = x.astype(np.float32), y.astype(np.float32)
-        d1 = np.full(shape, np.inf, np.float32)
-        d2 = np.full(shape, np.inf, np.float32)
-        f1 = np.zeros(shape, bool)
+        d1 = np.full(x.shape, np.inf, np.float32)
+        f1 = np.zeros(x.shape, bool)
         for dy in (-1, 0, 1):
             ry = cy + (dy - gy[0])
             for dx in (-1, 0, 1):
@@ -376,17 +373,15 @@ class TissueModel:
                 ey = y32 - sys_[ry, rx].astype(np.float32)
                 d = ex * ex + ey * ey
                 closer = d < d1
-                if membrane:
-                    d2 = np.where(closer, d1, np.minimum(d2, d))
                 f1 = np.where(closer, flags[ry, rx], f1)
                 d1 = np.where(closer, d, d1)
-        wall = 0.5 * (np.sqrt(d2) - np.sqrt(d1)) if membrane else None
-        return f1, wall
+        return f1
 
     def _worley_grid(self, xs: np.ndarray, ys: np.ndarray,
                      membrane: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """:meth:`_worley` on the grid ys x xs, a band of rows sharing a cell row at a time
-        (1-D seed look-ups instead of 2-D gathers; the same arithmetic per pixel)."""
+        """:meth:`_worley` on the grid ys x xs, plus (with ``membrane``) the distance in um
+        to the cell wall, (d2 - d1) / 2 of the two nearest seeds. A band of rows sharing a
+        cell row at a time: 1-D seed look-ups instead of 2-D gathers."""
         c = FAT_CELL_UM
         f32 = np.float32
         cx, cy = np.floor(xs / c).astype(np.int64), np.floor(ys / c).astype(np.int64)
@@ -397,7 +392,7 @@ class TissueModel:
         isfat = np.zeros((h, w), bool)
         if not flags.any():
             return isfat, None
-        wall = np.empty((h, w), f32) if membrane else None
+        wall = np.zeros((h, w), f32) if membrane else None
         x32, y32 = xs.astype(f32), ys.astype(f32)
         bounds = [0, *(np.flatnonzero(np.diff(cy)) + 1).tolist(), h]
         for r0, r1 in zip(bounds[:-1], bounds[1:], strict=True):
@@ -424,9 +419,10 @@ class TissueModel:
                 wall[r0:r1] = f32(0.5) * (np.sqrt(d2) - np.sqrt(d1))
         return isfat, wall
 
-    def _classes(self, xs: np.ndarray, ys: np.ndarray, fat: bool = True,
-                 membrane: bool = False) -> tuple[np.ndarray, ...]:
-        """Class map (uint8) on the grid ys x xs (um), plus septum mask and fat wall distance."""
+    def _classes(self, xs: np.ndarray, ys: np.ndarray,
+                 membrane: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Class map (uint8) on the grid ys x xs (um), the tissue mask and (with ``membrane``,
+        where there is fat) the distance to the adipocyte walls."""
         tissue = self._tissue_field(xs, ys, True) > self.t_tissue
         tissue &= ((ys >= 0) & (ys < self.height_um))[:, None]
         tissue &= ((xs >= 0) & (xs < self.width_um))[None, :]
@@ -438,34 +434,32 @@ class TissueModel:
         lymph = free & (self._lymph_field(xs, ys, True) > self.t_lymph)
         cls[lymph] = LYMPHOCYTES
         wall = None
-        if fat and (free & ~lymph).any():
+        if (free & ~lymph).any():
             isfat, wall = self._worley_grid(xs, ys, membrane)
             cls[isfat & free & ~lymph] = FAT
-        return cls, nest, tissue, wall
-
-    def _grid(self, downsample: int, n: int, total: int) -> np.ndarray:
-        return (np.arange(n, dtype=np.float64) * downsample + 0.5 * downsample) * self.mpp
+        return cls, tissue, wall
 
     def _whole(self, downsample: int, what: str) -> np.ndarray:
+        """``what`` ("tissue", "tumour" or "class") of the whole slide at 1/``downsample``,
+        sampled at the centres of the downsample x downsample blocks, in strips of rows."""
         ds = int(downsample)
         if ds < 1:
             raise ValueError(f"downsample must be >= 1, got {downsample}")
         nx, ny = max(1, self.width // ds), max(1, self.height // ds)
-        xs = self._grid(ds, nx, self.width)
+        # Block centres in um; for ds = 1 exactly region()'s pixel centres (i + 0.5) * mpp.
+        xs = (np.arange(nx, dtype=np.float64) * ds + 0.5 * ds) * self.mpp
+        ys_all = (np.arange(ny, dtype=np.float64) * ds + 0.5 * ds) * self.mpp
         out = np.zeros((ny, nx), np.uint8 if what == "class" else bool)
         rows = max(1, (1 << 20) // nx)
         for r0 in range(0, ny, rows):
-            ys = self._grid(ds, ny, self.height)[r0:r0 + rows]
-            if what == "tissue":
-                t = self._tissue_field(xs, ys, True) > self.t_tissue
-                t &= ((ys < self.height_um)[:, None]) & ((xs < self.width_um)[None, :])
-                out[r0:r0 + rows] = t
-            elif what == "tumour":
-                t = self._tissue_field(xs, ys, True) > self.t_tissue
-                t &= ((ys < self.height_um)[:, None]) & ((xs < self.width_um)[None, :])
-                out[r0:r0 + rows] = t & (self._nest_field(xs, ys, True) > self.t_nest)
-            else:
+            ys = ys_all[r0:r0 + rows]
+            if what == "class":
                 out[r0:r0 + rows] = self._classes(xs, ys)[0]
+                continue
+            t = self._tissue_field(xs, ys, True) > self.t_tissue
+            if what == "tumour":
+                t &= self._nest_field(xs, ys, True) > self.t_nest
+            out[r0:r0 + rows] = t
         return out
 
     # ------------------------------------------------------------------ public masks
@@ -517,7 +511,7 @@ class TissueModel:
         px = np.arange(x0, x0 + w, dtype=np.int64)
         py = np.arange(y0, y0 + h, dtype=np.int64)
         xs, ys = (px + 0.5) * mpp, (py + 0.5) * mpp
-        cls, _nest, tissue, wall = self._classes(xs, ys, membrane=True)
+        cls, tissue, wall = self._classes(xs, ys, membrane=True)
         tumour = cls == TUMOUR
         f32 = np.float32
         septum = tumour & (np.abs(self._septum_field(xs, ys, True)) < f32(SEPTUM_HALF_WIDTH))
@@ -529,7 +523,7 @@ class TissueModel:
         mottle = self._sample(self._mottle, px, py)
         # Eosin around 0.5, streaked +-25 %, with pale clefts between bundles.
         e_str = (f32(0.46) + f32(0.12) * dens) * (f32(1) + f32(0.2) * fib)
-        cleft = np.clip((fib + f32(2.1)) * f32(1.3), f32(0.2), f32(1))
+        cleft = np.clip((fib + f32(2.3)) * f32(1.4), f32(0.2), f32(1))
         e_str = e_str * cleft
         h_str = f32(0.09) * cleft
         e0 = np.where(tissue, e_str, f32(0))
@@ -542,20 +536,26 @@ class TissueModel:
         h0 = np.where(lym, f32(0.16) + f32(0.04) * mottle, h0)
         fat = cls == FAT
         if fat.any():
+            # Walls a little wavy and uneven: the distance to the Voronoi edge, perturbed.
+            wall = wall + f32(0.25) * mottle
             memb = np.clip(f32(1.8) - wall / f32(max(0.6, 0.6 * mpp)), f32(0), f32(1))
             e0 = np.where(fat, f32(0.6) * memb, e0)
             h0 = np.where(fat, f32(0.04) * memb, h0)
 
         cov, hn, tn = self._nuclei(x0, y0, w, h, xs, ys)
+        # Nuclei centred in tissue but hanging over its edge are cut there: glass stays glass.
+        cov, hn, tn = (np.where(tissue, a, f32(0)) for a in (cov, hn, tn))
         chrom = self._sample(self._chromatin, px, py)
         keep = f32(1) - f32(0.65) * cov
         hh = h0 * keep + hn + tn * f32(0.35) * chrom
         # Vesicular tumour chromatin takes up some eosin (purple); lymphocytes stay blue-black.
         ee = e0 * keep + cov * np.where(tumour, f32(0.28), f32(0.06))
         grain = self._sample(self._grain, px, py)
-        tis = tissue.astype(np.float32)
+        # Stain intensity drifts a little across the slide; grain on top. Glass has no stain,
+        # so only its small neutral density (and a trace of grain) remains there.
+        drift = f32(1) + f32(0.08) * self._fbm(11, xs, ys, 1500.0, 2, True)
         od = hh[..., None] * H_OD + ee[..., None] * E_OD
-        od = od * (f32(1) + f32(0.035) * grain * tis)[..., None]
+        od = od * (drift + f32(0.035) * grain)[..., None]
         od += f32(GLASS_OD) + f32(0.004) * grain[..., None]
         idx = np.clip(od * f32(1024.0) + f32(0.5), 0, self._lut.size - 1).astype(np.int32)
         return self._lut[idx], tumour
@@ -665,7 +665,7 @@ class TissueModel:
 
     def _drop_fat(self, sel: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The nuclei not centred in fat (the class map's rule, at points)."""
-        isfat, _ = self._worley(sel["x"], sel["y"], False)
+        isfat = self._worley(sel["x"], sel["y"])
         if isfat.any():
             p = self._points(sel["x"], sel["y"])
             isfat &= p.tissue & ~p.tumour & ~p.near_tumour & ~p.lymph

@@ -1,0 +1,125 @@
+"""The model registry: trained checkpoints in a ``models/`` folder and their JSON cards, Qt-free."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Card status of a checkpoint that has no card (a run that is going on, failed or was killed).
+INCOMPLETE = "incomplete"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """One trained model: its name, its checkpoint (``.pt``) and its card (the JSON beside it).
+
+    The card is what ``training.train`` writes on ``done`` or ``cancelled`` (keys such as
+    ``loss``, ``distance``, ``steps``, ``final_loss``, ``status``, ``device``, ``slides``,
+    ``prior``, ``duration_s``); a checkpoint without a card has ``{"status": "incomplete"}``.
+    """
+
+    name: str
+    checkpoint: Path
+    card: dict[str, Any]
+
+    @property
+    def card_path(self) -> Path:
+        return self.checkpoint.with_suffix(".json")
+
+    @property
+    def status(self) -> str:
+        """``done``, ``cancelled`` or ``incomplete``."""
+        return str(self.card.get("status", INCOMPLETE))
+
+    @property
+    def loss(self) -> str:
+        return str(self.card.get("loss", ""))
+
+    @property
+    def distance(self) -> str:
+        return str(self.card.get("distance", ""))
+
+    @property
+    def steps(self) -> int:
+        return int(self.card.get("steps") or 0)
+
+    @property
+    def steps_planned(self) -> int:
+        return int(self.card.get("steps_planned") or self.steps)
+
+    @property
+    def final_loss(self) -> float:
+        v = self.card.get("final_loss")
+        try:
+            return math.nan if v is None else float(v)
+        except (TypeError, ValueError):
+            return math.nan
+
+    @property
+    def resumable(self) -> bool:
+        """A run that stopped before its planned steps (cancelled, or a bare checkpoint)."""
+        return self.status != "done" or self.steps < self.steps_planned
+
+    def summary(self) -> str:
+        """One line for lists and tooltips, e.g. ``intra+inter / gaussian, 500/500 steps``."""
+        if self.status == INCOMPLETE and "loss" not in self.card:
+            return f"{self.name}: checkpoint without a card (run not finished)"
+        loss = f", final loss {self.final_loss:.4g}" if math.isfinite(self.final_loss) else ""
+        return (
+            f"{self.name}: {self.loss} / {self.distance}, {self.steps}/{self.steps_planned} "
+            f"steps{loss} ({self.status})"
+        )
+
+
+def _read_card(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("%s: unreadable model card (%s); skipped", path, exc)
+        return None
+    if not isinstance(data, dict) or not ("checkpoint" in data or "loss" in data):
+        return None  # some other JSON file
+    return data
+
+
+def list_models(folder: str | os.PathLike, include_incomplete: bool = False) -> list[ModelCard]:
+    """The models in ``folder`` (a project's ``models/``), newest first.
+
+    A model is a ``NAME.json`` card whose checkpoint (the card's ``checkpoint`` entry, else
+    ``NAME.pt``) exists. With ``include_incomplete``, checkpoints without a card are listed too
+    (status ``incomplete``; a periodic checkpoint of a run that is going on, failed or was
+    killed). Hidden and temporary files are ignored; an unreadable card is skipped with a
+    logged warning. A missing folder holds no models.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found: list[tuple[float, ModelCard]] = []
+    with_card: set[Path] = set()
+    for js in folder.glob("*.json"):
+        if js.name.startswith("."):
+            continue
+        card = _read_card(js)
+        if card is None:
+            continue
+        ckpt = folder / str(card.get("checkpoint") or js.with_suffix(".pt").name)
+        if not ckpt.is_file():
+            continue
+        with_card.add(ckpt.resolve())
+        name = str(card.get("name") or ckpt.stem)
+        found.append((js.stat().st_mtime, ModelCard(name, ckpt, card)))
+    if include_incomplete:
+        for pt in folder.glob("*.pt"):
+            if pt.name.startswith(".") or pt.resolve() in with_card:
+                continue
+            card = {"name": pt.stem, "checkpoint": pt.name, "status": INCOMPLETE}
+            found.append((pt.stat().st_mtime, ModelCard(pt.stem, pt, card)))
+    found.sort(key=lambda t: (-t[0], t[1].name))
+    return [m for _, m in found]

@@ -1,0 +1,779 @@
+"""Block review logic (Qt-free): stratified block sampling, the review session, prefetching.
+
+**Sampling.** For each bin z the review shows K blocks (default 12). A bin's blocks are put in
+a seeded order per slide (``numpy.random.default_rng([seed, z])``, so a bin's sample does not
+depend on other bins, on the order bins are visited, or on the machine) and drawn round-robin
+across slides in a seeded slide order, so every slide contributes about K / n_slides blocks
+while it has any left (stratified by slide, equal allocation: the prior should not reflect one
+slide's staining or one patient). A drawn block is kept only when it holds tissue: it is read
+as a ``TISSUE_CHECK_PX`` px thumbnail and must pass ``blocks.tissue_fraction`` with the same
+threshold training uses (``blocks.TISSUE_MIN_FRACTION``). A block the annotator skips is
+replaced by the next draw, so a bin still collects K estimates while it has blocks left;
+undoing the skip gives the replacement back when it has not been reviewed yet.
+
+**Session.** ``ReviewSession`` holds the current bin and block, the undo stack of estimate ids
+and the per-bin progress and running mean ± std of one annotator. Every entry is committed
+to the project's SQLite store (its own transaction) before the session moves on. Reopening a
+project with the same seed resumes: blocks this annotator already estimated count as done.
+
+**Prefetch.** ``BlockImages`` reads a block at the training resolution (the project's
+``[training] block_size``: the whole block resampled to block_size x block_size, as training
+does; else ``[training] mpp``; else ``DEFAULT_REVIEW_PX`` px) in a background thread, so the
+next block is ready when the annotator presses Enter.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import weakref
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .blocks import TISSUE_MIN_FRACTION, tissue_fraction
+from .formats import Bins, FormatError, LowResLabels, Prior, paper_prior
+from .prior import agreement, prior_from_values
+from .project import PROJECT_FILE, Project, SlideEntry
+from .slide import Slide, SlideError
+
+#: Blocks reviewed per bin unless the annotator asks for another number.
+DEFAULT_K = 12
+DEFAULT_SEED = 0
+#: Side of the thumbnail read to decide whether a block is background.
+TISSUE_CHECK_PX = 32
+#: Review image side when the project names no training geometry (the paper's 240 px).
+DEFAULT_REVIEW_PX = 240
+#: Up/Down change the estimate by this many percentage points.
+STEP_PCT = 5.0
+#: The block fills this fraction of the canvas's shorter side when the camera moves to it.
+CAMERA_FILL = 1.0 / 3.0
+#: How many prefetched block images are kept.
+IMAGE_CACHE = 16
+
+
+class ReviewError(ValueError):
+    """The project cannot be reviewed as asked; the message says why, for the widget."""
+
+
+@dataclass(frozen=True)
+class ReviewBlock:
+    """One block under review: its store id, slide (index in ``project.slides``) and box."""
+
+    id: int
+    slide: int
+    x: int
+    y: int
+    width: int
+    height: int
+    probability: float
+    bin: int
+
+
+def bin_label(bins: Bins, b: int) -> str:
+    """A bin's edges as people write them: ``95–100``."""
+    return bins.labels[b].replace("-", "–")
+
+
+def parse_percent(text: str | float | int) -> float:
+    """A cancer percentage from what the annotator typed; ValueError with a readable message."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+        shown = f"{value:g}"
+    else:
+        shown = str(text).strip()
+        t = shown.removesuffix("%").strip().replace(",", ".")
+        if not t:
+            raise ValueError("Type a cancer percentage from 0 to 100 first.")
+        try:
+            value = float(t)
+        except ValueError:
+            raise ValueError(
+                f"Refused: {shown!r} is not a number. Type a cancer percentage from 0 to 100."
+            ) from None
+    if not math.isfinite(value):
+        raise ValueError(f"Refused: {shown!r} is not a number. Type a percentage from 0 to 100.")
+    if not 0.0 <= value <= 100.0:
+        raise ValueError(f"Refused: {shown} % is outside 0–100 %.")
+    return value
+
+
+# -- the project's slides and blocks -----------------------------------------------------------
+
+
+class SlideSet:
+    """The project's slides, each opened once on first use and shared between threads."""
+
+    def __init__(self, project: Project) -> None:
+        self.entries: list[SlideEntry] = list(project.slides)
+        self._open: dict[int, Slide] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> Slide:
+        with self._lock:
+            slide = self._open.get(i)
+            if slide is None:
+                slide = self.entries[i].open()
+                self._open[i] = slide
+            return slide
+
+    def close(self) -> None:
+        with self._lock:
+            for slide in self._open.values():
+                slide.close()
+            self._open.clear()
+
+
+def load_blocks(
+    project: Project, slides: SlideSet
+) -> tuple[list[ReviewBlock], dict[int, LowResLabels]]:
+    """Register every slide's low-res blocks in the store; the blocks and each slide's labels.
+
+    Raises ReviewError when no slide has low-res labels, or a slide or CSV cannot be read.
+    """
+    if not any(e.labels is not None for e in project.slides):
+        raise ReviewError(
+            f"{project.folder.name}: this project has no low-resolution labels. Add "
+            '`labels = "<slide>_lowres.csv"` to each [[slides]] entry of project.toml, or '
+            "use a slide in the viewer with its low-res CSV."
+        )
+    store = project.store
+    blocks: list[ReviewBlock] = []
+    labels_by_slide: dict[int, LowResLabels] = {}
+    for i, entry in enumerate(project.slides):
+        if entry.labels is None:
+            continue
+        try:
+            slide = slides[i]
+            labels = entry.read_labels(slide, project.bins)
+        except (SlideError, FormatError, OSError) as exc:
+            raise ReviewError(str(exc)) from exc
+        sid = store.add_slide(
+            str(entry.path), str(entry.labels), slide.width, slide.height, slide.mpp
+        )
+        boxes = labels.boxes()
+        store.add_blocks(sid, boxes, labels.probability, labels.bin)
+        ids = store.block_ids(sid)
+        for (x, y, w, h), p, z in zip(boxes.tolist(), labels.probability, labels.bin):
+            blocks.append(ReviewBlock(ids[(x, y, w, h)], i, x, y, w, h, float(p), int(z)))
+        labels_by_slide[i] = labels
+    return blocks, labels_by_slide
+
+
+def has_tissue(slide: Slide, block: ReviewBlock, px: int = TISSUE_CHECK_PX) -> bool:
+    """True when a thumbnail of the block passes the training tissue rule."""
+    rgb = slide.read_region(block.x, block.y, block.width, block.height, size=(px, px))
+    return bool(tissue_fraction(rgb) >= TISSUE_MIN_FRACTION)
+
+
+class BinSampler:
+    """One bin's blocks drawn in a seeded order, round-robin across slides, skipping background.
+
+    ``is_tissue`` decides whether a drawn block is kept (None keeps every block). ``put_back``
+    undoes the last draw, so a draw sequence is reproducible whatever was undone.
+    """
+
+    def __init__(
+        self,
+        blocks: list[ReviewBlock],
+        seed: int,
+        bin: int,
+        is_tissue: Callable[[ReviewBlock], bool] | None = None,
+    ) -> None:
+        rng = np.random.default_rng([int(seed), int(bin)])
+        by_slide: dict[int, list[ReviewBlock]] = defaultdict(list)
+        for b in sorted(blocks, key=lambda b: b.id):
+            by_slide[b.slide].append(b)
+        slides = sorted(by_slide)
+        self._queues = [[by_slide[s][k] for k in rng.permutation(len(by_slide[s]))] for s in slides]
+        self._order = [int(k) for k in rng.permutation(len(slides))]
+        self._cursor = [0] * len(slides)
+        self._turn = 0
+        self._history: list[tuple[int, tuple[int, ...], ReviewBlock]] = []
+        self.is_tissue = is_tissue
+        self.size = len(blocks)
+        self.background = 0
+
+    def draw(self) -> ReviewBlock | None:
+        """The next tissue block (next slide in turn), or None when the bin is exhausted."""
+        state = (self._turn, tuple(self._cursor))
+        n = len(self._queues)
+        for _ in range(n):
+            q = self._order[self._turn % n]
+            self._turn += 1
+            queue = self._queues[q]
+            while self._cursor[q] < len(queue):
+                block = queue[self._cursor[q]]
+                self._cursor[q] += 1
+                if self.is_tissue is None or self.is_tissue(block):
+                    self._history.append((state[0], state[1], block))
+                    return block
+                self.background += 1
+        self._turn, self._cursor = state[0], list(state[1])
+        return None
+
+    def put_back(self, block: ReviewBlock) -> bool:
+        """Undo the last draw if it gave ``block``; False when it was not the last draw."""
+        if not self._history or self._history[-1][2] != block:
+            return False
+        turn, cursor, _ = self._history.pop()
+        self._turn, self._cursor = turn, list(cursor)
+        return True
+
+
+# -- the review session ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BinProgress:
+    """Review progress of one bin for one annotator."""
+
+    bin: int
+    label: str
+    done: int  # blocks of the sample with a live estimate
+    target: int  # blocks of the sample that are not skipped (K while the bin has enough)
+    skipped: int
+    blocks: int  # blocks of the bin in the project, background included
+    mean: float  # running mean of this annotator's estimates in the bin (NaN when none)
+    std: float  # population std, as the prior uses (NaN when none)
+    n: int
+
+    def text(self) -> str:
+        return f"bin {self.label} %: {self.done}/{self.target}"
+
+    def stats_text(self) -> str:
+        if self.n == 0:
+            return "no estimates yet"
+        return f"mean {self.mean:.1f} ± {self.std:.1f} % (n = {self.n})"
+
+
+@dataclass(frozen=True)
+class _Live:
+    id: int
+    percent: float | None
+    skipped: bool
+    bin: int
+
+
+@dataclass
+class _Undo:
+    estimate_id: int
+    block: ReviewBlock
+    previous: _Live | None
+    appended: list[ReviewBlock] = field(default_factory=list)
+
+
+class ReviewSession:
+    """One annotator reviewing K blocks per bin of a project (see the module docstring).
+
+    ``blocks``/``slides`` may be given to share what the caller already loaded;
+    ``check_tissue=False`` keeps background blocks (for tests and tissue-free samples).
+    """
+
+    def __init__(
+        self,
+        project: Project,
+        annotator: str,
+        k: int = DEFAULT_K,
+        seed: int = DEFAULT_SEED,
+        *,
+        slides: SlideSet | None = None,
+        blocks: list[ReviewBlock] | None = None,
+        check_tissue: bool = True,
+    ) -> None:
+        annotator = (annotator or "").strip()
+        if not annotator:
+            raise ReviewError("Type the annotator's name first: every estimate records who made it")
+        if k < 1:
+            raise ReviewError(f"K must be at least 1, got {k}")
+        self.project = project
+        self.store = project.store
+        self.bins: Bins = project.bins
+        self.annotator = annotator
+        self.k = int(k)
+        self.seed = int(seed)
+        self.slides = slides if slides is not None else SlideSet(project)
+        if blocks is None:
+            blocks, _ = load_blocks(project, self.slides)
+        self.all_blocks = blocks
+        nb = len(self.bins)
+        by_bin: dict[int, list[ReviewBlock]] = defaultdict(list)
+        for b in blocks:
+            by_bin[b.bin].append(b)
+        self.bin_sizes = [len(by_bin.get(z, [])) for z in range(nb)]
+        self._tissue: dict[int, bool] = {}
+        checker = self._is_tissue if check_tissue else None
+        self.samplers = {z: BinSampler(by_bin[z], self.seed, z, checker) for z in by_bin}
+        self.samples: dict[int, list[ReviewBlock]] = {z: [] for z in range(nb)}
+        self.live: dict[int, _Live] = {
+            e.block_id: _Live(e.id, e.percent, e.skipped, e.bin)
+            for e in self.store.estimates(annotator, include_skipped=True)
+        }
+        self.undo_stack: list[_Undo] = []
+        #: What the last entry did: "next" (same bin), "bin done" or "all done".
+        self.last_move = ""
+        for z in range(nb):
+            self._fill(z)
+        self.current_bin: int | None = None
+        self.position = 0
+        self.finished = False
+        start = next((z for z in range(nb) if self._first_pending(z) is not None), None)
+        if start is not None:
+            self._go(start, self._first_pending(start) or 0)
+        else:  # nothing pending: show the first bin with blocks, marked finished
+            start = next((z for z in range(nb) if self.samples[z]), None)
+            if start is not None:
+                self._go(start, 0)
+                self.finished = True
+
+    # -- sampling -------------------------------------------------------------------------------
+
+    def _is_tissue(self, block: ReviewBlock) -> bool:
+        ok = self._tissue.get(block.id)
+        if ok is None:
+            try:
+                ok = has_tissue(self.slides[block.slide], block)
+            except SlideError:
+                ok = False
+            self._tissue[block.id] = ok
+        return ok
+
+    def _fill(self, z: int) -> list[ReviewBlock]:
+        """Draw until the bin's sample holds K blocks that are not skipped; the new blocks."""
+        sampler = self.samplers.get(z)
+        added: list[ReviewBlock] = []
+        if sampler is None:
+            return added
+        sample = self.samples[z]
+        while sum(1 for b in sample if self.status(b) != "skipped") < self.k:
+            block = sampler.draw()
+            if block is None:
+                break
+            sample.append(block)
+            added.append(block)
+        return added
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def current(self) -> ReviewBlock | None:
+        """The block on screen, or None when there is none (no blocks, or all reviewed)."""
+        if self.current_bin is None or self.finished:
+            return None
+        sample = self.samples[self.current_bin]
+        return sample[self.position] if 0 <= self.position < len(sample) else None
+
+    def status(self, block: ReviewBlock) -> str:
+        """``pending``, ``estimated`` or ``skipped`` for this annotator."""
+        live = self.live.get(block.id)
+        if live is None:
+            return "pending"
+        return "skipped" if live.skipped else "estimated"
+
+    def estimate_of(self, block: ReviewBlock) -> float | None:
+        live = self.live.get(block.id)
+        return None if live is None or live.skipped else live.percent
+
+    def progress(self, z: int | None = None) -> BinProgress:
+        """Progress and running mean ± std of bin ``z`` (default: the current bin)."""
+        if z is None:
+            z = self.current_bin if self.current_bin is not None else 0
+        sample = self.samples[z]
+        states = [self.status(b) for b in sample]
+        values = np.array(
+            [v.percent for v in self.live.values() if v.bin == z and not v.skipped], float
+        )
+        return BinProgress(
+            z,
+            bin_label(self.bins, z),
+            states.count("estimated"),
+            len(sample) - states.count("skipped"),
+            states.count("skipped"),
+            self.bin_sizes[z],
+            float(values.mean()) if len(values) else math.nan,
+            float(values.std()) if len(values) else math.nan,
+            len(values),
+        )
+
+    def bin_message(self, z: int) -> str | None:
+        """Why bin ``z`` has nothing to review, or None when it has blocks."""
+        if self.samples[z]:
+            return None
+        label = bin_label(self.bins, z)
+        if self.bin_sizes[z] == 0:
+            return f"Bin {label} % has no blocks: no low-res label of this project falls in it."
+        return (
+            f"Bin {label} % has {self.bin_sizes[z]} block(s), all background or skipped: "
+            "nothing to review."
+        )
+
+    # -- navigation ----------------------------------------------------------------------------
+
+    def _go(self, z: int, position: int) -> None:
+        self.current_bin, self.position, self.finished = z, position, False
+
+    def _first_pending(self, z: int, after: int = -1, exclude: int | None = None) -> int | None:
+        sample = self.samples[z]
+        n = len(sample)
+        for step in range(1, n + 1):
+            i = (after + step) % n if after >= 0 else step - 1
+            if i == exclude:
+                continue
+            if self.status(sample[i]) == "pending":
+                return i
+        return None
+
+    def _after_entry(self) -> tuple[int, int] | None:
+        """Where the session goes when the current block is done: next pending block."""
+        if self.current_bin is None:
+            return None
+        z = self.current_bin
+        p = self._first_pending(z, self.position, exclude=self.position)
+        if p is not None:
+            return z, p
+        nb = len(self.bins)
+        for step in range(1, nb):
+            zz = (z + step) % nb
+            p = self._first_pending(zz)
+            if p is not None:
+                return zz, p
+        return None
+
+    def peek_next(self) -> ReviewBlock | None:
+        """The block an entry on the current block would bring up (for prefetching)."""
+        target = self._after_entry()
+        return None if target is None else self.samples[target[0]][target[1]]
+
+    def _advance(self) -> str:
+        z = self.current_bin
+        target = self._after_entry()
+        if target is None:
+            self.finished = True
+            return "all done"
+        self._go(*target)
+        return "next" if target[0] == z else "bin done"
+
+    def next(self) -> bool:
+        """Next block of the bin (N); False at the bin's last block."""
+        if self.current_bin is None:
+            return False
+        if self.finished:
+            self.finished = False
+            return True
+        if self.position + 1 >= len(self.samples[self.current_bin]):
+            return False
+        self.position += 1
+        return True
+
+    def prev(self) -> bool:
+        """Previous block of the bin (P); False at the bin's first block."""
+        if self.current_bin is None:
+            return False
+        if self.finished:
+            self.finished = False
+            return True
+        if self.position <= 0:
+            return False
+        self.position -= 1
+        return True
+
+    def goto_bin(self, z: int) -> bool:
+        """Show bin ``z`` at its first pending block; False (nothing changes) when it is empty."""
+        if not 0 <= z < len(self.bins) or not self.samples[z]:
+            return False
+        p = self._first_pending(z)
+        self._go(z, 0 if p is None else p)
+        return True
+
+    def next_bin(self) -> int | None:
+        """Go to the next bin that has blocks (B), wrapping around; its index or None."""
+        nb = len(self.bins)
+        start = self.current_bin if self.current_bin is not None else -1
+        for step in range(1, nb + 1):
+            z = (start + step) % nb
+            if self.samples[z]:
+                self.goto_bin(z)
+                return z
+        return None
+
+    # -- entries -------------------------------------------------------------------------------
+
+    def _commit(self, percent: float | None, skipped: bool) -> tuple[int, str]:
+        block = self.current
+        if block is None:
+            raise ReviewError("There is no block to estimate.")
+        previous = self.live.get(block.id)
+        eid = self.store.add_estimate(block.id, self.annotator, percent, skipped=skipped)
+        self.live[block.id] = _Live(eid, percent if not skipped else None, skipped, block.bin)
+        undo = _Undo(eid, block, previous)
+        undo.appended = self._fill(block.bin)
+        self.undo_stack.append(undo)
+        return eid, self._advance()
+
+    def enter(self, percent: str | float) -> int:
+        """Commit this annotator's estimate for the current block, then move on; the id."""
+        eid, self.last_move = self._commit(parse_percent(percent), False)
+        return eid
+
+    def skip(self) -> int:
+        """Commit a skip of the current block (a replacement is drawn), then move on; the id."""
+        eid, self.last_move = self._commit(None, True)
+        return eid
+
+    def undo(self) -> ReviewBlock | None:
+        """Undo the last entry of this session and go back to its block; None when none."""
+        if not self.undo_stack:
+            return None
+        u = self.undo_stack.pop()
+        self.store.undo_estimate(u.estimate_id, reinstate=u.previous.id if u.previous else None)
+        if u.previous is None:
+            self.live.pop(u.block.id, None)
+        else:
+            self.live[u.block.id] = u.previous
+        sample = self.samples[u.block.bin]
+        sampler = self.samplers[u.block.bin]
+        for extra in reversed(u.appended):
+            if sample and sample[-1] == extra and self.status(extra) == "pending":
+                if sampler.put_back(extra):
+                    sample.pop()
+                    continue
+            break
+        self._go(u.block.bin, sample.index(u.block))
+        return u.block
+
+    def pooled_values(self) -> tuple[np.ndarray, np.ndarray]:
+        """(bins, percents) of this annotator's live estimates."""
+        vals = [(v.bin, v.percent) for v in self.live.values() if not v.skipped]
+        if not vals:
+            return np.zeros(0, np.int64), np.zeros(0)
+        z, pct = zip(*vals)
+        return np.asarray(z, np.int64), np.asarray(pct, float)
+
+
+# -- block images and prefetch -----------------------------------------------------------------
+
+
+def training_geometry(project: Project) -> tuple[int | None, float | None]:
+    """(block_size px, mpp) of the review image from ``[training]`` in project.toml."""
+    cfg = project.config.get("training", {}) or {}
+    size = cfg.get("block_size")
+    mpp = cfg.get("mpp")
+    return (int(size) if size else None, float(mpp) if mpp else None)
+
+
+class BlockImages:
+    """Block images at the training resolution, read ahead in a background thread.
+
+    ``get`` returns a prefetched image or reads it at once; ``prefetch`` queues a read;
+    ``enabled = False`` turns prefetching off (the benchmark's baseline). ``submit`` runs
+    other slow work (the store's view log) on a second worker so reads never wait for it.
+    """
+
+    def __init__(self, project: Project, slides: SlideSet) -> None:
+        self.slides = slides
+        self.size, self.mpp = training_geometry(project)
+        if self.size is None and self.mpp is None:
+            self.size = DEFAULT_REVIEW_PX
+        self.enabled = True
+        self._cache: OrderedDict[int, Future] = OrderedDict()
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="napari-lsr-prefetch")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="napari-lsr-log")
+        self._closed = False
+
+    def read(self, block: ReviewBlock) -> np.ndarray:
+        """The block's RGB uint8 image at the training resolution (read now)."""
+        slide = self.slides[block.slide]
+        box = (block.x, block.y, block.width, block.height)
+        if self.size is not None:
+            return slide.read_region(*box, size=(self.size, self.size))
+        try:
+            return slide.read_region(*box, mpp=self.mpp)
+        except SlideError:  # the slide has no mpp: fall back to a fixed size
+            return slide.read_region(*box, size=(DEFAULT_REVIEW_PX, DEFAULT_REVIEW_PX))
+
+    def prefetch(self, block: ReviewBlock | None) -> None:
+        """Start reading ``block`` in the background (no-op when disabled or cached)."""
+        if block is None or not self.enabled or self._closed or block.id in self._cache:
+            return
+        self._cache[block.id] = self._reader.submit(self.read, block)
+        while len(self._cache) > IMAGE_CACHE:
+            self._cache.popitem(last=False)
+
+    def get(self, block: ReviewBlock) -> np.ndarray:
+        fut = self._cache.get(block.id) if self.enabled else None
+        if fut is not None:
+            self._cache.move_to_end(block.id)
+            try:
+                return fut.result()
+            except Exception:
+                self._cache.pop(block.id, None)
+        return self.read(block)
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future | None:
+        if self._closed:
+            return None
+        return self._writer.submit(fn, *args)
+
+    def close(self, wait: bool = True) -> None:
+        self._closed = True
+        self._cache.clear()
+        self._reader.shutdown(wait=wait, cancel_futures=True)
+        self._writer.shutdown(wait=wait)
+
+
+# -- where a block is in the viewer -------------------------------------------------------------
+
+
+def world_box(block: ReviewBlock, unit: float) -> np.ndarray:
+    """The block's rectangle as (4, 2) (y, x) world corners (``unit`` = mpp, or 1 for px).
+
+    napari centres pixel k on coordinate k, so level-0 pixels [x, x + w) span x - 0.5 to
+    x + w - 0.5 in data coordinates.
+    """
+    y0, x0 = (block.y - 0.5) * unit, (block.x - 0.5) * unit
+    y1, x1 = (block.y + block.height - 0.5) * unit, (block.x + block.width - 0.5) * unit
+    return np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]])
+
+
+def world_center(block: ReviewBlock, unit: float) -> tuple[float, float]:
+    """(y, x) world centre of the block."""
+    return (
+        (block.y + block.height / 2 - 0.5) * unit,
+        (block.x + block.width / 2 - 0.5) * unit,
+    )
+
+
+def camera_zoom(
+    block: ReviewBlock, unit: float, canvas_size: tuple[int, int], fill: float = CAMERA_FILL
+) -> float:
+    """Canvas pixels per world unit that make the block fill ``fill`` of the canvas."""
+    side = max(block.width, block.height) * unit
+    return fill * max(1, min(canvas_size)) / side
+
+
+# -- projects from what is in the viewer --------------------------------------------------------
+
+
+def project_for_slide(
+    slide_path: str | os.PathLike,
+    labels_path: str | os.PathLike,
+    folder: str | os.PathLike | None = None,
+) -> Project:
+    """Open (or create) a project for one slide and its low-res CSV.
+
+    The folder defaults to ``<slide folder>/<slide name>_lsr``; an existing project there is
+    opened as it is.
+    """
+    slide_path = Path(slide_path).resolve()
+    labels_path = Path(labels_path).resolve()
+    if not labels_path.exists():
+        raise ReviewError(f"{labels_path}: no such low-res CSV")
+    folder = Path(folder) if folder else slide_path.parent / f"{slide_path.stem}_lsr"
+    if (folder / PROJECT_FILE).exists():
+        return Project.open(folder)
+    try:
+        return Project.create(folder, [SlideEntry(slide_path, labels_path)])
+    except OSError as exc:
+        raise ReviewError(f"{folder}: cannot create a project here ({exc.strerror})") from exc
+
+
+# -- the prior from estimates --------------------------------------------------------------------
+
+
+#: A prior edit with this note withdraws the bin's earlier edits.
+REVERT_NOTE = "revert"
+
+
+def effective_edits(project: Project) -> dict[int, tuple[float, float, str, float]]:
+    """The latest prior edit per bin, leaving out bins whose latest edit is a revert."""
+    latest: dict[int, tuple] = {}
+    for _id, z, mean, std, who, when, note in project.store.prior_edit_history():
+        latest[z] = (mean, std, who, when, note)
+    return {z: (m, s, w, t) for z, (m, s, w, t, note) in latest.items() if note != REVERT_NOTE}
+
+
+def estimates_prior(project: Project, annotator: str | None = None) -> Prior:
+    """p(c|z) from the live estimates (all annotators pooled, or one).
+
+    Bins without estimates take the paper's Table 1 row (when the bins match) with n = 0.
+    """
+    est = project.store.estimates(annotator)
+    return prior_from_values(project.bins, [e.bin for e in est], [e.percent for e in est])
+
+
+def prior_for_saving(prior: Prior) -> Prior:
+    """The prior as prior.csv stores it: n blank for rows no estimate produced (n = 0)."""
+    n = np.where(prior.n > 0, prior.n, np.nan)
+    return Prior(prior.bins, prior.mean_pct.copy(), prior.std_pct.copy(), n)
+
+
+def agreement_rows(project: Project) -> list[dict[str, float]]:
+    """Per-bin inter-annotator agreement (blocks, mean abs difference, ICC) of live estimates."""
+    est = project.store.estimates()
+    return agreement(((e.block_id, e.bin, e.annotator, e.percent) for e in est), len(project.bins))
+
+
+def default_prior(project: Project) -> Prior:
+    """The paper's Table 1 when its bins are the project's, else 0 ± 1 % per bin."""
+    paper = paper_prior()
+    if paper.bins == project.bins:
+        return paper
+    nb = len(project.bins)
+    return Prior(project.bins, np.zeros(nb), np.ones(nb))
+
+
+# -- what the dock widgets of one viewer share ---------------------------------------------------
+
+
+class ReviewHub:
+    """The project open in one viewer's napari-lsr widgets, and who to tell when it changes.
+
+    Listeners get ``"project"`` (another project was opened) or ``"estimates"`` (an estimate
+    was entered or undone).
+    """
+
+    def __init__(self) -> None:
+        self.project: Project | None = None
+        self.annotator: str | None = None
+        self._listeners: list[Callable[[str], None]] = []
+
+    def set_project(self, project: Project | None, annotator: str | None = None) -> None:
+        self.project = project
+        if annotator:
+            self.annotator = annotator
+        self.notify("project")
+
+    def subscribe(self, callback: Callable[[str], None]) -> None:
+        if callback not in self._listeners:
+            self._listeners.append(callback)
+
+    def unsubscribe(self, callback: Callable[[str], None]) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
+    def notify(self, kind: str) -> None:
+        for cb in list(self._listeners):
+            cb(kind)
+
+
+_HUBS: weakref.WeakKeyDictionary[Any, ReviewHub] = weakref.WeakKeyDictionary()
+
+
+def hub_for(viewer: Any) -> ReviewHub:
+    """The hub of a viewer (created on first use; forgotten with the viewer)."""
+    hub = _HUBS.get(viewer)
+    if hub is None:
+        hub = _HUBS[viewer] = ReviewHub()
+    return hub

@@ -1,0 +1,857 @@
+"""Block review dock widget: show sampled blocks bin by bin and record cancer % estimates.
+
+Keys (QuPath style, while the widget has the keyboard focus): digits then Enter records the
+estimate, Up/Down change it by 5, S skips the block, Backspace (with nothing typed) or Ctrl+Z
+undoes the last entry, N/P go to the next/previous block of the bin, B to the next bin,
+Escape clears what was typed. The logic lives in ``napari_lsr.review``; this is its view.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from qtpy.QtCore import QEvent, QObject, Qt, Signal
+from qtpy.QtGui import QImage, QKeyEvent, QPixmap
+from qtpy.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .._reader import slide_layer_data
+from ..formats import FormatError
+from ..layers import bin_color, labels_layer_data
+from ..project import Project
+from ..review import (
+    DEFAULT_K,
+    DEFAULT_SEED,
+    STEP_PCT,
+    BlockImages,
+    ReviewBlock,
+    ReviewError,
+    ReviewSession,
+    SlideSet,
+    bin_label,
+    camera_zoom,
+    hub_for,
+    load_blocks,
+    parse_percent,
+    project_for_slide,
+    world_box,
+    world_center,
+)
+from ..slide import SlideError
+
+#: Side, in screen pixels, of the block image in the widget.
+IMAGE_SIDE = 288
+OUTLINE_NAME = "review block"
+OUTLINE_COLOR = "yellow"
+ERROR_STYLE = "color: #ff6b6b; font-weight: bold;"
+INFO_STYLE = "color: #9fd89f;"
+KEYS_HELP = (
+    "Keys: digits then Enter record · ↑/↓ ±5 · S skip · Backspace/Ctrl+Z undo · "
+    "N/P next/previous · B next bin · Esc clear"
+)
+
+
+def default_annotator() -> str:
+    """The login name, as a first guess at who is annotating."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (some containers)
+        return os.environ.get("USER", "")
+
+
+def rgb_pixmap(rgb: np.ndarray, side: int) -> QPixmap:
+    """A QPixmap of an RGB uint8 array scaled to fit ``side`` x ``side``."""
+    rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
+    h, w = rgb.shape[:2]
+    img = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+    return QPixmap.fromImage(img).scaled(
+        side,
+        side,
+        Qt.AspectRatioMode.KeepAspectRatio,
+        Qt.TransformationMode.SmoothTransformation,
+    )
+
+
+def _cleanup(holder: dict[str, Any], *_args: Any) -> None:
+    images = holder.pop("images", None)
+    slides = holder.pop("slides", None)
+    store = holder.pop("store", None)
+    if images is not None:
+        if store is not None:
+            images.submit(store.close)  # the log thread's own connection
+        images.close(wait=True)
+    if slides is not None:
+        slides.close()
+
+
+class BlockReviewWidget(QWidget):
+    """Review K blocks per bin, stratified across slides, and record cancer % estimates."""
+
+    #: Emitted with the ReviewBlock on screen (None when there is none) after every move.
+    block_shown = Signal(object)
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.hub = hub_for(napari_viewer)
+        self.project: Project | None = None
+        self.session: ReviewSession | None = None
+        self.slides: SlideSet | None = None
+        self.images: BlockImages | None = None
+        self.labels_by_slide: dict[int, Any] = {}
+        self._blocks: list[ReviewBlock] = []
+        self._layers: dict[int, list[Any]] = {}  # slide index -> [image layer, heat overlay]
+        self._own_layers: list[Any] = []  # layers this widget added (removed on project change)
+        self._outline: Any = None
+        self._resources: dict[str, Any] = {}
+        self.destroyed.connect(functools.partial(_cleanup, self._resources))
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self._build()
+
+    # -- layout ---------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        root = QVBoxLayout(self)
+        root.setContentsMargins(6, 6, 6, 6)
+        root.setSpacing(4)
+
+        self.path_edit = QLineEdit()
+        self.path_edit.setPlaceholderText("project folder (holds project.toml)")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_project)
+        self.open_button = QPushButton("Open")
+        self.open_button.clicked.connect(lambda: self.open_project(self.path_edit.text()))
+        self.path_edit.returnPressed.connect(self.open_button.click)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Project"))
+        row.addWidget(self.path_edit, 1)
+        row.addWidget(browse)
+        row.addWidget(self.open_button)
+        root.addLayout(row)
+
+        self.csv_edit = QLineEdit()
+        self.csv_edit.setPlaceholderText("or: low-res CSV of the slide open in the viewer")
+        csv_browse = QPushButton("Browse…")
+        csv_browse.clicked.connect(self._browse_csv)
+        self.use_slide_button = QPushButton("Use slide")
+        self.use_slide_button.setToolTip(
+            "Review the slide layer open in the viewer with this low-res CSV (a project "
+            "folder <slide>_lsr is created beside the slide)"
+        )
+        self.use_slide_button.clicked.connect(lambda: self.use_viewer_slide(self.csv_edit.text()))
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Labels"))
+        row.addWidget(self.csv_edit, 1)
+        row.addWidget(csv_browse)
+        row.addWidget(self.use_slide_button)
+        root.addLayout(row)
+
+        self.annotator_edit = QLineEdit(default_annotator())
+        self.annotator_edit.setPlaceholderText("your name")
+        self.annotator_edit.editingFinished.connect(self._settings_changed)
+        self.k_spin = QSpinBox()
+        self.k_spin.setRange(1, 1000)
+        self.k_spin.setValue(DEFAULT_K)
+        self.k_spin.setToolTip("blocks to review per bin")
+        self.k_spin.editingFinished.connect(self._settings_changed)
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 2**31 - 1)
+        self.seed_spin.setValue(DEFAULT_SEED)
+        self.seed_spin.setToolTip("the same seed gives the same blocks")
+        self.seed_spin.editingFinished.connect(self._settings_changed)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Annotator"))
+        row.addWidget(self.annotator_edit, 1)
+        row.addWidget(QLabel("K"))
+        row.addWidget(self.k_spin)
+        row.addWidget(QLabel("Seed"))
+        row.addWidget(self.seed_spin)
+        root.addLayout(row)
+
+        self.legend = QWidget()
+        self.legend_layout = QGridLayout(self.legend)
+        self.legend_layout.setContentsMargins(0, 0, 0, 0)
+        self.legend_layout.setHorizontalSpacing(6)
+        self.legend_layout.setVerticalSpacing(1)
+        self._legend_labels: list[QLabel] = []
+        root.addWidget(self.legend)
+
+        self.bin_combo = QComboBox()
+        self.bin_combo.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        self.bin_combo.activated.connect(self._bin_chosen)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Bin"))
+        row.addWidget(self.bin_combo, 1)
+        root.addLayout(row)
+
+        self.progress_label = QLabel("No project open")
+        font = self.progress_label.font()
+        font.setBold(True)
+        font.setPointSizeF(font.pointSizeF() * 1.15)
+        self.progress_label.setFont(font)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setTextVisible(False)
+        self.progress_bar.setMaximumHeight(8)
+        self.stats_label = QLabel("")
+        self.block_label = QLabel("")
+        self.block_label.setWordWrap(True)
+        root.addWidget(self.progress_label)
+        root.addWidget(self.progress_bar)
+        root.addWidget(self.stats_label)
+        root.addWidget(self.block_label)
+
+        self.image_label = QLabel("")
+        self.image_label.setFixedSize(IMAGE_SIDE, IMAGE_SIDE)
+        self.image_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.image_label.setStyleSheet("background: #202020; border: 2px solid #e6e600;")
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(self.image_label)
+        row.addStretch(1)
+        root.addLayout(row)
+
+        self.entry = QLineEdit()
+        self.entry.setPlaceholderText("type %, Enter")
+        self.entry.setMaximumWidth(110)
+        self.entry.installEventFilter(self)
+        self.entry.textEdited.connect(self._entry_edited)
+        self.spin = QSpinBox()
+        self.spin.setRange(0, 100)
+        self.spin.setSingleStep(int(STEP_PCT))
+        self.spin.setSuffix(" %")
+        self.spin.valueChanged.connect(self._spin_changed)
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(0, 100)
+        self.slider.setSingleStep(int(STEP_PCT))
+        self.slider.setPageStep(10)
+        self.slider.valueChanged.connect(self._slider_changed)
+        form = QFormLayout()
+        row = QHBoxLayout()
+        row.addWidget(self.entry)
+        row.addWidget(self.spin)
+        row.addWidget(self.slider, 1)
+        form.addRow("Cancer %", row)
+        root.addLayout(form)
+
+        self.record_button = QPushButton("Record (Enter)")
+        self.record_button.clicked.connect(lambda: self.record())
+        self.skip_button = QPushButton("Skip (S)")
+        self.skip_button.clicked.connect(lambda: self.skip())
+        self.undo_button = QPushButton("Undo (⌫)")
+        self.undo_button.clicked.connect(lambda: self.undo())
+        row = QHBoxLayout()
+        for b in (self.record_button, self.skip_button, self.undo_button):
+            row.addWidget(b)
+        root.addLayout(row)
+        self.prev_button = QPushButton("◀ Prev (P)")
+        self.prev_button.clicked.connect(lambda: self.prev_block())
+        self.next_button = QPushButton("Next (N) ▶")
+        self.next_button.clicked.connect(lambda: self.next_block())
+        self.bin_button = QPushButton("Next bin (B)")
+        self.bin_button.clicked.connect(lambda: self.next_bin())
+        row = QHBoxLayout()
+        for b in (self.prev_button, self.next_button, self.bin_button):
+            row.addWidget(b)
+        root.addLayout(row)
+        for b in (
+            self.record_button,
+            self.skip_button,
+            self.undo_button,
+            self.prev_button,
+            self.next_button,
+            self.bin_button,
+        ):
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+
+        self.message = QLabel("Open a project folder, or use a slide in the viewer.")
+        self.message.setWordWrap(True)
+        self.message.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+        root.addWidget(self.message)
+        keys = QLabel(KEYS_HELP)
+        keys.setWordWrap(True)
+        keys.setStyleSheet("color: #909090; font-size: 10px;")
+        root.addWidget(keys)
+        root.addStretch(1)
+        self._text_fields = (self.path_edit, self.csv_edit, self.annotator_edit)
+
+    # -- messages -------------------------------------------------------------------------------
+
+    def _error(self, text: str) -> None:
+        self.message.setStyleSheet(ERROR_STYLE)
+        self.message.setText(f"⚠ {text}")
+
+    def _info(self, text: str) -> None:
+        self.message.setStyleSheet(INFO_STYLE)
+        self.message.setText(text)
+
+    # -- opening --------------------------------------------------------------------------------
+
+    def _browse_project(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a napari-lsr project folder")
+        if folder:
+            self.path_edit.setText(folder)
+            self.open_project(folder)
+
+    def _browse_csv(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Low-resolution labels of the slide", "", "CSV (*.csv)"
+        )
+        if path:
+            self.csv_edit.setText(path)
+
+    def open_project(self, folder: str | os.PathLike) -> bool:
+        """Open a project folder and start reviewing; False (with a message) when it fails."""
+        if not str(folder).strip():
+            self._error("Type or browse to a project folder first.")
+            return False
+        try:
+            project = Project.open(Path(str(folder).strip()).expanduser())
+        except (FormatError, OSError) as exc:
+            self._error(str(exc))
+            return False
+        return self.set_project(project)
+
+    def use_viewer_slide(self, labels_csv: str | os.PathLike) -> bool:
+        """Review the slide layer open in the viewer with a low-res CSV (creates a project)."""
+        slides = [
+            layer
+            for layer in self.viewer.layers
+            if (layer.metadata.get("napari_lsr") or {}).get("path") and getattr(layer, "rgb", False)
+        ]
+        if not slides:
+            self._error("No slide in the viewer: open a slide (File > Open) or a project.")
+            return False
+        active = self.viewer.layers.selection.active
+        layer = active if active in slides else slides[0]
+        if not str(labels_csv).strip():
+            self._error(f"Choose the low-res CSV of {layer.name} first.")
+            return False
+        try:
+            project = project_for_slide(layer.metadata["napari_lsr"]["path"], labels_csv)
+        except (ReviewError, FormatError, OSError) as exc:
+            self._error(str(exc))
+            return False
+        return self.set_project(project)
+
+    def set_project(self, project: Project, annotator: str | None = None) -> bool:
+        """Review ``project`` (shared with the other napari-lsr widgets of this viewer)."""
+        self._close_project()
+        if annotator:
+            self.annotator_edit.setText(annotator)
+        self.project = project
+        self.path_edit.setText(str(project.folder))
+        self.slides = SlideSet(project)
+        self._resources["slides"] = self.slides
+        self._resources["store"] = project.store
+        self._populate_bins()
+        self.hub.set_project(project, self.annotator_edit.text().strip() or None)
+        try:
+            self._blocks, self.labels_by_slide = load_blocks(project, self.slides)
+        except ReviewError as exc:
+            self._blocks, self.labels_by_slide = [], {}
+            self._set_status_empty("No blocks to review")
+            self._error(str(exc))
+            return False
+        self.images = BlockImages(project, self.slides)
+        self._resources["images"] = self.images
+        return self.start_session()
+
+    def start_session(self) -> bool:
+        """(Re)start the review with the annotator, K and seed in the widget."""
+        if self.project is None:
+            self._error("Open a project first.")
+            return False
+        if not self._blocks:
+            self._error("This project has no blocks to review.")
+            return False
+        try:
+            self.session = ReviewSession(
+                self.project,
+                self.annotator_edit.text(),
+                self.k_spin.value(),
+                self.seed_spin.value(),
+                slides=self.slides,
+                blocks=self._blocks,
+            )
+        except (ReviewError, SlideError, sqlite3.Error) as exc:
+            self.session = None
+            self._set_status_empty("Not reviewing")
+            self._error(str(exc))
+            return False
+        self.hub.annotator = self.session.annotator
+        n_slides = len(self.labels_by_slide)
+        self._info(
+            f"{self.project.folder.name}: {len(self._blocks)} blocks in {n_slides} slide(s); "
+            f"{self.session.k} per bin, seed {self.session.seed}."
+        )
+        self._show_current()
+        if self.session.finished:
+            self._info(
+                "Every sampled block of every bin has an estimate. Undo, N/P or B to revise."
+            )
+        self.setFocus()
+        return True
+
+    def _settings_changed(self) -> None:
+        s = self.session
+        if s is None or self.project is None:
+            return
+        now = (self.annotator_edit.text().strip(), self.k_spin.value(), self.seed_spin.value())
+        if now != (s.annotator, s.k, s.seed):
+            self.start_session()
+
+    def _close_project(self) -> None:
+        self.session = None
+        for layer in self._own_layers:
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self._own_layers.clear()
+        self._layers.clear()
+        self._outline = None
+        _cleanup(self._resources)
+        self.images = None
+        self.slides = None
+        self.project = None
+
+    def shutdown(self) -> None:
+        """Stop the background threads and release the slides (the widget stays usable)."""
+        self._close_project()
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt)
+        self.shutdown()
+        super().closeEvent(event)
+
+    # -- bins and legend ------------------------------------------------------------------------
+
+    def _populate_bins(self) -> None:
+        bins = self.project.bins if self.project else None
+        self.bin_combo.clear()
+        while self.legend_layout.count():
+            item = self.legend_layout.takeAt(0)
+            if item.widget():
+                item.widget().deleteLater()
+        self._legend_labels = []
+        if bins is None:
+            return
+        n = len(bins)
+        per_row = (n + 1) // 2
+        for z in range(n):
+            swatch = QLabel()
+            swatch.setFixedSize(12, 12)
+            swatch.setStyleSheet(f"background: {bin_color(z, n)}; border: 1px solid #808080;")
+            text = QLabel(bin_label(bins, z))
+            text.setStyleSheet("font-size: 10px;")
+            r, c = divmod(z, per_row)
+            cell = QHBoxLayout()
+            cell.setSpacing(2)
+            cell.addWidget(swatch)
+            cell.addWidget(text)
+            cell.addStretch(1)
+            self.legend_layout.addLayout(cell, r, c)
+            self._legend_labels.append(text)
+            self.bin_combo.addItem(f"{bin_label(bins, z)} %")
+        title = QLabel("patch probability bins (%)")
+        title.setStyleSheet("font-size: 10px; color: #909090;")
+        self.legend_layout.addWidget(title, 2, 0, 1, per_row)
+
+    def _update_bin_items(self) -> None:
+        s = self.session
+        if s is None:
+            return
+        for z in range(len(s.bins)):
+            p = s.progress(z)
+            text = f"{p.label} %: {p.done}/{p.target}  ({p.blocks} blocks)"
+            if p.blocks == 0:
+                text = f"{p.label} %: no blocks"
+            self.bin_combo.setItemText(z, text)
+
+    def _bin_chosen(self, index: int) -> None:
+        self.goto_bin(index)
+        self.setFocus()
+
+    # -- actions --------------------------------------------------------------------------------
+
+    def _need_block(self) -> bool:
+        if self.session is None:
+            self._error("Open a project first.")
+            return False
+        if self.session.current is None:
+            self._error("No block on screen: every sampled block is reviewed (Undo, N/P or B).")
+            return False
+        return True
+
+    def record(self, value: str | float | None = None) -> int | None:
+        """Commit an estimate for the block on screen (default: what is typed); its id."""
+        if not self._need_block():
+            return None
+        block = self.session.current
+        text = self.entry.text() if value is None else value
+        try:
+            pct = parse_percent(text)
+        except ValueError as exc:
+            self._error(str(exc))
+            return None
+        try:
+            eid = self.session.enter(pct)
+        except (sqlite3.Error, OSError, ReviewError) as exc:
+            self._error(f"Not recorded: {exc}")
+            return None
+        self.entry.clear()
+        self._moved(f"Recorded {pct:g} % for block {block.id}.")
+        self.hub.notify("estimates")
+        return eid
+
+    def skip(self) -> int | None:
+        """Skip the block on screen (recorded as a skip); a replacement block is drawn."""
+        if not self._need_block():
+            return None
+        block = self.session.current
+        try:
+            eid = self.session.skip()
+        except (sqlite3.Error, OSError, ReviewError) as exc:
+            self._error(f"Not recorded: {exc}")
+            return None
+        self.entry.clear()
+        self._moved(f"Skipped block {block.id}.")
+        self.hub.notify("estimates")
+        return eid
+
+    def undo(self) -> ReviewBlock | None:
+        """Undo the last entry of this session and show its block again."""
+        if self.session is None:
+            self._error("Open a project first.")
+            return None
+        try:
+            block = self.session.undo()
+        except (sqlite3.Error, OSError) as exc:
+            self._error(f"Undo failed: {exc}")
+            return None
+        if block is None:
+            self._error("Nothing to undo in this session.")
+            return None
+        self.entry.clear()
+        self._show_current()
+        self._info(f"Undone: block {block.id} is back for a new estimate.")
+        self.hub.notify("estimates")
+        return block
+
+    def next_block(self) -> bool:
+        if self.session is None:
+            return False
+        if not self.session.next():
+            self._error("Last block of this bin: B goes to the next bin.")
+            return False
+        self._show_current()
+        self._info("")
+        return True
+
+    def prev_block(self) -> bool:
+        if self.session is None:
+            return False
+        if not self.session.prev():
+            self._error("First block of this bin.")
+            return False
+        self._show_current()
+        self._info("")
+        return True
+
+    def next_bin(self) -> int | None:
+        if self.session is None:
+            return None
+        z = self.session.next_bin()
+        if z is None:
+            self._error("No bin has blocks to review.")
+            return None
+        self._show_current()
+        self._info(f"Bin {bin_label(self.session.bins, z)} %.")
+        return z
+
+    def goto_bin(self, z: int) -> bool:
+        """Show bin ``z``; a message says so when it has no blocks."""
+        if self.session is None:
+            self._error("Open a project first.")
+            return False
+        if not self.session.goto_bin(z):
+            msg = self.session.bin_message(z) or f"Bin {z} has nothing to review."
+            self._update_status()
+            self._error(msg)
+            return False
+        self._show_current()
+        self._info(f"Bin {bin_label(self.session.bins, z)} %.")
+        return True
+
+    def step(self, delta: float) -> None:
+        """Change the typed estimate by ``delta`` points (Up/Down), within 0-100."""
+        try:
+            base = parse_percent(self.entry.text())
+        except ValueError:
+            base = float(self.spin.value())
+        value = min(100.0, max(0.0, base + delta))
+        self._set_value(value)
+
+    def _moved(self, what: str) -> None:
+        s = self.session
+        prev_bin = s.undo_stack[-1].block.bin if s.undo_stack else None
+        self._show_current()
+        if s.last_move == "bin done" and prev_bin is not None:
+            p = s.progress(prev_bin)
+            self._info(
+                f"{what} Bin {p.label} % is complete ({p.done}/{p.target}); "
+                f"now bin {bin_label(s.bins, s.current_bin)} %."
+            )
+        elif s.last_move == "all done":
+            self._info(f"{what} Every sampled block of every bin has an estimate.")
+        else:
+            self._info(what)
+
+    # -- the value controls ---------------------------------------------------------------------
+
+    def _set_value(self, value: float) -> None:
+        self.entry.setText(f"{value:g}")
+        self._sync_controls(value)
+
+    def _sync_controls(self, value: float) -> None:
+        for w in (self.spin, self.slider):
+            w.blockSignals(True)
+            w.setValue(int(round(value)))
+            w.blockSignals(False)
+
+    def _entry_edited(self, text: str) -> None:
+        try:
+            self._sync_controls(parse_percent(text))
+        except ValueError:
+            pass
+
+    def _spin_changed(self, value: int) -> None:
+        self.entry.setText(str(value))
+        self.slider.blockSignals(True)
+        self.slider.setValue(value)
+        self.slider.blockSignals(False)
+
+    def _slider_changed(self, value: int) -> None:
+        self.entry.setText(str(value))
+        self.spin.blockSignals(True)
+        self.spin.setValue(value)
+        self.spin.blockSignals(False)
+
+    # -- keys -----------------------------------------------------------------------------------
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 (Qt)
+        if self._handle_key(event):
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt)
+        if obj is self.entry and event.type() == QEvent.Type.KeyPress:
+            key = event.key()
+            ctrl = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
+            if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+                if self.record() is not None:
+                    self.setFocus()
+                return True
+            if key in (Qt.Key.Key_Up, Qt.Key.Key_Down):
+                self.step(STEP_PCT if key == Qt.Key.Key_Up else -STEP_PCT)
+                return True
+            if ctrl and key == Qt.Key.Key_Z:
+                self.undo()
+                return True
+            if key == Qt.Key.Key_Escape:
+                self.entry.clear()
+                self.setFocus()
+                return True
+        return super().eventFilter(obj, event)
+
+    def _handle_key(self, event: QKeyEvent) -> bool:
+        key = event.key()
+        mods = event.modifiers()
+        if mods & Qt.KeyboardModifier.ControlModifier:
+            if key == Qt.Key.Key_Z:
+                self.undo()
+                return True
+            return False
+        if mods & (Qt.KeyboardModifier.AltModifier | Qt.KeyboardModifier.MetaModifier):
+            return False
+        if QApplication.focusWidget() in self._text_fields:
+            return False  # Enter in the name or path field is not an estimate
+        text = event.text()
+        if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            self.record()
+        elif text and text in "0123456789.,%":
+            self.entry.setText(self.entry.text() + text)
+            self._entry_edited(self.entry.text())
+        elif key == Qt.Key.Key_Up:
+            self.step(STEP_PCT)
+        elif key == Qt.Key.Key_Down:
+            self.step(-STEP_PCT)
+        elif key == Qt.Key.Key_Backspace:
+            if self.entry.text():
+                self.entry.setText(self.entry.text()[:-1])
+            else:
+                self.undo()
+        elif key == Qt.Key.Key_Escape:
+            self.entry.clear()
+        elif key == Qt.Key.Key_S:
+            self.skip()
+        elif key == Qt.Key.Key_N:
+            self.next_block()
+        elif key == Qt.Key.Key_P:
+            self.prev_block()
+        elif key == Qt.Key.Key_B:
+            self.next_bin()
+        else:
+            return False
+        return True
+
+    def mousePressEvent(self, event: Any) -> None:  # noqa: N802 (Qt)
+        self.setFocus()  # a click anywhere on the widget gives it the keys
+        super().mousePressEvent(event)
+
+    # -- showing a block ------------------------------------------------------------------------
+
+    def _set_status_empty(self, title: str) -> None:
+        self.progress_label.setText(title)
+        self.progress_bar.setValue(0)
+        self.stats_label.setText("")
+        self.block_label.setText("")
+        self.image_label.clear()
+
+    def _update_status(self) -> None:
+        s = self.session
+        if s is None or s.current_bin is None:
+            self._set_status_empty("No blocks to review")
+            return
+        p = s.progress()
+        self.progress_label.setText(p.text())
+        self.progress_bar.setMaximum(max(1, p.target))
+        self.progress_bar.setValue(p.done)
+        self.stats_label.setText(f"{p.stats_text()} · annotator: {s.annotator}")
+        self._update_bin_items()
+        self.bin_combo.blockSignals(True)
+        self.bin_combo.setCurrentIndex(s.current_bin)
+        self.bin_combo.blockSignals(False)
+        for z, label in enumerate(self._legend_labels):
+            weight = "bold; text-decoration: underline" if z == s.current_bin else "normal"
+            label.setStyleSheet(f"font-size: 10px; font-weight: {weight};")
+        block = s.current
+        if block is None:
+            self.block_label.setText("All sampled blocks reviewed.")
+            return
+        entry = self.project.slides[block.slide]
+        sample = s.samples[block.bin]
+        state = s.status(block)
+        if state == "estimated":
+            state = f"estimated {s.estimate_of(block):g} %"
+        self.block_label.setText(
+            f"block {sample.index(block) + 1} of {len(sample)} · {entry.name} "
+            f"({block.x}, {block.y}) {block.width}×{block.height} px · "
+            f"p = {block.probability:.3f} · {state}"
+        )
+
+    def _show_current(self) -> None:
+        s = self.session
+        block = s.current if s is not None else None
+        if block is None:
+            self.image_label.clear()
+            self._update_status()
+            self.block_shown.emit(None)
+            return
+        try:
+            rgb = self.images.get(block)
+        except SlideError as exc:
+            self._error(str(exc))
+            rgb = None
+        if rgb is not None:
+            self.image_label.setPixmap(rgb_pixmap(rgb, IMAGE_SIDE))
+        self._update_status()
+        self._move_camera(block)
+        self.images.submit(self.project.store.record_view, block.id, s.annotator)
+        self.images.prefetch(s.peek_next())
+        self.block_shown.emit(block)
+
+    # -- the viewer -----------------------------------------------------------------------------
+
+    def _ensure_layers(self, index: int) -> None:
+        """The slide and its heat overlay in the viewer; other slides of the project hidden."""
+        layers = self._layers.get(index)
+        if layers is None or any(layer not in self.viewer.layers for layer in layers):
+            entry = self.project.slides[index]
+            slide = self.slides[index]
+            image = next(
+                (
+                    layer
+                    for layer in self.viewer.layers
+                    if (layer.metadata.get("napari_lsr") or {}).get("path") == str(entry.path)
+                    and getattr(layer, "rgb", False)
+                ),
+                None,
+            )
+            if image is None:
+                data, meta, _ = slide_layer_data(slide)
+                image = self.viewer.add_image(data, **meta)
+                self._own_layers.append(image)
+            layers = [image]
+            labels = self.labels_by_slide.get(index)
+            if labels is not None:
+                data, meta, _ = labels_layer_data(labels, slide, self.project.bins)
+                overlay = self.viewer.add_labels(data, **meta)
+                self._own_layers.append(overlay)
+                layers.append(overlay)
+            self._layers[index] = layers
+            self._raise_outline()
+        for i, group in self._layers.items():
+            for layer in group:
+                if layer.visible != (i == index):
+                    layer.visible = i == index
+
+    def _raise_outline(self) -> None:
+        if self._outline is not None and self._outline in self.viewer.layers:
+            self.viewer.layers.remove(self._outline)
+            self._outline = None
+
+    def _move_camera(self, block: ReviewBlock) -> None:
+        self._ensure_layers(block.slide)
+        slide = self.slides[block.slide]
+        unit = slide.mpp or 1.0
+        rect = world_box(block, unit)
+        width = max(block.width, block.height) * unit / 40
+        if self._outline is None or self._outline not in self.viewer.layers:
+            self._outline = self.viewer.add_shapes(
+                [rect],
+                shape_type="rectangle",
+                edge_color=OUTLINE_COLOR,
+                face_color="transparent",
+                edge_width=width,
+                name=OUTLINE_NAME,
+                units="um" if slide.mpp else "pixel",
+            )
+            self._own_layers.append(self._outline)
+        else:
+            self._outline.data = [rect]
+            self._outline.edge_width = width
+            self._outline.edge_color = OUTLINE_COLOR
+        camera = self.viewer.camera
+        camera.center = world_center(block, unit)
+        camera.zoom = camera_zoom(block, unit, tuple(self.viewer.canvas.size))

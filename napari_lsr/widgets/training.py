@@ -1,0 +1,1393 @@
+"""Training dock widget: pick slides, prior, loss and settings; train off the GUI thread."""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.qt.threading import GeneratorWorker
+from napari.utils import cancelable_progress
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from qtpy.QtGui import QColor, QDoubleValidator, QPainter, QPen, QPolygonF
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFrame,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSpinBox,
+    QStackedWidget,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..formats import Prior, paper_prior, read_prior_csv, resource_path
+from ..models import ModelCard, list_models
+
+if TYPE_CHECKING:
+    import napari
+
+    from ..blocks import BlockSet, SlideBlocks
+    from ..project import Project
+    from ..training import TrainConfig, TrainEvent
+
+# Choices and defaults, copied here so that opening the widget does not wait for torch (a
+# 4 s import); tests check them against ``losses`` and ``training``.
+LOSSES = ("intra+inter", "intra", "inter")
+DISTANCES = ("gaussian", "kl", "paper")
+PIXEL_VARIANCES = ("paper", "exact")
+LR_SCHEDULES = ("cosine", "constant")
+#: The paper's learning rates (Sec. 3.3), as ``training.PAPER_LR``.
+PAPER_LR = {"intra": 1e-5, "inter": 1e-3, "intra+inter": 1e-3}
+#: ``TrainConfig`` defaults shown in the form (the paper's batch layout: 30 blocks, 2 x 15).
+DEFAULTS: dict[str, Any] = {
+    "loss": "intra+inter",
+    "distance": "gaussian",
+    "pixel_variance": "paper",
+    "steps": 500,
+    "lr_schedule": "cosine",
+    "ema": 0.0,
+    "batch_size": 30,
+    "groups": 2,
+    "group_size": 15,
+    "seed": 0,
+    "depth": 3,
+    "width": 16,
+    "augment": True,
+    "checkpoint_every": 100,
+}
+#: Training resolution when neither the project nor the user gives one.
+DEFAULT_TRAIN_MPP = 4.0
+#: How long closing the viewer waits for the run to save its checkpoint and stop.
+STOP_TIMEOUT_S = 30.0
+#: Labels and progress bar refresh; the loss curve redraws at most this often.
+REFRESH_MS = 100
+CURVE_MS = 250
+#: Where a slide layer's labels CSV is looked for beside the slide, ``{stem}`` replaced.
+LABEL_CANDIDATES = ("{stem}_lowres.csv", "{stem}_labels.csv", "{stem}.csv")
+
+
+# -- the run, off the GUI thread (no Qt here) -------------------------------------------------
+
+
+class TrainingFailed(Exception):
+    """A run stopped on an error; the message is for the user.
+
+    Deliberately not a RuntimeError: superqt's generator worker swallows RuntimeErrors (it
+    takes them for a deleted worker) and then never emits ``finished``.
+    """
+
+
+class _Cancelled(Exception):
+    """Raised by the block-extraction progress callback once cancel is set."""
+
+
+@dataclass
+class SlideSource:
+    """A slide with its low-res labels CSV, from the project or from a viewer layer."""
+
+    slide: Path
+    labels: Path | None = None
+    mpp: float | None = None
+    origin: str = "project"
+
+    @property
+    def key(self) -> str:
+        return os.path.normcase(str(Path(self.slide).resolve()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "slide": str(self.slide),
+            "labels": str(self.labels) if self.labels else None,
+            "mpp": self.mpp,
+        }
+
+
+@dataclass
+class Phase:
+    """A report from before the first step: what is happening, and how far (NaN: unknown)."""
+
+    what: str
+    frac: float = math.nan
+    kind: str = "phase"  # "phase", or "cancelled" when stopped before training began
+    history: list = field(default_factory=list)  # a resumed run's (step, loss) so far
+
+
+@dataclass
+class RunPlan:
+    """Everything a run needs, made on the GUI thread and handed to the worker."""
+
+    out: Path
+    cache_dir: Path
+    config: TrainConfig
+    sources: list[SlideSource] = field(default_factory=list)
+    prior: Prior | None = None
+    mpp: float | None = None
+    block_size: int | None = None
+    resume: Path | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    torch_threads: int | None = None
+
+
+def readable_error(exc: BaseException, name: str, device: str = "") -> str:
+    """A one-paragraph message for a notification, from any exception a run can raise."""
+    from ..blocks import BlockError
+    from ..formats import FormatError
+    from ..slide import SlideError
+
+    text = str(exc).strip()
+    low = text.lower()
+    if (
+        isinstance(exc, MemoryError)
+        or "out of memory" in low
+        or "OutOfMemory" in type(exc).__name__
+    ):
+        where = f" on {device}" if device else ""
+        text = (
+            f"out of memory{where}; lower the batch or group size, the block size or the "
+            "U-Net width, or train on another device"
+        )
+    elif type(exc).__name__ == "TrainingError" or isinstance(
+        exc, (BlockError, FormatError, SlideError, OSError)
+    ):
+        text = text or type(exc).__name__
+    else:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    for flag, words in (
+        ("--lr", "the learning rate"),
+        ("--group-size", "the group size"),
+        ("--mpp", "the training mpp"),
+    ):
+        text = text.replace(flag, words)
+    return f"training {name!r} stopped: {text}"
+
+
+def _sources_from_checkpoint(ckpt: dict[str, Any]) -> list[SlideSource]:
+    info = ckpt.get("info") or {}
+    if info.get("sources"):
+        return [
+            SlideSource(Path(s["slide"]), Path(s["labels"]) if s.get("labels") else None, s["mpp"])
+            for s in info["sources"]
+        ]
+    slides, labels = ckpt.get("slides") or [], info.get("labels") or []
+    if not slides or len(slides) != len(labels):
+        raise TrainingFailed(
+            "the checkpoint does not name its slides and labels; resume it with the command line"
+        )
+    return [SlideSource(Path(s), Path(lab)) for s, lab in zip(slides, labels)]
+
+
+def _extract(
+    sources: list[SlideBlocks],
+    cache_dir: Path,
+    block_size: int,
+    mpp: float,
+    cancel: threading.Event,
+) -> Iterator[Phase]:
+    """Run ``extract_blocks`` in a helper thread, yielding its progress; returns the blocks.
+
+    Returns None when cancelled (checked at each progress report, i.e. every 1/20 of the
+    slides' blocks).
+    """
+    from ..blocks import extract_blocks
+
+    reports: queue.Queue = queue.Queue()
+    box: dict[str, Any] = {}
+
+    def progress(what: str, frac: float) -> None:
+        if cancel.is_set():
+            raise _Cancelled
+        reports.put(Phase(what, frac))
+
+    def work() -> None:
+        try:
+            box["blocks"] = extract_blocks(sources, cache_dir, block_size, mpp, progress=progress)
+        except BaseException as exc:  # handed to the generator below
+            box["error"] = exc
+        finally:
+            reports.put(None)
+
+    thread = threading.Thread(target=work, name="lsr-extract", daemon=True)
+    thread.start()
+    try:
+        while (item := reports.get()) is not None:
+            yield item
+    finally:
+        if thread.is_alive():  # closed early: stop extracting
+            cancel.set()
+        thread.join()
+    err = box.get("error")
+    if isinstance(err, _Cancelled):
+        return None
+    if err is not None:
+        raise err
+    return box["blocks"]
+
+
+def run_training(
+    plan: RunPlan, cancel: threading.Event, finished: threading.Event | None = None
+) -> Iterator[Phase | TrainEvent]:
+    """The worker's generator: read labels, extract blocks, then yield ``train``'s events.
+
+    Cancel (``cancel.set()``) is honoured within one block-extraction chunk or one training
+    step; once training has begun the engine saves a checkpoint and card. Every error is
+    raised as ``TrainingFailed`` with a readable message. ``finished`` is set on exit.
+    """
+    try:
+        yield from _run(plan, cancel)
+    except TrainingFailed:
+        raise
+    except Exception as exc:
+        raise TrainingFailed(readable_error(exc, plan.out.stem, plan.config.device)) from exc
+    finally:
+        if finished is not None:
+            finished.set()
+
+
+def _run(plan: RunPlan, cancel: threading.Event) -> Iterator[Phase | TrainEvent]:
+    import torch
+
+    from ..blocks import SlideBlocks, resolve_geometry
+    from ..formats import read_lowres_csv
+    from ..slide import Slide
+    from ..training import TrainConfig, load_checkpoint, train
+
+    config, prior, sources = plan.config, plan.prior, list(plan.sources)
+    mpp, block_size, info = plan.mpp, plan.block_size, dict(plan.info)
+    if plan.resume is not None:
+        yield Phase(f"reading {plan.resume.name}")
+        ckpt = load_checkpoint(plan.resume)
+        config = TrainConfig.from_dict(ckpt["config"])
+        config.device = plan.config.device
+        prior = Prior.from_dict(ckpt["prior"])
+        info = dict(ckpt.get("info") or {})
+        sources = _sources_from_checkpoint(ckpt)
+        block_size, mpp = int(ckpt["block_size"]), float(ckpt["train_mpp"])
+        history = [tuple(h) for h in ckpt.get("history", [])]
+        yield Phase(f"resuming at step {ckpt['step']}/{config.steps}", history=history)
+        del ckpt
+    if prior is None:
+        raise TrainingFailed("no prior p(c|z) was given")
+    yield Phase("reading the low-resolution labels", 0.0)
+    slide_blocks = []
+    for s in sources:
+        if s.labels is None:
+            raise TrainingFailed(f"{s.slide}: no low-resolution labels CSV for this slide")
+        with Slide(s.slide, mpp=s.mpp) as slide:
+            labels = read_lowres_csv(s.labels, slide.dimensions, prior.bins)
+        slide_blocks.append(SlideBlocks(s.slide, labels, s.mpp))
+    if plan.resume is None:
+        block_size, mpp = resolve_geometry(slide_blocks, mpp, block_size)
+    assert block_size is not None and mpp is not None
+    blocks: BlockSet | None = yield from _extract(
+        slide_blocks, plan.cache_dir, block_size, mpp, cancel
+    )
+    if blocks is None or cancel.is_set():
+        yield Phase("cancelled before training began; nothing was saved", kind="cancelled")
+        return
+    yield Phase(f"{len(blocks)} tissue blocks of {block_size} px at {mpp:.3g} µm/px", 1.0)
+    old_threads = torch.get_num_threads()
+    if plan.torch_threads:
+        torch.set_num_threads(plan.torch_threads)
+    gen = train(blocks, prior, config, plan.out, cancel=cancel, resume=plan.resume, info=info)
+    try:
+        for event in gen:
+            try:
+                yield event
+            except GeneratorExit:  # the worker was dropped: stop cleanly, with a checkpoint
+                cancel.set()
+                for _ in gen:
+                    pass
+                raise
+    finally:
+        gen.close()
+        torch.set_num_threads(old_threads)
+
+
+class RunHandle:
+    """Cancel and wait for one run, from any thread (Qt-free; outlives the widget)."""
+
+    def __init__(self) -> None:
+        self.cancel = threading.Event()
+        self.finished = threading.Event()
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
+        """Ask the run to stop (it saves a checkpoint) and wait up to ``timeout`` seconds."""
+        self.cancel.set()
+        return self.finished.wait(timeout)
+
+
+class _TrainWorker(GeneratorWorker):
+    """napari's generator worker whose ``quit`` cancels gracefully (checkpoint and card).
+
+    ``quit`` is what napari and superqt call to stop workers (e.g. when the window closes);
+    the stock one abandons the generator mid-run, which would lose the checkpoint.
+    """
+
+    handle: RunHandle
+
+    def quit(self) -> None:
+        self.handle.stop()
+
+
+# -- small widgets ---------------------------------------------------------------------------
+
+
+class LossCurve(QWidget):
+    """A light loss plot drawn with QPainter: raw losses (faint) and their running mean."""
+
+    SMOOTHING = 0.05  # EMA weight of a new loss (bias-corrected)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setMinimumHeight(140)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.clear()
+
+    def clear(self) -> None:
+        self._steps = np.empty(1024, np.float64)
+        self._raw = np.empty(1024, np.float64)
+        self._ema = np.empty(1024, np.float64)
+        self._n = 0
+        self._acc = 0.0
+        self._weight = 0.0
+        self.total = 0
+        self.update()
+
+    def __len__(self) -> int:
+        return self._n
+
+    def append(self, step: float, loss: float) -> None:
+        if not math.isfinite(loss):
+            return
+        if self._n == len(self._steps):
+            for name in ("_steps", "_raw", "_ema"):
+                arr = getattr(self, name)
+                setattr(self, name, np.concatenate([arr, np.empty_like(arr)]))
+        a = self.SMOOTHING
+        self._acc = (1 - a) * self._acc + a * loss
+        self._weight = (1 - a) * self._weight + a
+        self._steps[self._n], self._raw[self._n] = step, loss
+        self._ema[self._n] = self._acc / self._weight
+        self._n += 1
+
+    def extend(self, history: list) -> None:
+        for step, loss in history:
+            self.append(float(step), float(loss))
+
+    def data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = self._n
+        return self._steps[:n], self._raw[:n], self._ema[:n]
+
+    def paintEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        pal = self.palette()
+        fg = pal.color(pal.ColorRole.WindowText)
+        faint = QColor(fg)
+        faint.setAlpha(70)
+        fm = p.fontMetrics()
+        pad_l, pad_r, pad_t, pad_b = fm.horizontalAdvance("-0.000e+00") + 6, 8, 6, fm.height() + 4
+        plot = QRectF(pad_l, pad_t, self.width() - pad_l - pad_r, self.height() - pad_t - pad_b)
+        p.setPen(QPen(faint, 1))
+        p.drawRect(plot)
+        steps, raw, ema = self.data()
+        if len(steps) == 0:
+            p.setPen(fg)
+            p.drawText(plot, Qt.AlignmentFlag.AlignCenter, "loss curve: no steps yet")
+            p.end()
+            return
+        # Decimate to about two points per pixel column.
+        stride = max(1, int(len(steps) / max(plot.width() * 2, 1)))
+        s, r, e = steps[::stride], raw[::stride], ema[::stride]
+        lo = min(float(np.percentile(r, 1)), float(e.min()))
+        hi = max(float(np.percentile(r, 99)), float(e.max()))
+        if not hi > lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        margin = 0.05 * (hi - lo)
+        lo, hi = lo - margin, hi + margin
+        x0 = float(min(s[0], 0.0))
+        x1 = float(max(s[-1], self.total, x0 + 1))
+
+        def poly(ys: np.ndarray) -> QPolygonF:
+            xs = plot.left() + (s - x0) / (x1 - x0) * plot.width()
+            yy = plot.bottom() - (np.clip(ys, lo, hi) - lo) / (hi - lo) * plot.height()
+            return QPolygonF([QPointF(float(x), float(y)) for x, y in zip(xs, yy)])
+
+        p.setClipRect(plot)
+        raw_pen = QPen(QColor(120, 170, 255, 150), 1)
+        p.setPen(raw_pen)
+        p.drawPolyline(poly(r))
+        p.setPen(QPen(QColor(255, 160, 40), 2))
+        p.drawPolyline(poly(e))
+        p.setClipping(False)
+        p.setPen(fg)
+        p.drawText(
+            QRectF(0, plot.top() - 2, pad_l - 4, fm.height()),
+            Qt.AlignmentFlag.AlignRight,
+            f"{hi:.3g}",
+        )
+        p.drawText(
+            QRectF(0, plot.bottom() - fm.height() + 2, pad_l - 4, fm.height()),
+            Qt.AlignmentFlag.AlignRight,
+            f"{lo:.3g}",
+        )
+        bottom = QRectF(plot.left(), plot.bottom() + 2, plot.width(), fm.height())
+        p.drawText(bottom, Qt.AlignmentFlag.AlignLeft, f"{x0:.0f}")
+        p.drawText(bottom, Qt.AlignmentFlag.AlignHCenter, "step")
+        p.drawText(bottom, Qt.AlignmentFlag.AlignRight, f"{x1:.0f}")
+        legend = QRectF(plot.left() + 4, plot.top() + 2, plot.width() - 8, fm.height())
+        p.setPen(QColor(255, 160, 40))
+        p.drawText(legend, Qt.AlignmentFlag.AlignRight, "running mean")
+        p.setPen(QColor(120, 170, 255))
+        p.drawText(legend.translated(0, fm.height()), Qt.AlignmentFlag.AlignRight, "loss per step")
+        p.end()
+
+
+class _TrainProgress(cancelable_progress):
+    """A napari progress bar whose Cancel button (activity dock) cancels the run at once."""
+
+    def cancel(self) -> None:
+        super().cancel()
+        if self.cancel_callback is not None:
+            self.cancel_callback()
+
+
+def _fmt_duration(seconds: float) -> str:
+    if not math.isfinite(seconds) or seconds < 0:
+        return "–"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _unique_name(folder: Path, base: str) -> str:
+    name, k = base, 2
+    while (folder / f"{name}.pt").exists() or (folder / f"{name}.json").exists():
+        name, k = f"{base}-{k}", k + 1
+    return name
+
+
+def _probe_devices() -> list[str]:
+    from ..training import available_devices, select_device
+
+    devices = available_devices()
+    try:
+        auto = select_device("auto").type
+    except Exception:
+        auto = "cpu"
+    return [f"auto ({auto})" if d == "auto" else d for d in devices]
+
+
+def _spin(lo: int, hi: int, value: int, tip: str = "") -> QSpinBox:
+    w = QSpinBox()
+    w.setRange(lo, hi)
+    w.setValue(value)
+    w.setToolTip(tip)
+    return w
+
+
+# -- the dock widget ---------------------------------------------------------------------------
+
+
+class TrainingWidget(QWidget):
+    """Train a label super-resolution U-Net from the slides, the prior and a loss.
+
+    The run (labels, block extraction, training) happens in a napari generator worker; the
+    GUI only receives its events. Cancel saves a checkpoint and a card (within one step);
+    Resume continues a cancelled run; closing the viewer cancels and waits for the checkpoint.
+    Models land in the project's ``models/`` (see ``napari_lsr.models.list_models``).
+    """
+
+    #: Every event of a run (``Phase`` or ``TrainEvent``), on the GUI thread.
+    run_event = Signal(object)
+    #: A run ended: (checkpoint path or "", status: done, cancelled, failed).
+    run_finished = Signal(str, str)
+
+    #: torch intra-op threads during a run (None: torch's default). See benchmarks/gui_stall.py.
+    torch_threads: int | None = None
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.project: Project | None = None
+        self.models_dir: Path | None = None
+        self._worker: _TrainWorker | None = None
+        self._handle: RunHandle | None = None
+        self._pbar: _TrainProgress | None = None
+        self._task_id: Any = None
+        self._out: Path | None = None
+        self._last: Any = None
+        self._status = ""
+        self._dirty = False
+        self._curve_drawn = 0.0
+        self._bps = math.nan
+        self._t0 = 0.0
+        self._name_edited = False
+        self._resume_target: Path | None = None
+        self._final_status = ""
+        self._device = ""
+        self._build()
+        self._timer = QTimer(self)
+        self._timer.setInterval(REFRESH_MS)
+        self._timer.timeout.connect(self._refresh)
+        self._on_loss_changed()
+        events = self.viewer.layers.events
+        events.inserted.connect(self._sync_layers)
+        events.removed.connect(self._sync_layers)
+        self._sync_layers()
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self._stop_for_exit)
+        self._device_worker = self._start_device_probe()
+
+    # -- building ----------------------------------------------------------------------
+
+    def _build(self) -> None:
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        body = QWidget()
+        scroll.setWidget(body)
+        outer.addWidget(scroll)
+        lay = QVBoxLayout(body)
+        lay.setContentsMargins(4, 4, 4, 4)
+
+        # Data: project, slides, prior
+        data = QGroupBox("Data")
+        g = QGridLayout(data)
+        self.project_label = QLabel("no project")
+        self.project_label.setWordWrap(True)
+        self.project_btn = QPushButton("Project…")
+        self.project_btn.setToolTip("Open a napari-lsr project folder (with project.toml)")
+        self.project_btn.clicked.connect(self._choose_project)
+        g.addWidget(QLabel("Project"), 0, 0)
+        g.addWidget(self.project_label, 0, 1)
+        g.addWidget(self.project_btn, 0, 2)
+        self.slide_list = QListWidget()
+        self.slide_list.setMaximumHeight(90)
+        self.slide_list.setToolTip(
+            "Slides to train on: the project's, and slide layers open in the viewer.\n"
+            "Double-click a slide to choose its low-resolution labels CSV."
+        )
+        self.slide_list.itemDoubleClicked.connect(self._choose_labels)
+        self.add_slide_btn = QPushButton("Add…")
+        self.add_slide_btn.setToolTip("Add a slide file and its low-resolution labels CSV")
+        self.add_slide_btn.clicked.connect(self._add_slide_dialog)
+        g.addWidget(QLabel("Slides"), 1, 0, Qt.AlignmentFlag.AlignTop)
+        g.addWidget(self.slide_list, 1, 1)
+        g.addWidget(self.add_slide_btn, 1, 2, Qt.AlignmentFlag.AlignTop)
+        self.prior_combo = QComboBox()
+        self.prior_combo.setToolTip(
+            "p(c|z): the project's prior.csv, the Prior table widget's current table, "
+            "a CSV file, or the paper's Table 1"
+        )
+        self.prior_combo.activated.connect(self._prior_activated)
+        g.addWidget(QLabel("Prior"), 2, 0)
+        g.addWidget(self.prior_combo, 2, 1, 1, 2)
+        g.setColumnStretch(1, 1)
+        lay.addWidget(data)
+
+        # Loss
+        loss = QGroupBox("Loss")
+        g = QGridLayout(loss)
+        self.loss_combo = QComboBox()
+        self.loss_combo.addItems(LOSSES)
+        self.loss_combo.setToolTip(
+            "intra: each block against p(c|z) (Sec. 2.1); inter: groups of blocks of one bin "
+            "(Sec. 2.2); intra+inter: both (Sec. 2.3)"
+        )
+        self.distance_combo = QComboBox()
+        self.distance_combo.addItems(DISTANCES)
+        self.distance_combo.setToolTip(
+            "gaussian: Malkin et al.'s statistics matching; kl: KL(N(mu,s2) || N(eta,rho2)); "
+            "paper: Eq. 5/9 as printed (can collapse to confident pixels)"
+        )
+        self.variance_combo = QComboBox()
+        self.variance_combo.addItems(PIXEL_VARIANCES)
+        self.variance_combo.setToolTip(
+            "paper: var_k = mean p(1-p); exact: the variance of the sampled fraction, / |X_k|"
+        )
+        g.addWidget(QLabel("Loss"), 0, 0)
+        g.addWidget(self.loss_combo, 0, 1)
+        g.addWidget(QLabel("Distance"), 0, 2)
+        g.addWidget(self.distance_combo, 0, 3)
+        g.addWidget(QLabel("Pixel variance"), 1, 0)
+        g.addWidget(self.variance_combo, 1, 1)
+        self.distance_hint = QLabel("paper distance alone can collapse; try a low LR")
+        self.distance_hint.setWordWrap(True)
+        self.distance_hint.setStyleSheet("color: #e0a030;")
+        g.addWidget(self.distance_hint, 1, 2, 1, 2)
+        self.loss_combo.currentTextChanged.connect(self._on_loss_changed)
+        self.distance_combo.currentTextChanged.connect(self._on_distance_changed)
+        lay.addWidget(loss)
+
+        # Hyperparameters
+        hyper = QGroupBox("Hyperparameters")
+        g = QGridLayout(hyper)
+        d = DEFAULTS
+        self.steps_spin = _spin(1, 10_000_000, d["steps"], "optimiser steps")
+        self.lr_edit = QLineEdit()
+        self.lr_edit.setValidator(QDoubleValidator(1e-12, 10.0, 12))
+        self.lr_edit.setToolTip("RMSprop learning rate; the paper: 1e-5 intra, 1e-3 intra+inter")
+        self.schedule_combo = QComboBox()
+        self.schedule_combo.addItems(LR_SCHEDULES)
+        self.schedule_combo.setToolTip(
+            "cosine: decay to LR/20 (napari-lsr's default: less seed noise); constant: the paper"
+        )
+        self.ema_spin = QDoubleSpinBox()
+        self.ema_spin.setRange(0.0, 0.9999)
+        self.ema_spin.setDecimals(4)
+        self.ema_spin.setSingleStep(0.001)
+        self.ema_spin.setValue(d["ema"])
+        self.ema_spin.setToolTip("weight averaging decay (0: off; e.g. 0.99)")
+        self.batch_spin = _spin(1, 10_000, d["batch_size"], "intra: blocks per batch (paper 30)")
+        self.groups_spin = _spin(1, 100, d["groups"], "groups per batch, G (paper 2)")
+        self.group_size_spin = _spin(2, 1000, d["group_size"], "blocks per group, N (paper 15)")
+        self.batch_stack = QStackedWidget()
+        single = QWidget()
+        h = QHBoxLayout(single)
+        h.setContentsMargins(0, 0, 0, 0)
+        h.addWidget(self.batch_spin)
+        h.addWidget(QLabel("blocks"))
+        grouped = QWidget()
+        h = QHBoxLayout(grouped)
+        h.setContentsMargins(0, 0, 0, 0)
+        h.addWidget(self.groups_spin)
+        h.addWidget(QLabel("groups ×"))
+        h.addWidget(self.group_size_spin)
+        h.addWidget(QLabel("blocks"))
+        self.batch_stack.addWidget(single)
+        self.batch_stack.addWidget(grouped)
+        self.seed_spin = _spin(0, 2**31 - 1, d["seed"], "random seed (same seed, same run)")
+        self.ckpt_spin = _spin(0, 1_000_000, d["checkpoint_every"], "steps between checkpoints")
+        self.depth_spin = _spin(1, 6, d["depth"], "U-Net depth (levels)")
+        self.width_spin = _spin(1, 256, d["width"], "U-Net width (channels at the top level)")
+        self.mpp_spin = QDoubleSpinBox()
+        self.mpp_spin.setRange(0.0, 100.0)
+        self.mpp_spin.setDecimals(3)
+        self.mpp_spin.setValue(DEFAULT_TRAIN_MPP)
+        self.mpp_spin.setSuffix(" µm/px")
+        self.mpp_spin.setToolTip("training resolution (paper: about 4.2 µm/px); 0: from block px")
+        self.block_spin = _spin(0, 4096, 0, "block size in px (0: from the mpp)")
+        self.block_spin.setSpecialValueText("auto")
+        self.augment_check = QCheckBox("augment")
+        self.augment_check.setChecked(d["augment"])
+        self.augment_check.setToolTip("random flips, rotations and stain jitter")
+        self.paper_btn = QPushButton("Paper settings")
+        self.paper_btn.setToolTip(
+            "the paper's settings for this loss: its LR, batch layout, constant LR, no EMA"
+        )
+        self.paper_btn.clicked.connect(self.apply_paper_settings)
+        rows = [
+            ("Steps", self.steps_spin, "LR", self.lr_edit),
+            ("Schedule", self.schedule_combo, "EMA", self.ema_spin),
+            ("Seed", self.seed_spin, "Ckpt every", self.ckpt_spin),
+            ("Depth", self.depth_spin, "Width", self.width_spin),
+            ("Train mpp", self.mpp_spin, "Block px", self.block_spin),
+        ]
+        g.addWidget(QLabel("Batch"), 0, 0)
+        g.addWidget(self.batch_stack, 0, 1, 1, 3)
+        for i, (la, wa, lb, wb) in enumerate(rows, start=1):
+            g.addWidget(QLabel(la), i, 0)
+            g.addWidget(wa, i, 1)
+            g.addWidget(QLabel(lb), i, 2)
+            g.addWidget(wb, i, 3)
+        g.addWidget(self.augment_check, len(rows) + 1, 1)
+        g.addWidget(self.paper_btn, len(rows) + 1, 2, 1, 2)
+        g.setColumnStretch(1, 1)
+        g.setColumnStretch(3, 1)
+        lay.addWidget(hyper)
+
+        # Run
+        run = QGroupBox("Run")
+        g = QGridLayout(run)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu"])
+        self.device_combo.setToolTip("auto: CUDA, then MPS, then CPU; only devices found here")
+        self.name_edit = QLineEdit()
+        self.name_edit.setToolTip("the model's file name in the models folder (NAME.pt, NAME.json)")
+        self.name_edit.textEdited.connect(self._on_name_edited)
+        self.models_label = QLabel("models folder: –")
+        self.models_label.setWordWrap(True)
+        self.train_btn = QPushButton("Train")
+        self.train_btn.clicked.connect(self.start)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setToolTip("stop after this step; a checkpoint and a card are saved")
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.resume_btn = QPushButton("Resume")
+        self.resume_btn.setToolTip("continue the selected (or last cancelled) run")
+        self.resume_btn.clicked.connect(lambda: self.resume())
+        g.addWidget(QLabel("Device"), 0, 0)
+        g.addWidget(self.device_combo, 0, 1)
+        g.addWidget(QLabel("Name"), 0, 2)
+        g.addWidget(self.name_edit, 0, 3)
+        g.addWidget(self.models_label, 1, 0, 1, 4)
+        buttons = QHBoxLayout()
+        for b in (self.train_btn, self.cancel_btn, self.resume_btn):
+            buttons.addWidget(b)
+        g.addLayout(buttons, 2, 0, 1, 4)
+        g.setColumnStretch(3, 1)
+        lay.addWidget(run)
+
+        # Progress
+        prog = QGroupBox("Progress")
+        v = QVBoxLayout(prog)
+        self.status_label = QLabel("idle")
+        self.status_label.setWordWrap(True)
+        self.step_label = QLabel("")
+        self.speed_label = QLabel("")
+        for w in (self.status_label, self.step_label, self.speed_label):
+            w.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            v.addWidget(w)
+        self.curve = LossCurve()
+        v.addWidget(self.curve, 1)
+        lay.addWidget(prog, 1)
+
+        # Models
+        models = QGroupBox("Models")
+        v = QVBoxLayout(models)
+        self.models_tree = QTreeWidget()
+        self.models_tree.setHeaderLabels(["name", "loss", "distance", "steps", "final", "status"])
+        self.models_tree.setRootIsDecorated(False)
+        self.models_tree.setMaximumHeight(110)
+        self.models_tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.models_tree.itemSelectionChanged.connect(self._update_buttons)
+        v.addWidget(self.models_tree)
+        lay.addWidget(models)
+        self._update_buttons()
+
+    def _start_device_probe(self) -> Any:
+        """Import torch and list the devices in a worker, so the widget opens at once."""
+        from napari.qt.threading import FunctionWorker
+
+        worker = FunctionWorker(_probe_devices)
+        worker.returned.connect(self._set_devices)
+        worker.start()
+        return worker
+
+    def _set_devices(self, devices: list[str]) -> None:
+        current = self.device_combo.currentText()
+        self.device_combo.clear()
+        self.device_combo.addItems(devices)
+        for i, d in enumerate(devices):
+            if d.split(" ")[0] == current.split(" ")[0]:
+                self.device_combo.setCurrentIndex(i)
+
+    # -- project, slides and prior -----------------------------------------------------------
+
+    def set_project(self, folder: str | os.PathLike | Project | None) -> None:
+        """Use a project: its slides, prior, training resolution and models folder."""
+        from ..project import Project
+
+        if folder is None:
+            self.project = None
+        else:
+            self.project = folder if isinstance(folder, Project) else Project.open(folder)
+        p = self.project
+        self.project_label.setText(str(p.folder) if p else "no project")
+        self.project_label.setToolTip(str(p.folder) if p else "")
+        for i in reversed(range(self.slide_list.count())):
+            if self._source(self.slide_list.item(i)).origin == "project":
+                self.slide_list.takeItem(i)
+        if p is not None:
+            for entry in p.slides:
+                self._add_source(
+                    SlideSource(entry.path, entry.labels, entry.mpp, "project"), checked=True
+                )
+            training = p.config.get("training", {})
+            if training.get("mpp"):
+                self.mpp_spin.setValue(float(training["mpp"]))
+            if training.get("block_size"):
+                self.block_spin.setValue(int(training["block_size"]))
+            self.set_models_dir(p.models_dir)
+        self._sync_layers()
+        self._fill_priors()
+
+    def set_models_dir(self, folder: str | os.PathLike) -> None:
+        """Where models are written (a project's ``models/``; the block cache goes beside)."""
+        self.models_dir = Path(folder)
+        self.models_label.setText(f"models folder: {self.models_dir}")
+        self._suggest_name()
+        self.refresh_models()
+
+    def _choose_project(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a napari-lsr project")
+        if folder:
+            try:
+                self.set_project(folder)
+            except Exception as exc:
+                show_error(f"napari-lsr: {exc}")
+
+    def _source(self, item: QListWidgetItem) -> SlideSource:
+        return item.data(Qt.ItemDataRole.UserRole)
+
+    def _item_text(self, s: SlideSource) -> str:
+        labels = s.labels.name if s.labels else "no labels: double-click to choose"
+        where = "project" if s.origin == "project" else "layer"
+        return f"{Path(s.slide).stem}  ({where}; {labels})"
+
+    def _add_source(self, source: SlideSource, checked: bool) -> None:
+        for i in range(self.slide_list.count()):
+            if self._source(self.slide_list.item(i)).key == source.key:
+                return
+        item = QListWidgetItem(self._item_text(source))
+        item.setData(Qt.ItemDataRole.UserRole, source)
+        item.setToolTip(f"{source.slide}\nlabels: {source.labels or '–'}")
+        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+        item.setCheckState(
+            Qt.CheckState.Checked if checked and source.labels else Qt.CheckState.Unchecked
+        )
+        self.slide_list.addItem(item)
+
+    def add_slide(self, slide: str | os.PathLike, labels: str | os.PathLike | None) -> None:
+        """Add a slide (and its labels CSV) to the list, checked."""
+        self._add_source(
+            SlideSource(Path(slide), Path(labels) if labels else None, origin="file"), True
+        )
+
+    def _labels_for(self, slide: Path) -> Path | None:
+        key = os.path.normcase(str(slide.resolve()))
+        if self.project is not None:
+            for e in self.project.slides:
+                if os.path.normcase(str(e.path.resolve())) == key:
+                    return e.labels
+        for pattern in LABEL_CANDIDATES:
+            cand = slide.with_name(pattern.format(stem=slide.stem))
+            if cand.is_file():
+                return cand
+        return None
+
+    def _sync_layers(self, event: Any = None) -> None:
+        """Slide layers open in the viewer become slide choices (and may reveal a project)."""
+        paths = []
+        for layer in self.viewer.layers:
+            meta = getattr(layer, "metadata", {}).get("napari_lsr", {})
+            if meta.get("path") and not meta.get("kind"):
+                paths.append(Path(meta["path"]))
+        if self.project is None:
+            for p in paths:
+                if (p.parent / "project.toml").is_file():
+                    try:
+                        self.set_project(p.parent)
+                    except Exception:
+                        continue
+                    return  # set_project calls back here
+        keys = {os.path.normcase(str(p.resolve())) for p in paths}
+        for i in reversed(range(self.slide_list.count())):
+            s = self._source(self.slide_list.item(i))
+            if s.origin == "layer" and s.key not in keys:
+                self.slide_list.takeItem(i)
+        for p in paths:
+            self._add_source(SlideSource(p, self._labels_for(p), origin="layer"), checked=True)
+        if self.models_dir is None and paths:
+            self.set_models_dir(paths[0].parent / "models")
+
+    def _choose_labels(self, item: QListWidgetItem) -> None:
+        s = self._source(item)
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            f"Low-resolution labels for {Path(s.slide).name}",
+            str(Path(s.slide).parent),
+            "CSV (*.csv)",
+        )
+        if path:
+            s.labels = Path(path)
+            item.setText(self._item_text(s))
+            item.setCheckState(Qt.CheckState.Checked)
+
+    def _add_slide_dialog(self) -> None:
+        slide, _ = QFileDialog.getOpenFileName(self, "Slide to train on")
+        if not slide:
+            return
+        labels = self._labels_for(Path(slide))
+        if labels is None:
+            found, _ = QFileDialog.getOpenFileName(
+                self, "Its low-resolution labels", str(Path(slide).parent), "CSV (*.csv)"
+            )
+            labels = Path(found) if found else None
+        self.add_slide(slide, labels)
+        if self.models_dir is None:
+            self.set_models_dir(Path(slide).parent / "models")
+
+    def sources(self) -> list[SlideSource]:
+        """The checked slides."""
+        out = []
+        for i in range(self.slide_list.count()):
+            item = self.slide_list.item(i)
+            if item.checkState() == Qt.CheckState.Checked:
+                out.append(self._source(item))
+        return out
+
+    def _fill_priors(self) -> None:
+        keep = self.prior_combo.currentData()
+        self.prior_combo.clear()
+        if self.project is not None and self.project.prior_path is not None:
+            if self.project.prior_path.exists():
+                self.prior_combo.addItem(
+                    f"project: {self.project.prior_path.name}",
+                    f"file|{self.project.prior_path}",
+                )
+        self.prior_combo.addItem("Prior table widget (current table)", "widget|")
+        self.prior_combo.addItem("paper Table 1", "paper|")
+        self.prior_combo.addItem("CSV file…", "choose|")
+        idx = self.prior_combo.findData(keep) if keep else -1
+        if idx < 0:  # the project's prior, else the paper's
+            idx = 0 if self._prior_data(0)[0] == "file" else 1
+        self.prior_combo.setCurrentIndex(idx)
+
+    def _prior_data(self, index: int) -> tuple[str, str]:
+        """(kind, value) of a prior-list entry: file|PATH, widget|, paper| or choose|."""
+        data = self.prior_combo.itemData(index) if index >= 0 else None
+        kind, _, value = (data or "paper|").partition("|")
+        return kind, value
+
+    def _prior_activated(self, index: int) -> None:
+        kind, _ = self._prior_data(index)
+        if kind != "choose":
+            return
+        start = str(self.project.folder) if self.project else ""
+        path, _ = QFileDialog.getOpenFileName(self, "Prior p(c|z)", start, "CSV (*.csv)")
+        if path:
+            self.set_prior_file(path)
+        else:
+            self.prior_combo.setCurrentIndex(0)
+
+    def set_prior_file(self, path: str | os.PathLike) -> None:
+        """Use a prior CSV file (added to the prior list and selected)."""
+        data = f"file|{Path(path)}"
+        idx = self.prior_combo.findData(data)
+        if idx < 0:
+            self.prior_combo.insertItem(0, f"file: {Path(path).name}", data)
+            idx = 0
+        self.prior_combo.setCurrentIndex(idx)
+
+    def set_prior_choice(self, kind: str) -> None:
+        """Select ``project``, ``widget`` or ``paper`` in the prior list."""
+        for i in range(self.prior_combo.count()):
+            k, _ = self._prior_data(i)
+            if k == kind or (kind == "project" and self.prior_combo.itemText(i).startswith(kind)):
+                self.prior_combo.setCurrentIndex(i)
+                return
+        raise ValueError(f"no {kind} prior to choose")
+
+    def _prior_from_widget(self) -> Prior:
+        """The current table of the Prior table dock widget (duck-typed, see module doc)."""
+        window = self.viewer.window._qt_window
+        for w in window.findChildren(QWidget):
+            if type(w).__name__ != "PriorTableWidget":
+                continue
+            for attr in ("current_prior", "prior", "get_prior"):
+                value = getattr(w, attr, None)
+                if callable(value):
+                    value = value()
+                if isinstance(value, Prior):
+                    return value
+                if isinstance(value, (str, os.PathLike)) and Path(value).is_file():
+                    return read_prior_csv(value)
+            raise ValueError("the Prior table widget holds no prior yet")
+        raise ValueError("open the Prior table widget first, or choose another prior")
+
+    def current_prior(self) -> tuple[Prior, str]:
+        """The chosen prior and a label for the model card (a path where there is one)."""
+        kind, value = self._prior_data(self.prior_combo.currentIndex())
+        if kind == "file":
+            return read_prior_csv(value), str(Path(value).resolve())
+        if kind == "widget":
+            prior = self._prior_from_widget()
+            return prior, str(prior.path) if prior.path else ""
+        if kind == "choose":
+            raise ValueError("choose a prior CSV file")
+        return paper_prior(), str(resource_path("prior_paper_table1.csv"))
+
+    # -- loss and hyperparameters ----------------------------------------------------------
+
+    def _on_loss_changed(self, *_: Any) -> None:
+        loss = self.loss_combo.currentText()
+        self.lr_edit.setText(f"{PAPER_LR[loss]:g}")
+        self.batch_stack.setCurrentIndex(0 if loss == "intra" else 1)
+        self._suggest_name()
+
+    def _on_distance_changed(self, *_: Any) -> None:
+        self.distance_hint.setVisible(self.distance_combo.currentText() == "paper")
+        self._suggest_name()
+
+    def apply_paper_settings(self) -> None:
+        """The paper's settings for the chosen loss (Sec. 3.3): LR, batch layout, constant LR."""
+        loss = self.loss_combo.currentText()
+        self.lr_edit.setText(f"{PAPER_LR[loss]:g}")
+        self.batch_spin.setValue(30)
+        self.groups_spin.setValue(2)
+        self.group_size_spin.setValue(15)
+        self.schedule_combo.setCurrentText("constant")
+        self.ema_spin.setValue(0.0)
+
+    def _on_name_edited(self, text: str) -> None:
+        self._name_edited = bool(text.strip())
+
+    def _suggest_name(self) -> None:
+        if self._name_edited or not hasattr(self, "name_edit"):
+            return
+        base = f"{self.loss_combo.currentText()}-{self.distance_combo.currentText()}"
+        folder = self.models_dir or Path(".")
+        self.name_edit.setText(_unique_name(folder, base) if self.models_dir else base)
+
+    def config_kwargs(self) -> dict[str, Any]:
+        """The form as ``TrainConfig`` keyword arguments."""
+        loss = self.loss_combo.currentText()
+        try:
+            lr = float(self.lr_edit.text())
+        except ValueError:
+            raise ValueError(f"the learning rate {self.lr_edit.text()!r} is not a number") from None
+        return {
+            "loss": loss,
+            "distance": self.distance_combo.currentText(),
+            "pixel_variance": self.variance_combo.currentText(),
+            "steps": self.steps_spin.value(),
+            "lr": lr,
+            "lr_schedule": self.schedule_combo.currentText(),
+            "ema": self.ema_spin.value(),
+            "batch_size": self.batch_spin.value(),
+            "groups": self.groups_spin.value(),
+            "group_size": self.group_size_spin.value(),
+            "seed": self.seed_spin.value(),
+            "device": self.device_combo.currentText().split(" ")[0],
+            "depth": self.depth_spin.value(),
+            "width": self.width_spin.value(),
+            "augment": self.augment_check.isChecked(),
+            "checkpoint_every": self.ckpt_spin.value(),
+        }
+
+    # -- running -------------------------------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        return self._worker is not None
+
+    def start(self) -> bool:
+        """Start a new run with the form's settings; False (and a notification) if refused."""
+        if self.is_running:
+            return False
+        try:
+            plan = self._new_plan()
+        except Exception as exc:
+            show_error(f"napari-lsr: cannot start training: {exc}")
+            return False
+        self._launch(plan, f"training {plan.out.stem}")
+        return True
+
+    def _new_plan(self) -> RunPlan:
+        from ..training import TrainConfig
+
+        sources = self.sources()
+        if not sources:
+            raise ValueError("tick at least one slide (open a project or a slide layer)")
+        missing = [Path(s.slide).name for s in sources if s.labels is None]
+        if missing:
+            raise ValueError(f"no low-resolution labels for {', '.join(missing)}")
+        if self.models_dir is None:
+            raise ValueError("open a project first (or add a slide), so models have a folder")
+        name = self.name_edit.text().strip()
+        if not name or any(c in name for c in '/\\:*?"<>|') or name.startswith("."):
+            raise ValueError(f"{name!r} is not a usable model name")
+        out = self.models_dir / f"{name}.pt"
+        if out.exists():
+            raise ValueError(f"a model named {name!r} exists; choose another name or Resume it")
+        prior, prior_label = self.current_prior()
+        config = TrainConfig(**self.config_kwargs())
+        mpp = self.mpp_spin.value() or None
+        block = self.block_spin.value() or None
+        if mpp is None and block is None:
+            raise ValueError("give a training mpp or a block size")
+        info = {
+            "prior_path": prior_label,
+            "labels": [str(s.labels) for s in sources],
+            "sources": [s.to_dict() for s in sources],
+            "project": str(self.project.folder) if self.project else None,
+            "trained_with": "napari-lsr training widget",
+        }
+        return RunPlan(
+            out=out,
+            cache_dir=self._cache_dir(),
+            config=config,
+            sources=sources,
+            prior=prior,
+            mpp=mpp,
+            block_size=block,
+            info=info,
+            torch_threads=self.torch_threads,
+        )
+
+    def _cache_dir(self) -> Path:
+        if self.project is not None:
+            return self.project.cache_dir
+        assert self.models_dir is not None
+        return self.models_dir.parent / "cache"
+
+    def resume(self, checkpoint: str | os.PathLike | None = None) -> bool:
+        """Continue a run from its checkpoint (default: the selected or last cancelled model)."""
+        if self.is_running:
+            return False
+        from ..training import TrainConfig
+
+        path = Path(checkpoint) if checkpoint else self._resume_candidate()
+        if path is None:
+            show_error("napari-lsr: select a cancelled model to resume")
+            return False
+        config = TrainConfig(device=self.device_combo.currentText().split(" ")[0])
+        plan = RunPlan(
+            out=path,
+            cache_dir=self._cache_dir() if self.models_dir else path.parent.parent / "cache",
+            config=config,
+            resume=path,
+            torch_threads=self.torch_threads,
+        )
+        self._launch(plan, f"resuming {path.stem}")
+        return True
+
+    def _resume_candidate(self) -> Path | None:
+        items = self.models_tree.selectedItems()
+        if items:
+            card: ModelCard = items[0].data(0, Qt.ItemDataRole.UserRole)
+            return card.checkpoint if card.resumable else None
+        return self._resume_target
+
+    def _launch(self, plan: RunPlan, what: str) -> None:
+        handle = RunHandle()
+        worker = _TrainWorker(run_training, plan, handle.cancel, handle.finished)
+        worker.handle = handle
+        worker.yielded.connect(self._on_event)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self._worker, self._handle, self._out = worker, handle, plan.out
+        self._last, self._bps, self._t0 = None, math.nan, time.perf_counter()
+        self._final_status = "failed"
+        self.curve.clear()
+        self.curve.total = plan.config.steps if plan.resume is None else 0
+        self.step_label.setText("")
+        self.speed_label.setText("")
+        self._set_status(f"{what}: starting")
+        self.destroyed.connect(lambda *_: handle.stop())  # not a method: self is gone then
+        self._register_task(what, handle)
+        self._update_buttons()
+        self._timer.start()
+        worker.start()
+
+    def _register_task(self, what: str, handle: RunHandle) -> None:
+        """List the run in napari's task status, so closing the window asks and cancels it."""
+        try:
+            from napari.utils.task_status import Status
+
+            self._task_id = self.viewer.window._register_task_status(
+                "napari-lsr", Status.BUSY, what, cancel_callback=handle.stop
+            )
+        except Exception:  # a private napari API; the aboutToQuit hook still stops the run
+            self._task_id = None
+
+    def _end_task(self, status: str) -> None:
+        if self._task_id is None:
+            return
+        try:
+            from napari.utils.task_status import Status
+
+            s = {"done": Status.COMPLETED, "cancelled": Status.CANCELLED}.get(status, Status.FAILED)
+            self.viewer.window._update_task_status(self._task_id, s, status)
+        except Exception:
+            pass
+        self._task_id = None
+
+    def cancel(self) -> None:
+        """Ask the run to stop after the current step (it saves a checkpoint and a card)."""
+        if self._handle is not None and not self._handle.cancel.is_set():
+            self._handle.cancel.set()
+            self._set_status("cancelling after this step…")
+            self._update_buttons()
+
+    def wait(self, timeout: float = STOP_TIMEOUT_S) -> bool:
+        """Block until the run's generator has returned (for scripts and tests)."""
+        return self._handle.finished.wait(timeout) if self._handle else True
+
+    def _stop_for_exit(self) -> None:
+        if self._handle is not None:
+            self._handle.stop()
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+        self._stop_for_exit()
+        super().closeEvent(event)
+
+    # -- events from the worker (GUI thread) -----------------------------------------------
+
+    def _on_event(self, ev: Any) -> None:
+        self._last = ev
+        if isinstance(ev, Phase):
+            if ev.history:
+                self.curve.extend(ev.history)
+            if ev.kind == "cancelled":
+                self._final_status = "cancelled"
+            self._set_status(ev.what)
+            self._prep_progress(ev)
+        else:
+            kind = ev.kind
+            if kind == "step":
+                self.curve.append(ev.step, ev.loss)
+                bps = ev.blocks_per_s
+                if math.isfinite(bps):
+                    self._bps = bps if not math.isfinite(self._bps) else 0.8 * self._bps + 0.2 * bps
+                self._dirty = True
+            elif kind == "start":
+                self.curve.total = ev.total
+                self._device = ev.device
+                self._open_train_progress(ev)
+                self._set_status(f"training on {ev.device}: {ev.message}")
+            elif kind == "checkpoint":
+                self._set_status(f"checkpoint saved at step {ev.step}")
+            elif kind in ("done", "cancelled"):
+                self._final_status = kind
+                self._set_status(
+                    f"{'finished' if kind == 'done' else 'cancelled'} at step {ev.step}/"
+                    f"{ev.total}; saved {Path(ev.path).name} and its card"
+                )
+                self._dirty = True
+        self.run_event.emit(ev)
+
+    def _prep_progress(self, ev: Phase) -> None:
+        if ev.kind == "cancelled":
+            self._close_pbar()
+            return
+        if self._pbar is None:
+            self._pbar = _TrainProgress(total=100, cancel_callback=self.cancel)
+        self._pbar.set_description(f"napari-lsr: {ev.what}")
+        if math.isfinite(ev.frac):
+            self._pbar.update(int(round(100 * ev.frac)) - self._pbar.n)
+
+    def _open_train_progress(self, ev: TrainEvent) -> None:
+        self._close_pbar()
+        assert self._out is not None
+        self._pbar = _TrainProgress(total=ev.total, cancel_callback=self.cancel)
+        self._pbar.set_description(f"napari-lsr: training {self._out.stem}")
+        if ev.step:
+            self._pbar.update(ev.step)
+
+    def _close_pbar(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+
+    def _refresh(self) -> None:
+        """Redraw labels, progress bar and (throttled) the curve; runs on a timer, not per step."""
+        ev = self._last
+        if not self._dirty or ev is None or isinstance(ev, Phase):
+            return
+        self._dirty = False
+        if ev.kind == "step":
+            self.step_label.setText(
+                f"step {ev.step}/{ev.total} · loss {ev.loss:.4g} · lr {ev.lr:.2e}"
+            )
+            self.speed_label.setText(
+                f"{self._bps:.1f} blocks/s · ETA {_fmt_duration(ev.eta_s)} · "
+                f"elapsed {_fmt_duration(time.perf_counter() - self._t0)} · {ev.device}"
+            )
+            if self._pbar is not None and ev.step > self._pbar.n:
+                self._pbar.update(ev.step - self._pbar.n)
+        now = time.perf_counter()
+        if now - self._curve_drawn >= CURVE_MS / 1000 or ev.kind != "step":
+            self._curve_drawn = now
+            self.curve.update()
+        else:
+            self._dirty = True  # draw the curve at the next tick
+
+    def _on_error(self, exc: BaseException) -> None:
+        # napari's worker relays the exception to a notification (its message is readable).
+        self._final_status = "failed"
+        self._set_status(str(exc))
+
+    def _on_finished(self) -> None:
+        self._timer.stop()
+        self._dirty = True
+        self._refresh()
+        self.curve.update()
+        self._close_pbar()
+        status = self._final_status
+        self._end_task(status)
+        out = self._out
+        saved = out is not None and status in ("done", "cancelled") and out.exists()
+        self._resume_target = out if saved and status == "cancelled" else None
+        self._worker, self._handle = None, None
+        self._name_edited = False
+        self._suggest_name()
+        self.refresh_models(select=out if saved else None)
+        self._update_buttons()
+        if saved and status == "done":
+            show_info(f"napari-lsr: model {out.stem} trained; saved in {out.parent}")
+        self.run_finished.emit(str(out) if saved else "", status)
+
+    def _set_status(self, text: str) -> None:
+        self._status = text
+        self.status_label.setText(text)
+
+    def _update_buttons(self) -> None:
+        running = self.is_running
+        cancelling = running and self._handle is not None and self._handle.cancel.is_set()
+        self.train_btn.setEnabled(not running)
+        self.cancel_btn.setEnabled(running and not cancelling)
+        can_resume = False
+        if not running:
+            items = self.models_tree.selectedItems()
+            if items:
+                can_resume = items[0].data(0, Qt.ItemDataRole.UserRole).resumable
+            else:
+                can_resume = self._resume_target is not None
+        self.resume_btn.setEnabled(can_resume)
+
+    # -- models ----------------------------------------------------------------------------
+
+    def refresh_models(self, select: Path | None = None) -> None:
+        """Re-read the models folder into the Models list."""
+        self.models_tree.clear()
+        if self.models_dir is None:
+            return
+        running = self._out if self.is_running else None
+        for card in list_models(self.models_dir, include_incomplete=True):
+            if running is not None and card.checkpoint == running:
+                continue
+            final = f"{card.final_loss:.4g}" if math.isfinite(card.final_loss) else ""
+            steps = f"{card.steps}/{card.steps_planned}" if card.card.get("steps") else ""
+            item = QTreeWidgetItem([card.name, card.loss, card.distance, steps, final, card.status])
+            item.setData(0, Qt.ItemDataRole.UserRole, card)
+            item.setToolTip(0, card.summary())
+            self.models_tree.addTopLevelItem(item)
+            if select is not None and card.checkpoint == select:
+                item.setSelected(True)
+        for c in range(self.models_tree.columnCount()):
+            self.models_tree.resizeColumnToContents(c)
+        self._update_buttons()
+
+    def models(self) -> list[ModelCard]:
+        """The models folder's models (cards), newest first."""
+        return list_models(self.models_dir) if self.models_dir else []

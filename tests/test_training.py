@@ -1,0 +1,155 @@
+"""The trainer: events, checkpoints, exact resume, cancel, NaN handling, devices, bad input."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_lsr.blocks import SlideBlocks, extract_blocks
+from napari_lsr.training import (
+    PAPER_LR,
+    TrainConfig,
+    TrainingError,
+    card_path,
+    load_checkpoint,
+    load_model,
+    select_device,
+    train,
+)
+
+TINY = {"depth": 2, "width": 4, "groups": 2, "group_size": 4, "batch_size": 6}
+
+
+@pytest.fixture(scope="module")
+def blocks(tiny_project, tmp_path_factory):
+    entry = tiny_project.slides[0]
+    with entry.open() as slide:
+        labels = entry.read_labels(slide)
+    cache = tmp_path_factory.mktemp("cache")
+    return extract_blocks([SlideBlocks(entry.path, labels)], cache, 32, 4.0)
+
+
+
+def losses(events):
+    return [e.loss for e in events if e.kind == "step"]
+
+
+@pytest.mark.parametrize("loss", ["intra", "inter", "intra+inter"])
+def test_each_loss_trains_and_writes_checkpoint_and_card(blocks, tiny_project, tmp_path, loss):
+    out = tmp_path / f"{loss}.pt"
+    events = list(train(blocks, tiny_project.prior(), TrainConfig(loss=loss, steps=5, **TINY), out))
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done" and kinds.count("step") == 5
+    steps = [e.step for e in events if e.kind == "step"]
+    assert steps == [1, 2, 3, 4, 5]
+    assert all(math.isfinite(v) for v in losses(events))
+    assert all(e.device == "cpu" and e.blocks_per_s > 0 for e in events if e.kind == "step")
+    ckpt = load_checkpoint(out)
+    assert ckpt["step"] == 5 and ckpt["config"]["loss"] == loss
+    assert ckpt["train_mpp"] == pytest.approx(4.0) and ckpt["block_size"] == 32
+    card = __import__("json").loads(card_path(out).read_text())
+    assert card["loss"] == loss and card["steps"] == 5 and card["status"] == "done"
+    model, meta = load_model(out)
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 40, 40)).shape == (1, 40, 40)
+
+
+def test_resume_reproduces_uninterrupted_run(blocks, tiny_project, tmp_path):
+    prior = tiny_project.prior()
+    full = losses(train(blocks, prior, TrainConfig(steps=8, checkpoint_every=4, **TINY),
+                        tmp_path / "full.pt"))
+    # stop after 4 steps by cancelling at step 5
+    stop = threading.Event()
+    part = []
+    for ev in train(blocks, prior, TrainConfig(steps=8, checkpoint_every=0, **TINY),
+                    tmp_path / "part.pt", cancel=stop):
+        if ev.kind == "step":
+            part.append(ev.loss)
+            if ev.step == 4:
+                stop.set()
+    assert len(part) == 4 and load_checkpoint(tmp_path / "part.pt")["step"] == 4
+    rest = losses(train(blocks, prior, TrainConfig(steps=8, **TINY), tmp_path / "part.pt",
+                        resume=tmp_path / "part.pt"))
+    assert len(rest) == 4
+    np.testing.assert_allclose(part + rest, full, rtol=1e-5, atol=1e-6)
+
+
+def test_cancel_is_honoured_within_one_step(blocks, tiny_project, tmp_path):
+    stop = threading.Event()
+    seen = []
+    for ev in train(blocks, tiny_project.prior(), TrainConfig(steps=50, **TINY),
+                    tmp_path / "c.pt", cancel=stop):
+        seen.append(ev)
+        if ev.kind == "step" and ev.step == 2:
+            stop.set()
+    assert seen[-1].kind == "cancelled" and seen[-1].step == 2
+    assert load_checkpoint(tmp_path / "c.pt")["step"] == 2
+    card = __import__("json").loads(card_path(tmp_path / "c.pt").read_text())
+    assert card["status"] == "cancelled"
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(blocks, tiny_project, tmp_path,
+                                                       monkeypatch):
+    import napari_lsr.training as tr
+
+    out = tmp_path / "n.pt"
+    calls = {"n": 0}
+    real = tr.lsr_loss
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        v = real(*a, **k)
+        return v * float("nan") if calls["n"] == 4 else v
+
+    monkeypatch.setattr(tr, "lsr_loss", poisoned)
+    with pytest.raises(TrainingError, match="nan at step 4") as info:
+        for _ in train(blocks, tiny_project.prior(),
+                       TrainConfig(steps=10, checkpoint_every=2, **TINY), out):
+            pass
+    assert "step 2" in str(info.value)
+    assert load_checkpoint(out)["step"] == 2
+
+
+def test_paper_defaults():
+    assert PAPER_LR == {"intra": 1e-5, "inter": 1e-3, "intra+inter": 1e-3}
+    c = TrainConfig(loss="intra")
+    assert c.learning_rate == 1e-5 and c.batch_size == 30 and c.rmsprop_alpha == 0.9
+    c = TrainConfig(loss="intra+inter")
+    assert c.learning_rate == 1e-3 and (c.groups, c.group_size) == (2, 15)
+    assert TrainConfig(loss="intra", lr=3e-4).learning_rate == 3e-4
+
+
+def test_bad_config_and_devices():
+    with pytest.raises(TrainingError, match="unknown loss"):
+        TrainConfig(loss="dice")
+    with pytest.raises(TrainingError, match="steps"):
+        TrainConfig(steps=0)
+    assert select_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="no CUDA"):
+            select_device("cuda")
+
+
+def test_group_size_larger_than_every_bin(blocks, tiny_project, tmp_path):
+    cfg = TrainConfig(**{**TINY, "group_size": 10_000})
+    with pytest.raises(TrainingError, match="no bin holds a full group"):
+        list(train(blocks, tiny_project.prior(), cfg, tmp_path / "g.pt"))
+
+
+def test_prior_with_too_few_bins(blocks, tmp_path):
+    from napari_lsr.formats import Bins, Prior
+
+    prior = Prior(Bins(((0, 50), (50, 100))), [1, 50], [1, 5])
+    with pytest.raises(TrainingError, match="prior has only 2 bins"):
+        list(train(blocks, prior, TrainConfig(**TINY), tmp_path / "p.pt"))
+
+
+def test_unwritable_checkpoint_dir(blocks, tiny_project, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(TrainingError, match="cannot create the output directory"):
+        list(train(blocks, tiny_project.prior(), TrainConfig(**TINY), blocker / "m.pt"))
