@@ -85,7 +85,7 @@ def test_include_incomplete_lists_bare_checkpoints(tmp_path: Path) -> None:
 
 
 def test_card_naming_another_checkpoint_file(tmp_path: Path) -> None:
-    pt = _model(tmp_path, "a", 1_000_000, checkpoint="weights.pt", name="a")
+    pt = _model(tmp_path, "a", 1_000_000, checkpoint="weights.pt")
     pt.rename(tmp_path / "weights.pt")
     (m,) = list_models(tmp_path)
     assert m.checkpoint == tmp_path / "weights.pt"

@@ -1,0 +1,102 @@
+"""The demo: synthetic sample -> train intra and intra+inter -> predict -> evaluate -> napari."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .cli import Progress
+from .formats import write_json
+
+
+def has_display() -> bool:
+    """True when a GUI can open (macOS/Windows always; Linux needs DISPLAY or WAYLAND)."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def run_demo(out_dir: Path, headless: bool = False, steps: int = 300, size: int = 4096) -> int:
+    """Run the whole pipeline on the synthetic sample; open napari unless headless."""
+    from .blocks import SlideBlocks, extract_blocks
+    from .evaluation import evaluate_files, format_table
+    from .inference import predict_slide
+    from .project import Project
+    from .synthetic import write_sample
+    from .training import TrainConfig, train
+
+    out_dir = Path(out_dir).resolve()
+    folder = out_dir / "project"
+    if (folder / "project.toml").exists():
+        project = Project.open(folder)
+        print(f"using the sample project in {folder}")
+    else:
+        print(f"writing a synthetic sample project to {folder}")
+        project = write_sample(folder, size=size, progress=Progress("sample"))
+    entry = project.slides[0]
+    prior = project.prior()
+    tcfg = project.config.get("training", {})
+    mpp, block_size = float(tcfg.get("mpp", 4.0)), int(tcfg.get("block_size", 64))
+    with entry.open() as slide:
+        labels = entry.read_labels(slide, prior.bins)
+    blocks = extract_blocks([SlideBlocks(entry.path, labels)], project.cache_dir, block_size, mpp,
+                            progress=Progress("blocks"))
+    print(f"{len(blocks)} tissue blocks of {block_size} px at {mpp:g} um/px")
+    results = [evaluate_files(truth=entry.truth, slide=entry.path, labels=entry.labels,
+                              name="Low resolution model")]
+    for loss, name in (("intra", "Intra-instance"), ("intra+inter", "Intra+inter-instance")):
+        ckpt = project.models_dir / f"{loss}.pt"
+        if not ckpt.exists():
+            bar = Progress(f"train {loss}")
+            cfg = TrainConfig(loss=loss, steps=steps, lr=1e-3, seed=0)
+            for ev in train(blocks, prior, cfg, ckpt, info={"prior_path": str(project.prior_path)}):
+                if ev.kind == "step":
+                    bar("steps", ev.step / ev.total, f"loss {ev.loss:.3f}")
+        pred = project.predictions_dir / f"{loss}.tiff"
+        if not pred.exists():
+            predict_slide(ckpt, entry.path, pred, progress=Progress(f"predict {loss}"))
+        results.append(evaluate_files(truth=entry.truth, slide=entry.path, pred=pred, name=name))
+    table = format_table(results)
+    print("\n" + table)
+    write_json(out_dir / "metrics.json", results)
+    (out_dir / "metrics.txt").write_text(table + "\n")
+    print(f"\noutputs in {out_dir}:")
+    print(f"  project       {folder} (slide, labels, truth, prior.csv, project.toml)")
+    print(f"  models        {project.models_dir}")
+    print(f"  predictions   {project.predictions_dir}")
+    print(f"  metrics       {out_dir / 'metrics.json'} and metrics.txt")
+    if headless or not has_display():
+        if not headless:
+            print("no display: skipped opening napari (run `make demo` on a desktop to see it)")
+        return 0
+    return open_viewer(project)
+
+
+def open_viewer(project: object) -> int:
+    """Open napari with the sample, its overlays, the boundaries and the plugin's widgets."""
+    import napari
+
+    from .layers import labels_layer_data, truth_layer_data
+    from .slide import Slide
+
+    entry = project.slides[0]  # type: ignore[attr-defined]
+    viewer = napari.Viewer(title="napari-lsr demo")
+    slide = Slide(entry.path)
+    viewer.open(str(entry.path), plugin="napari-lsr")
+    data, meta, _ = labels_layer_data(entry.read_labels(slide), slide, project.bins)  # type: ignore[attr-defined]
+    viewer.add_labels(data, **meta)
+    if entry.truth:
+        data, meta, _ = truth_layer_data(entry.truth, slide)
+        viewer.add_labels(data, **meta)
+    for key in ("Block review", "Prior table", "Training", "Comparison"):
+        try:
+            _, widget = viewer.window.add_plugin_dock_widget("napari-lsr", key)
+        except Exception as exc:  # a widget that fails must not hide the others
+            print(f"could not open the {key} widget: {exc}", file=sys.stderr)
+            continue
+        setter = getattr(widget, "set_project", None)
+        if callable(setter):
+            setter(project)
+    napari.run()
+    return 0
