@@ -298,7 +298,8 @@ def _run(tasks: list, scheduler: str | None, progress: Progress | None) -> None:
             raise InferenceError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
         try:
             futures = client.compute(tasks)
-            for done, fut in enumerate(as_completed(futures), start=1):
+            # set_as_default=False: as_completed must be told which event loop to use
+            for done, fut in enumerate(as_completed(futures, loop=client.loop), start=1):
                 fut.result()  # raise a worker's error here
                 if progress:
                     progress("tiles", done / n)

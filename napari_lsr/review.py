@@ -600,13 +600,29 @@ class BlockImages:
         except SlideError:  # the slide has no mpp: fall back to a fixed size
             return slide.read_region(*box, size=(DEFAULT_REVIEW_PX, DEFAULT_REVIEW_PX))
 
-    def prefetch(self, block: ReviewBlock | None) -> None:
-        """Start reading ``block`` in the background (no-op when disabled or cached)."""
+    def prefetch(
+        self, block: ReviewBlock | None, context: tuple[int, int, int, int, float] | None = None
+    ) -> None:
+        """Start reading ``block`` in the background (no-op when disabled or cached).
+
+        ``context`` (x, y, w, h, downsample), the region the viewer will show around the
+        block, is read too and thrown away: it brings the slide's tiles into OpenSlide's tile
+        cache, so the viewer's own reads after the camera move decode nothing.
+        """
         if block is None or not self.enabled or self._closed or block.id in self._cache:
             return
         self._cache[block.id] = self._reader.submit(self.read, block)
+        if context is not None:
+            self._reader.submit(self._warm, block.slide, context)
         while len(self._cache) > IMAGE_CACHE:
             self._cache.popitem(last=False)
+
+    def _warm(self, slide_index: int, context: tuple[int, int, int, int, float]) -> None:
+        x, y, w, h, downsample = context
+        try:
+            self.slides[slide_index].read_region(x, y, w, h, downsample=downsample)
+        except (SlideError, ValueError):
+            pass
 
     def get(self, block: ReviewBlock) -> np.ndarray:
         fut = self._cache.get(block.id) if self.enabled else None
@@ -653,6 +669,22 @@ def world_center(block: ReviewBlock, unit: float) -> tuple[float, float]:
         (block.y + block.height / 2 - 0.5) * unit,
         (block.x + block.width / 2 - 0.5) * unit,
     )
+
+
+def view_region(
+    block: ReviewBlock, slide: Slide, canvas_size: tuple[int, int], zoom: float
+) -> tuple[int, int, int, int, float]:
+    """(x, y, w, h, downsample): the level-0 region a canvas shows around the block at
+    ``zoom``, and the pyramid downsample napari picks for it (at least one data pixel per
+    screen pixel, as ``napari.layers.utils.layer_utils.compute_multiscale_level`` does)."""
+    unit = slide.mpp or 1.0
+    px_per_screen = 1.0 / (zoom * unit)
+    h_px, w_px = (c * px_per_screen for c in canvas_size)
+    cy, cx = block.y + block.height / 2, block.x + block.width / 2
+    x0, y0 = max(0, int(cx - w_px / 2)), max(0, int(cy - h_px / 2))
+    x1, y1 = min(slide.width, int(cx + w_px / 2) + 1), min(slide.height, int(cy + h_px / 2) + 1)
+    downs = [lv.downsample for lv in slide.levels() if lv.downsample <= px_per_screen]
+    return x0, y0, max(1, x1 - x0), max(1, y1 - y0), max(downs, default=1.0)
 
 
 def camera_zoom(

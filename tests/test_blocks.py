@@ -91,8 +91,9 @@ def test_augment_shapes_and_range():
     assert out.min() >= 0 and out.max() <= 1
     # geometry only permutes pixels: per-block sorted values match up to the colour jitter
     plain = augment(batch, np.random.default_rng(1), colour=0.0)
-    assert np.allclose(np.sort(plain.reshape(5, -1, 3), 1),
-                       np.sort(batch.reshape(5, -1, 3) / 255.0, 1), atol=1e-6)
+    assert np.allclose(
+        np.sort(plain.reshape(5, -1, 3), 1), np.sort(batch.reshape(5, -1, 3) / 255.0, 1), atol=1e-6
+    )
 
 
 def test_intra_sampler():

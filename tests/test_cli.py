@@ -26,8 +26,19 @@ def one_line_error(capsys, argv, *words):
 
 def train_args(p, *extra):
     e = p.slides[0]
-    return ["train", "--slide", str(e.path), "--labels", str(e.labels), "--prior",
-            str(p.prior_path), "--loss", "intra+inter", *TRAIN_TINY, *extra]
+    return [
+        "train",
+        "--slide",
+        str(e.path),
+        "--labels",
+        str(e.labels),
+        "--prior",
+        str(p.prior_path),
+        "--loss",
+        "intra+inter",
+        *TRAIN_TINY,
+        *extra,
+    ]
 
 
 def test_pipeline_train_predict_evaluate(project_copy, tmp_path, capsys):
@@ -38,26 +49,49 @@ def test_pipeline_train_predict_evaluate(project_copy, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "finished: 3/3 steps" in out and model.exists()
     pred = tmp_path / "pred.tiff"
-    assert main(["predict", "--model", str(model), "--slide", str(e.path), "--out",
-                 str(pred)]) == 0
+    assert main(["predict", "--model", str(model), "--slide", str(e.path), "--out", str(pred)]) == 0
     assert pred.exists() and pred.with_suffix(".json").exists()
     js = tmp_path / "e.json"
-    assert main(["evaluate", "--truth", str(e.truth), "--slide", str(e.path), "--pred", str(pred),
-                 "--json", str(js)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--truth",
+                str(e.truth),
+                "--slide",
+                str(e.path),
+                "--pred",
+                str(pred),
+                "--json",
+                str(js),
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "masked IoU" in table and "band:" in table
     res = json.loads(js.read_text())
-    assert {"masked_iou", "masked_dice", "unmasked_iou", "unmasked_dice", "band_px_level0"} <= set(res)
-    assert main(["evaluate", "--truth", str(e.truth), "--slide", str(e.path), "--labels",
-                 str(e.labels)]) == 0
+    assert {"masked_iou", "masked_dice", "unmasked_iou", "unmasked_dice", "band_px_level0"} <= set(
+        res
+    )
+    assert (
+        main(
+            ["evaluate", "--truth", str(e.truth), "--slide", str(e.path), "--labels", str(e.labels)]
+        )
+        == 0
+    )
     assert "low resolution" in capsys.readouterr().out
 
 
 def test_resume_from_cli(project_copy, tmp_path, capsys):
     model = tmp_path / "m.pt"
     assert main(train_args(project_copy, "--out", str(model))) == 0
-    assert main([*train_args(project_copy, "--steps", "5"), "--out", str(model), "--resume",
-                 str(model)]) == 0
+    assert (
+        main(
+            [*train_args(project_copy, "--steps", "5"), "--out", str(model), "--resume", str(model)]
+        )
+        == 0
+    )
     assert "finished: 5/5 steps" in capsys.readouterr().out
 
 
@@ -67,14 +101,34 @@ def test_prior_missing_a_bin_the_labels_use(project_copy, tmp_path, capsys):
     e = project_copy.slides[0]
     labels = tmp_path / "l.csv"
     labels.write_text("x,y,width,height,probability,bin\n0,0,64,64,0.5,7\n")
-    one_line_error(capsys, ["train", "--slide", str(e.path), "--labels", str(labels), "--prior",
-                            str(prior), "--loss", "intra", *TRAIN_TINY, "--out",
-                            str(tmp_path / "m.pt")], "l.csv", "bin 7", "column 'bin'")
+    one_line_error(
+        capsys,
+        [
+            "train",
+            "--slide",
+            str(e.path),
+            "--labels",
+            str(labels),
+            "--prior",
+            str(prior),
+            "--loss",
+            "intra",
+            *TRAIN_TINY,
+            "--out",
+            str(tmp_path / "m.pt"),
+        ],
+        "l.csv",
+        "bin 7",
+        "column 'bin'",
+    )
 
 
 def test_groups_larger_than_every_bin(project_copy, tmp_path, capsys):
-    one_line_error(capsys, train_args(project_copy, "--group-size", "500", "--out",
-                                      str(tmp_path / "m.pt")), "no bin holds a full group of 500")
+    one_line_error(
+        capsys,
+        train_args(project_copy, "--group-size", "500", "--out", str(tmp_path / "m.pt")),
+        "no bin holds a full group of 500",
+    )
 
 
 def test_slide_without_mpp(project_copy, tmp_path, capsys):
@@ -83,51 +137,97 @@ def test_slide_without_mpp(project_copy, tmp_path, capsys):
 
     Image.fromarray(np.full((128, 128, 3), 200, np.uint8)).save(tmp_path / "s.png")
     (tmp_path / "l.csv").write_text("x,y,width,height,probability\n0,0,64,64,0.5\n")
-    one_line_error(capsys, ["train", "--slide", str(tmp_path / "s.png"), "--labels",
-                            str(tmp_path / "l.csv"), "--prior", str(project_copy.prior_path),
-                            "--loss", "intra", "--mpp", "4", "--out", str(tmp_path / "m.pt")],
-                   "s.png", "mpp")
+    one_line_error(
+        capsys,
+        [
+            "train",
+            "--slide",
+            str(tmp_path / "s.png"),
+            "--labels",
+            str(tmp_path / "l.csv"),
+            "--prior",
+            str(project_copy.prior_path),
+            "--loss",
+            "intra",
+            "--mpp",
+            "4",
+            "--out",
+            str(tmp_path / "m.pt"),
+        ],
+        "s.png",
+        "mpp",
+    )
 
 
 def test_labels_outside_slide(project_copy, tmp_path, capsys):
     labels = tmp_path / "l.csv"
     labels.write_text("x,y,width,height,probability\n700,700,128,128,0.5\n")
     e = project_copy.slides[0]
-    one_line_error(capsys, ["train", "--slide", str(e.path), "--labels", str(labels), "--prior",
-                            str(project_copy.prior_path), "--loss", "intra", *TRAIN_TINY,
-                            "--out", str(tmp_path / "m.pt")], "outside the slide", "row 1")
+    one_line_error(
+        capsys,
+        [
+            "train",
+            "--slide",
+            str(e.path),
+            "--labels",
+            str(labels),
+            "--prior",
+            str(project_copy.prior_path),
+            "--loss",
+            "intra",
+            *TRAIN_TINY,
+            "--out",
+            str(tmp_path / "m.pt"),
+        ],
+        "outside the slide",
+        "row 1",
+    )
 
 
 def test_unwritable_cache_and_checkpoint(project_copy, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    one_line_error(capsys, train_args(project_copy, "--cache", str(blocker / "c"), "--out",
-                                      str(tmp_path / "m.pt")), "block cache")
-    one_line_error(capsys, train_args(project_copy, "--cache", str(tmp_path / "c"), "--out",
-                                      str(blocker / "m.pt")), "output directory")
+    one_line_error(
+        capsys,
+        train_args(project_copy, "--cache", str(blocker / "c"), "--out", str(tmp_path / "m.pt")),
+        "block cache",
+    )
+    one_line_error(
+        capsys,
+        train_args(project_copy, "--cache", str(tmp_path / "c"), "--out", str(blocker / "m.pt")),
+        "output directory",
+    )
     assert not list(tmp_path.glob("*.pt"))
 
 
 def test_evaluate_needs_pred_or_labels(project_copy, capsys):
     e = project_copy.slides[0]
-    one_line_error(capsys, ["evaluate", "--truth", str(e.truth), "--slide", str(e.path)],
-                   "exactly one of")
+    one_line_error(
+        capsys, ["evaluate", "--truth", str(e.truth), "--slide", str(e.path)], "exactly one of"
+    )
 
 
 def test_sample_command(tmp_path, capsys):
     assert main(["sample", str(tmp_path / "s"), "--size", "512", "--mpp", "2", "--seed", "3"]) == 0
-    for f in ("slide_0.tiff", "slide_0_truth.png", "slide_0_lowres.csv", "prior.csv",
-              "project.toml"):
+    for f in (
+        "slide_0.tiff",
+        "slide_0_truth.png",
+        "slide_0_lowres.csv",
+        "prior.csv",
+        "project.toml",
+    ):
         assert (tmp_path / "s" / f).exists()
 
 
 def test_every_subcommand_has_help():
     for cmd in ("sample", "train", "predict", "evaluate", "demo"):
-        out = subprocess.run([sys.executable, "-m", "napari_lsr", cmd, "--help"],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "napari_lsr", cmd, "--help"], capture_output=True, text=True
+        )
         assert out.returncode == 0 and "usage:" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "napari_lsr", "train", "--help"],
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "napari_lsr", "train", "--help"], capture_output=True, text=True
+    ).stdout
     assert "1e-5" in out and "2 groups x 15" in out
 
 

@@ -57,8 +57,12 @@ def test_lowres_bin_column_overrides(tmp_path):
     [
         ("x,y,width,probability\n0,0,1,0.5\n", None, "height", "missing column"),
         ("x,y,width,height,probability\n0,0,10,10,abc\n", 1, "probability", "not a number"),
-        ("x,y,width,height,probability\n0,0,10,10,0.5\n0,0,10,10,1.5\n", 2, "probability",
-         "outside [0, 1]"),
+        (
+            "x,y,width,height,probability\n0,0,10,10,0.5\n0,0,10,10,1.5\n",
+            2,
+            "probability",
+            "outside [0, 1]",
+        ),
         ("x,y,width,height,probability\n0,0,0,10,0.5\n", 1, "width", "positive"),
         ("x,y,width,height,probability\n0,0,10,-3,0.5\n", 1, "height", "positive"),
         ("x,y,width,height,probability\n250,0,100,100,0.5\n", 1, "width", "outside the slide"),
@@ -179,15 +183,21 @@ def _square(x0, y0, s, name=None, hole=None):
         hx, hy, hs = hole
         rings.append([[hx, hy], [hx + hs, hy], [hx + hs, hy + hs], [hx, hy + hs], [hx, hy]])
     props = {"classification": {"name": name}} if name else {}
-    return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": rings},
-            "properties": props}
+    return {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": rings},
+        "properties": props,
+    }
 
 
 def test_geojson_rasterised_with_classes_and_holes(tmp_path):
-    p = _geojson(tmp_path, [
-        _square(0, 0, 40, "Tumor", hole=(10, 10, 10)),
-        _square(60, 60, 20, "Stroma"),  # classified but not cancer: ignored
-    ])
+    p = _geojson(
+        tmp_path,
+        [
+            _square(0, 0, 40, "Tumor", hole=(10, 10, 10)),
+            _square(60, 60, 20, "Stroma"),  # classified but not cancer: ignored
+        ],
+    )
     m1 = rasterize_geojson(p, (100, 100), downsample=1)
     assert m1[5, 5] and not m1[15, 15] and not m1[70, 70]
     assert abs(int(m1.sum()) - (1600 - 100)) < 120
@@ -202,8 +212,9 @@ def test_geojson_unclassified_uses_all_polygons(tmp_path):
 
 
 def test_geojson_without_polygons(tmp_path):
-    p = _geojson(tmp_path, [{"type": "Feature", "geometry": {"type": "Point",
-                                                             "coordinates": [1, 2]}}])
+    p = _geojson(
+        tmp_path, [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 2]}}]
+    )
     with pytest.raises(FormatError, match="no tumour polygons"):
         read_truth(p, (100, 100))
 
@@ -241,14 +252,24 @@ def test_prediction_round_trip_pyramid(tmp_path):
 
 def test_prediction_needs_metadata_and_sidecar(tmp_path):
     with pytest.raises(ValueError, match="lacks 'loss'"):
-        write_prediction(tmp_path / "p.tiff", np.zeros((4, 4), np.uint8),
-                         {"slide": "s", "downsample": 1, "mpp": 1, "model": "m"})
+        write_prediction(
+            tmp_path / "p.tiff",
+            np.zeros((4, 4), np.uint8),
+            {"slide": "s", "downsample": 1, "mpp": 1, "model": "m"},
+        )
     (tmp_path / "q.tiff").write_bytes(b"")
     with pytest.raises(FormatError, match="no sidecar"):
         read_prediction(tmp_path / "q.tiff")
 
 
 def test_labels_dataclass_boxes():
-    lab = LowResLabels(None, np.array([1]), np.array([2]), np.array([3]), np.array([4]),
-                       np.array([0.5]), np.array([4]))
+    lab = LowResLabels(
+        None,
+        np.array([1]),
+        np.array([2]),
+        np.array([3]),
+        np.array([4]),
+        np.array([0.5]),
+        np.array([4]),
+    )
     assert lab.boxes().tolist() == [[1, 2, 3, 4]]

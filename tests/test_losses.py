@@ -68,8 +68,9 @@ def ref_loss(prob, z, eta, rho, statistic, distance, pixel_variance, groups=None
         var_k.append(v)
     z = [int(v) for v in z]
     if statistic == "intra":
-        d = [ref_distance(distance, mu_k[k], var_k[k], eta[z[k]], rho[z[k]])
-             for k in range(n_blocks)]
+        d = [
+            ref_distance(distance, mu_k[k], var_k[k], eta[z[k]], rho[z[k]]) for k in range(n_blocks)
+        ]
         return sum(d) / len(d)
     keys = z if groups is None else [int(g) for g in groups]
     d = []
@@ -80,8 +81,7 @@ def ref_loss(prob, z, eta, rho, statistic, distance, pixel_variance, groups=None
         if statistic == "inter":
             s2 = sum((mu_k[k] - mu) ** 2 for k in members) / n
         else:  # Eq. 11 as written in the spec
-            s2 = (sum(var_k[k] for k in members) / n
-                  + sum(mu_k[k] ** 2 for k in members) / n - mu**2)
+            s2 = sum(var_k[k] for k in members) / n + sum(mu_k[k] ** 2 for k in members) / n - mu**2
         b = z[members[0]]
         d.append(ref_distance(distance, mu, s2, eta[b], rho[b]))
     return sum(d) / len(d)
@@ -141,8 +141,16 @@ def to_t(prob, z, groups, dtype):
 def test_matches_numpy_reference(case, dtype, statistic, distance, pixel_variance):
     prob, z, groups = make_case(case)
     p, zt, gt, eta, rho = to_t(prob, z, groups, dtype)
-    got = lsr_loss(p, zt, eta, rho, statistic=statistic, distance=distance,
-                   pixel_variance=pixel_variance, groups=gt)
+    got = lsr_loss(
+        p,
+        zt,
+        eta,
+        rho,
+        statistic=statistic,
+        distance=distance,
+        pixel_variance=pixel_variance,
+        groups=gt,
+    )
     want = ref_loss(prob, z, ETA, RHO, statistic, distance, pixel_variance, groups)
     assert got.ndim == 0
     assert got.dtype == dtype
@@ -169,22 +177,23 @@ def test_accepts_channel_dim_and_is_order_invariant(statistic, distance, pixel_v
 @pytest.mark.parametrize(("statistic", "distance", "pixel_variance"), COMBOS, ids=COMBO_IDS)
 def test_gradcheck(statistic, distance, pixel_variance):
     gen = torch.Generator().manual_seed(1)
-    prob = (0.15 + 0.7 * torch.rand(6, 3, 3, generator=gen, dtype=torch.float64))
+    prob = 0.15 + 0.7 * torch.rand(6, 3, 3, generator=gen, dtype=torch.float64)
     prob.requires_grad_(True)
     z = torch.tensor([1, 4, 1, 4, 1, 4])
     eta = torch.tensor([0.1, 0.3, 0.2, 0.5, 0.6], dtype=torch.float64, requires_grad=True)
     rho = torch.tensor([0.05, 0.1, 0.02, 0.08, 0.2], dtype=torch.float64, requires_grad=True)
 
     def f(p, e, r):
-        return lsr_loss(p, z, e, r, statistic=statistic, distance=distance,
-                        pixel_variance=pixel_variance)
+        return lsr_loss(
+            p, z, e, r, statistic=statistic, distance=distance, pixel_variance=pixel_variance
+        )
 
     assert torch.autograd.gradcheck(f, (prob, eta, rho))
 
 
 def test_gradcheck_with_groups():
     gen = torch.Generator().manual_seed(2)
-    prob = (0.15 + 0.7 * torch.rand(8, 3, 3, generator=gen, dtype=torch.float64))
+    prob = 0.15 + 0.7 * torch.rand(8, 3, 3, generator=gen, dtype=torch.float64)
     prob.requires_grad_(True)
     z = torch.tensor([2] * 8)
     groups = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
@@ -192,8 +201,9 @@ def test_gradcheck_with_groups():
     rho = torch.tensor([0.05, 0.1, 0.08], dtype=torch.float64)
     for statistic in ("inter", "intra+inter"):
         assert torch.autograd.gradcheck(
-            lambda p, s=statistic: lsr_loss(p, z, eta, rho, statistic=s, distance="kl",
-                                            groups=groups),
+            lambda p, s=statistic: lsr_loss(
+                p, z, eta, rho, statistic=s, distance="kl", groups=groups
+            ),
             (prob,),
         )
 
@@ -272,13 +282,21 @@ def test_gaussian_mean_minimised_at_eta(s2):
     d = distance_fn("gaussian")
     eta, rho = 0.2, 0.02
     mu = torch.linspace(0.0, 1.0, 201, dtype=torch.float64)  # holds 0.2
-    values = d(mu, torch.full_like(mu, s2), torch.tensor(eta, dtype=torch.float64),
-               torch.tensor(rho, dtype=torch.float64))
+    values = d(
+        mu,
+        torch.full_like(mu, s2),
+        torch.tensor(eta, dtype=torch.float64),
+        torch.tensor(rho, dtype=torch.float64),
+    )
     assert mu[values.argmin()].item() == pytest.approx(eta)
     x = torch.tensor(eta, dtype=torch.float64, requires_grad=True)
     (grad,) = torch.autograd.grad(
-        d(x, torch.tensor(s2, dtype=torch.float64), torch.tensor(eta, dtype=torch.float64),
-          torch.tensor(rho, dtype=torch.float64)),
+        d(
+            x,
+            torch.tensor(s2, dtype=torch.float64),
+            torch.tensor(eta, dtype=torch.float64),
+            torch.tensor(rho, dtype=torch.float64),
+        ),
         x,
     )
     assert grad.item() == pytest.approx(0.0, abs=1e-12)
@@ -326,11 +344,14 @@ def test_floor_values():
     # sigma^2 = 0 is evaluated at VAR_FLOOR inside the paper log and in kl.
     rho = torch.tensor(0.05, dtype=f64)
     assert distance_fn("paper")(mu, zero, eta, rho).item() == pytest.approx(
-        0.5 * math.log(2 * math.pi * VAR_FLOOR))
+        0.5 * math.log(2 * math.pi * VAR_FLOOR)
+    )
     assert distance_fn("kl")(mu, zero, eta, rho).item() == pytest.approx(
-        ref_distance("kl", 0.3, VAR_FLOOR, 0.2, 0.05))
+        ref_distance("kl", 0.3, VAR_FLOOR, 0.2, 0.05)
+    )
     assert distance_fn("gaussian")(mu, zero, eta, rho).item() == pytest.approx(
-        ref_distance("gaussian", 0.3, 0.0, 0.2, 0.05))
+        ref_distance("gaussian", 0.3, 0.0, 0.2, 0.05)
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
@@ -347,8 +368,9 @@ def test_saturated_probabilities_stay_finite(dtype, statistic, distance, pixel_v
     prob.requires_grad_(True)
     eta = torch.tensor([0.0, 1.0, 0.5, 0.7], dtype=dtype, requires_grad=True)
     rho = torch.tensor([0.0, 0.0, 0.1, 0.05], dtype=dtype, requires_grad=True)
-    loss = lsr_loss(prob, z, eta, rho, statistic=statistic, distance=distance,
-                    pixel_variance=pixel_variance)
+    loss = lsr_loss(
+        prob, z, eta, rho, statistic=statistic, distance=distance, pixel_variance=pixel_variance
+    )
     assert torch.isfinite(loss)
     loss.backward()
     for t in (prob, eta, rho):
@@ -374,8 +396,9 @@ def test_groups_argument(statistic, distance):
     # Differs from the default grouping, which pools the two groups of bin 8.
     assert not torch.isclose(split, lsr_loss(p, zt, eta, rho, **kw))
     # groups = z and any relabelling of the ids give the default / same result.
-    torch.testing.assert_close(lsr_loss(p, zt, eta, rho, groups=zt, **kw),
-                               lsr_loss(p, zt, eta, rho, **kw))
+    torch.testing.assert_close(
+        lsr_loss(p, zt, eta, rho, groups=zt, **kw), lsr_loss(p, zt, eta, rho, **kw)
+    )
     torch.testing.assert_close(lsr_loss(p, zt, eta, rho, groups=100 - 3 * gt, **kw), split)
 
 
@@ -383,8 +406,9 @@ def test_groups_do_not_change_intra():
     prob, z, groups = make_case("shared_bin")
     p, zt, gt, eta, rho = to_t(prob, z, groups, torch.float64)
     kw = dict(statistic="intra", distance="kl")
-    torch.testing.assert_close(lsr_loss(p, zt, eta, rho, groups=gt, **kw),
-                               lsr_loss(p, zt, eta, rho, **kw))
+    torch.testing.assert_close(
+        lsr_loss(p, zt, eta, rho, groups=gt, **kw), lsr_loss(p, zt, eta, rho, **kw)
+    )
 
 
 def test_helpers():
@@ -409,8 +433,9 @@ def test_helpers():
     torch.testing.assert_close(mu, torch.tensor([0.2, 0.7], dtype=torch.float64))
     torch.testing.assert_close(s2, torch.tensor([0.01, 0.04], dtype=torch.float64))
     mu, s2 = group_stats(mu_k, var_k, inverse, "intra+inter", n_groups=2)
-    eq11 = torch.tensor([0.015 + (0.01 + 0.09) / 2 - 0.04, 0.035 + (0.25 + 0.81) / 2 - 0.49],
-                        dtype=torch.float64)
+    eq11 = torch.tensor(
+        [0.015 + (0.01 + 0.09) / 2 - 0.04, 0.035 + (0.25 + 0.81) / 2 - 0.49], dtype=torch.float64
+    )
     torch.testing.assert_close(s2, eq11)
     mu, s2 = group_stats(mu_k, var_k, inverse, "intra")
     assert mu is mu_k and s2 is var_k

@@ -32,22 +32,35 @@ def test_npe2_validates_manifest():
 def test_wheel_contains_manifest_and_resources(tmp_path):
     pytest.importorskip("build")
     subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path),
-         str(ROOT)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "--outdir",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
     )
     [wheel] = tmp_path.glob("napari_lsr-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "napari_lsr/napari.yaml" in names
     assert "napari_lsr/resources/prior_paper_table1.csv" in names
     assert "napari_lsr/losses.py" in names
-    entry = zipfile.ZipFile(wheel).read(
-        next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    entry = (
+        zipfile.ZipFile(wheel)
+        .read(next(n for n in names if n.endswith("entry_points.txt")))
+        .decode()
+    )
     assert "napari_lsr:napari.yaml" in entry and "napari-lsr = napari_lsr.cli:main" in entry
 
 
 def test_console_script_and_module_help():
-    out = subprocess.run([sys.executable, "-m", "napari_lsr", "--help"], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "napari_lsr", "--help"], capture_output=True, text=True, check=True
+    )
     for cmd in ("sample", "train", "predict", "evaluate"):
         assert cmd in out.stdout

@@ -90,14 +90,21 @@ def test_plain_png_without_mpp(tmp_path):
     with pytest.raises(MppUnknownError, match="--mpp"):
         s.read_region(0, 0, 10, 10, mpp=2.0)
     assert Slide(tmp_path / "img.png", mpp=0.5).read_region(0, 0, 60, 40, mpp=1.0).shape == (
-        20, 30, 3)
+        20,
+        30,
+        3,
+    )
 
 
 def test_plain_tiff_resolution_in_cm(tmp_path):
     import tifffile
 
-    tifffile.imwrite(tmp_path / "p.tif", np.zeros((20, 20, 3), np.uint8),
-                     resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    tifffile.imwrite(
+        tmp_path / "p.tif",
+        np.zeros((20, 20, 3), np.uint8),
+        resolution=(1e4 / 0.5, 1e4 / 0.5),
+        resolutionunit="CENTIMETER",
+    )
     s = Slide(tmp_path / "p.tif")
     assert s.vendor == "image" and s.mpp == pytest.approx(0.5)
 

@@ -53,12 +53,18 @@ def test_tiles_agree_with_larger_region(mpp: float, monkeypatch: pytest.MonkeyPa
     x, y, w, h = 41, 23, 300, 300
     full, full_mask = model.region(x, y, w, h)
     assert full_mask.any() or mpp == 0.5  # the mpp 2 window holds tumour
-    cuts = [(0, 0, 137, 151), (137, 0, w - 137, 151), (0, 151, 137, h - 151),
-            (137, 151, w - 137, h - 151), (3, 5, 1, 1), (250, 299, 50, 1)]
+    cuts = [
+        (0, 0, 137, 151),
+        (137, 0, w - 137, 151),
+        (0, 151, 137, h - 151),
+        (137, 151, w - 137, h - 151),
+        (3, 5, 1, 1),
+        (250, 299, 50, 1),
+    ]
     for a, b, c, d in cuts:
         part, part_mask = model.region(x + a, y + b, c, d)
-        assert np.array_equal(part, full[b:b + d, a:a + c]), (a, b, c, d)
-        assert np.array_equal(part_mask, full_mask[b:b + d, a:a + c]), (a, b, c, d)
+        assert np.array_equal(part, full[b : b + d, a : a + c]), (a, b, c, d)
+        assert np.array_equal(part_mask, full_mask[b : b + d, a : a + c]), (a, b, c, d)
     # region() renders large requests in blocks: block seams must not show either.
     monkeypatch.setattr(tissue, "BLOCK", 64)
     blocked, blocked_mask = model.region(x, y, w, h)
@@ -162,10 +168,14 @@ def test_outside_slide_is_glass(small: TissueModel) -> None:
     assert np.abs(rgb[:, :40].astype(int) - 240).max() < 12
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"width": 0, "height": 10}, {"width": 10, "height": 10, "mpp": 0.0},
-    {"width": 10, "height": 10, "tumour_fraction": 1.5},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"width": 0, "height": 10},
+        {"width": 10, "height": 10, "mpp": 0.0},
+        {"width": 10, "height": 10, "tumour_fraction": 1.5},
+    ],
+)
 def test_rejects_bad_arguments(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         TissueModel(**kwargs)

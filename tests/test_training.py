@@ -33,7 +33,6 @@ def blocks(tiny_project, tmp_path_factory):
     return extract_blocks([SlideBlocks(entry.path, labels)], cache, 32, 4.0)
 
 
-
 def losses(events):
     return [e.loss for e in events if e.kind == "step"]
 
@@ -60,20 +59,33 @@ def test_each_loss_trains_and_writes_checkpoint_and_card(blocks, tiny_project, t
 
 def test_resume_reproduces_uninterrupted_run(blocks, tiny_project, tmp_path):
     prior = tiny_project.prior()
-    full = losses(train(blocks, prior, TrainConfig(steps=8, checkpoint_every=4, **TINY),
-                        tmp_path / "full.pt"))
+    full = losses(
+        train(blocks, prior, TrainConfig(steps=8, checkpoint_every=4, **TINY), tmp_path / "full.pt")
+    )
     # stop after 4 steps by cancelling at step 5
     stop = threading.Event()
     part = []
-    for ev in train(blocks, prior, TrainConfig(steps=8, checkpoint_every=0, **TINY),
-                    tmp_path / "part.pt", cancel=stop):
+    for ev in train(
+        blocks,
+        prior,
+        TrainConfig(steps=8, checkpoint_every=0, **TINY),
+        tmp_path / "part.pt",
+        cancel=stop,
+    ):
         if ev.kind == "step":
             part.append(ev.loss)
             if ev.step == 4:
                 stop.set()
     assert len(part) == 4 and load_checkpoint(tmp_path / "part.pt")["step"] == 4
-    rest = losses(train(blocks, prior, TrainConfig(steps=8, **TINY), tmp_path / "part.pt",
-                        resume=tmp_path / "part.pt"))
+    rest = losses(
+        train(
+            blocks,
+            prior,
+            TrainConfig(steps=8, **TINY),
+            tmp_path / "part.pt",
+            resume=tmp_path / "part.pt",
+        )
+    )
     assert len(rest) == 4
     np.testing.assert_allclose(part + rest, full, rtol=1e-5, atol=1e-6)
 
@@ -81,8 +93,9 @@ def test_resume_reproduces_uninterrupted_run(blocks, tiny_project, tmp_path):
 def test_cancel_is_honoured_within_one_step(blocks, tiny_project, tmp_path):
     stop = threading.Event()
     seen = []
-    for ev in train(blocks, tiny_project.prior(), TrainConfig(steps=50, **TINY),
-                    tmp_path / "c.pt", cancel=stop):
+    for ev in train(
+        blocks, tiny_project.prior(), TrainConfig(steps=50, **TINY), tmp_path / "c.pt", cancel=stop
+    ):
         seen.append(ev)
         if ev.kind == "step" and ev.step == 2:
             stop.set()
@@ -92,8 +105,7 @@ def test_cancel_is_honoured_within_one_step(blocks, tiny_project, tmp_path):
     assert card["status"] == "cancelled"
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(blocks, tiny_project, tmp_path,
-                                                       monkeypatch):
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(blocks, tiny_project, tmp_path, monkeypatch):
     import napari_lsr.training as tr
 
     out = tmp_path / "n.pt"
@@ -107,8 +119,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(blocks, tiny_project, tmp
 
     monkeypatch.setattr(tr, "lsr_loss", poisoned)
     with pytest.raises(TrainingError, match="nan at step 4") as info:
-        for _ in train(blocks, tiny_project.prior(),
-                       TrainConfig(steps=10, checkpoint_every=2, **TINY), out):
+        for _ in train(
+            blocks, tiny_project.prior(), TrainConfig(steps=10, checkpoint_every=2, **TINY), out
+        ):
             pass
     assert "step 2" in str(info.value)
     assert load_checkpoint(out)["step"] == 2

@@ -12,13 +12,14 @@ import functools
 import getpass
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 import napari
 import numpy as np
 from qtpy.QtCore import QEvent, QObject, Qt, Signal
-from qtpy.QtGui import QImage, QKeyEvent, QPixmap
+from qtpy.QtGui import QColor, QImage, QKeyEvent, QPainter, QPixmap
 from qtpy.QtWidgets import (
     QApplication,
     QComboBox,
@@ -28,7 +29,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QSizePolicy,
     QSlider,
@@ -56,6 +56,7 @@ from ..review import (
     load_blocks,
     parse_percent,
     project_for_slide,
+    view_region,
     world_box,
     world_center,
 )
@@ -106,6 +107,37 @@ def _cleanup(holder: dict[str, Any], *_args: Any) -> None:
         slides.close()
 
 
+class ProgressStrip(QWidget):
+    """A thin progress bar that repaints lazily (QProgressBar repaints the whole window at
+    once on every step, which costs tens of ms beside an OpenGL canvas)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setFixedHeight(6)
+        self._value, self._maximum = 0, 1
+
+    def value(self) -> int:
+        return self._value
+
+    def maximum(self) -> int:
+        return self._maximum
+
+    def setMaximum(self, maximum: int) -> None:  # noqa: N802 (Qt style)
+        self._maximum = max(1, int(maximum))
+        self.update()
+
+    def setValue(self, value: int) -> None:  # noqa: N802 (Qt style)
+        self._value = int(value)
+        self.update()
+
+    def paintEvent(self, event: Any) -> None:  # noqa: N802 (Qt)
+        p = QPainter(self)
+        p.fillRect(self.rect(), QColor("#3a3a3a"))
+        w = int(self.width() * min(1.0, self._value / self._maximum))
+        p.fillRect(0, 0, w, self.height(), QColor("#e6e600"))
+        p.end()
+
+
 class BlockReviewWidget(QWidget):
     """Review K blocks per bin, stratified across slides, and record cancer % estimates."""
 
@@ -126,6 +158,10 @@ class BlockReviewWidget(QWidget):
         self._own_layers: list[Any] = []  # layers this widget added (removed on project change)
         self._outline: Any = None
         self._resources: dict[str, Any] = {}
+        #: perf_counter() when the last block's image, camera and outline were set.
+        self.timings: dict[str, float] = {}
+        self._message_style = ""
+        self._legend_bin: int | None = None
         self.destroyed.connect(functools.partial(_cleanup, self._resources))
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self._build()
@@ -211,9 +247,7 @@ class BlockReviewWidget(QWidget):
         font.setBold(True)
         font.setPointSizeF(font.pointSizeF() * 1.15)
         self.progress_label.setFont(font)
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setTextVisible(False)
-        self.progress_bar.setMaximumHeight(8)
+        self.progress_bar = ProgressStrip()
         self.stats_label = QLabel("")
         self.block_label = QLabel("")
         self.block_label.setWordWrap(True)
@@ -298,13 +332,17 @@ class BlockReviewWidget(QWidget):
 
     # -- messages -------------------------------------------------------------------------------
 
+    def _set_message(self, text: str, style: str) -> None:
+        if style != self._message_style:  # restyling is slow: only when the kind changes
+            self.message.setStyleSheet(style)
+            self._message_style = style
+        self.message.setText(text)
+
     def _error(self, text: str) -> None:
-        self.message.setStyleSheet(ERROR_STYLE)
-        self.message.setText(f"⚠ {text}")
+        self._set_message(f"⚠ {text}", ERROR_STYLE)
 
     def _info(self, text: str) -> None:
-        self.message.setStyleSheet(INFO_STYLE)
-        self.message.setText(text)
+        self._set_message(text, INFO_STYLE)
 
     # -- opening --------------------------------------------------------------------------------
 
@@ -453,6 +491,7 @@ class BlockReviewWidget(QWidget):
             if item.widget():
                 item.widget().deleteLater()
         self._legend_labels = []
+        self._legend_bin = None
         if bins is None:
             return
         n = len(bins)
@@ -462,7 +501,9 @@ class BlockReviewWidget(QWidget):
             swatch.setFixedSize(12, 12)
             swatch.setStyleSheet(f"background: {bin_color(z, n)}; border: 1px solid #808080;")
             text = QLabel(bin_label(bins, z))
-            text.setStyleSheet("font-size: 10px;")
+            font = text.font()
+            font.setPointSizeF(font.pointSizeF() * 0.85)
+            text.setFont(font)
             r, c = divmod(z, per_row)
             cell = QHBoxLayout()
             cell.setSpacing(2)
@@ -752,9 +793,13 @@ class BlockReviewWidget(QWidget):
         self.bin_combo.blockSignals(True)
         self.bin_combo.setCurrentIndex(s.current_bin)
         self.bin_combo.blockSignals(False)
-        for z, label in enumerate(self._legend_labels):
-            weight = "bold; text-decoration: underline" if z == s.current_bin else "normal"
-            label.setStyleSheet(f"font-size: 10px; font-weight: {weight};")
+        if self._legend_bin != s.current_bin:
+            self._legend_bin = s.current_bin
+            for z, label in enumerate(self._legend_labels):
+                font = label.font()
+                font.setBold(z == s.current_bin)
+                font.setUnderline(z == s.current_bin)
+                label.setFont(font)
         block = s.current
         if block is None:
             self.block_label.setText("All sampled blocks reviewed.")
@@ -785,10 +830,19 @@ class BlockReviewWidget(QWidget):
             rgb = None
         if rgb is not None:
             self.image_label.setPixmap(rgb_pixmap(rgb, IMAGE_SIDE))
+        self.timings["image"] = time.perf_counter()
         self._update_status()
         self._move_camera(block)
+        self.timings["camera"] = time.perf_counter()
+        self._move_outline(block)
+        self.timings["outline"] = time.perf_counter()
         self.images.submit(self.project.store.record_view, block.id, s.annotator)
-        self.images.prefetch(s.peek_next())
+        nxt = s.peek_next()
+        if nxt is not None:
+            slide = self.slides[nxt.slide]
+            canvas = tuple(self.viewer.canvas.size)
+            zoom = camera_zoom(nxt, slide.mpp or 1.0, canvas)
+            self.images.prefetch(nxt, view_region(nxt, slide, canvas, zoom))
         self.block_shown.emit(block)
 
     # -- the viewer -----------------------------------------------------------------------------
@@ -833,25 +887,35 @@ class BlockReviewWidget(QWidget):
 
     def _move_camera(self, block: ReviewBlock) -> None:
         self._ensure_layers(block.slide)
+        unit = self.slides[block.slide].mpp or 1.0
+        camera = self.viewer.camera
+        camera.center = world_center(block, unit)
+        zoom = camera_zoom(block, unit, tuple(self.viewer.canvas.size))
+        if not np.isclose(camera.zoom, zoom):
+            camera.zoom = zoom
+
+    def _move_outline(self, block: ReviewBlock) -> None:
+        """The yellow outline: a fixed rectangle the size of the block, moved by translate
+        (cheaper than replacing the shape)."""
         slide = self.slides[block.slide]
         unit = slide.mpp or 1.0
         rect = world_box(block, unit)
-        width = max(block.width, block.height) * unit / 40
-        if self._outline is None or self._outline not in self.viewer.layers:
-            self._outline = self.viewer.add_shapes(
-                [rect],
+        origin = rect[0]
+        shape = rect - origin
+        outline = self._outline
+        if outline is None or outline not in self.viewer.layers:
+            outline = self._outline = self.viewer.add_shapes(
+                [shape],
                 shape_type="rectangle",
                 edge_color=OUTLINE_COLOR,
                 face_color="transparent",
-                edge_width=width,
+                edge_width=max(block.width, block.height) * unit / 40,
                 name=OUTLINE_NAME,
                 units="um" if slide.mpp else "pixel",
             )
-            self._own_layers.append(self._outline)
-        else:
-            self._outline.data = [rect]
-            self._outline.edge_width = width
-            self._outline.edge_color = OUTLINE_COLOR
-        camera = self.viewer.camera
-        camera.center = world_center(block, unit)
-        camera.zoom = camera_zoom(block, unit, tuple(self.viewer.canvas.size))
+            self._own_layers.append(outline)
+        elif not np.allclose(outline.data[0], shape):
+            outline.data = [shape]
+            outline.edge_width = max(block.width, block.height) * unit / 40
+            outline.edge_color = OUTLINE_COLOR
+        outline.translate = tuple(origin)

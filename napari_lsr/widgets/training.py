@@ -542,6 +542,7 @@ class TrainingWidget(QWidget):
         self._task_id: Any = None
         self._out: Path | None = None
         self._last: Any = None
+        self._last_step: TrainEvent | None = None
         self._status = ""
         self._dirty = False
         self._curve_drawn = 0.0
@@ -1186,7 +1187,8 @@ class TrainingWidget(QWidget):
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self._worker, self._handle, self._out = worker, handle, plan.out
-        self._last, self._bps, self._t0 = None, math.nan, time.perf_counter()
+        self._last, self._last_step = None, None
+        self._bps, self._t0 = math.nan, time.perf_counter()
         self._final_status = "failed"
         self.curve.clear()
         self.curve.total = plan.config.steps if plan.resume is None else 0
@@ -1255,6 +1257,7 @@ class TrainingWidget(QWidget):
         else:
             kind = ev.kind
             if kind == "step":
+                self._last_step = ev
                 self.curve.append(ev.step, ev.loss)
                 bps = ev.blocks_per_s
                 if math.isfinite(bps):
@@ -1301,22 +1304,19 @@ class TrainingWidget(QWidget):
 
     def _refresh(self) -> None:
         """Redraw labels, progress bar and (throttled) the curve; runs on a timer, not per step."""
-        ev = self._last
-        if not self._dirty or ev is None or isinstance(ev, Phase):
+        ev = self._last_step
+        if not self._dirty or ev is None:
             return
         self._dirty = False
-        if ev.kind == "step":
-            self.step_label.setText(
-                f"step {ev.step}/{ev.total} · loss {ev.loss:.4g} · lr {ev.lr:.2e}"
-            )
-            self.speed_label.setText(
-                f"{self._bps:.1f} blocks/s · ETA {_fmt_duration(ev.eta_s)} · "
-                f"elapsed {_fmt_duration(time.perf_counter() - self._t0)} · {ev.device}"
-            )
-            if self._pbar is not None and ev.step > self._pbar.n:
-                self._pbar.update(ev.step - self._pbar.n)
+        self.step_label.setText(f"step {ev.step}/{ev.total} · loss {ev.loss:.4g} · lr {ev.lr:.2e}")
+        self.speed_label.setText(
+            f"{self._bps:.1f} blocks/s · ETA {_fmt_duration(ev.eta_s)} · "
+            f"elapsed {_fmt_duration(time.perf_counter() - self._t0)} · {ev.device}"
+        )
+        if self._pbar is not None and ev.step > self._pbar.n:
+            self._pbar.update(ev.step - self._pbar.n)
         now = time.perf_counter()
-        if now - self._curve_drawn >= CURVE_MS / 1000 or ev.kind != "step":
+        if now - self._curve_drawn >= CURVE_MS / 1000 or not self.is_running:
             self._curve_drawn = now
             self.curve.update()
         else:

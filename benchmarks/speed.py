@@ -1,0 +1,174 @@
+"""Engine speed against baselines measured in the same run (issues 3 and 6).
+
+1. block extraction: Dask-parallel cached extraction vs a naive read_region loop;
+2. training step: the trainer's step vs a bare forward + backward + RMSprop step of the same
+   U-Net on the same batch;
+3. block loading: cached batches (sample + read + augment) per second vs what training eats;
+4. inference: predict_slide vs the bare forward over the same input tiles, and vs a naive
+   single-threaded tile loop with the same model.
+
+Usage: python benchmarks/speed.py [--size 8192] [--steps 30] [--out bench_out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, table  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="bench_out", help="work folder (default bench_out)")
+    ap.add_argument("--size", type=int, default=8192, help="sample slide side, px at 1 um/px")
+    ap.add_argument("--steps", type=int, default=30, help="measured training steps")
+    ap.add_argument("--block-size", type=int, default=64, help="training block px (64)")
+    args = ap.parse_args()
+
+    import torch
+
+    from napari_lsr.blocks import (
+        GroupSampler,
+        SlideBlocks,
+        augment,
+        extract_blocks,
+    )
+    from napari_lsr.inference import predict_chunk, predict_slide, tissue_tiles
+    from napari_lsr.project import Project
+    from napari_lsr.slide import Slide
+    from napari_lsr.synthetic import write_sample
+    from napari_lsr.training import TrainConfig, load_model, train
+
+    out = Path(args.out).resolve()
+    folder = out / f"sample-{args.size}"
+    if not (folder / "project.toml").exists():
+        print(f"writing a {args.size} px sample to {folder} ...", file=sys.stderr)
+        write_sample(folder, size=args.size)
+    project = Project.open(folder)
+    entry = project.slides[0]
+    prior = project.prior()
+    with entry.open() as slide:
+        labels = entry.read_labels(slide, prior.bins)
+    bs = args.block_size
+    mpp = 256.0 / bs
+    rows = []
+
+    # 1. extraction -------------------------------------------------------------------------
+    cache = out / "cache-bench"
+    shutil.rmtree(cache, ignore_errors=True)
+    t0 = time.perf_counter()
+    blocks = extract_blocks([SlideBlocks(entry.path, labels)], cache, bs, mpp)
+    t_dask = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with Slide(entry.path) as s:
+        for x, y, w, h in labels.boxes():
+            s.read_region(int(x), int(y), int(w), int(h), size=(bs, bs))
+    t_naive = time.perf_counter() - t0
+    n = len(labels)
+    rows.append(["block extraction (Dask threads, cached)", f"{n / t_dask:.0f} blocks/s",
+                 "naive read_region loop", f"{n / t_naive:.0f} blocks/s", t_naive / t_dask])
+
+    # 2. training step vs bare step -----------------------------------------------------------
+    cfg = TrainConfig(loss="intra+inter", steps=args.steps + 5, checkpoint_every=0, lr=1e-3)
+    ckpt = out / "bench-model.pt"
+    stamps = []
+    for ev in train(blocks, prior, cfg, ckpt):
+        if ev.kind == "step":
+            stamps.append(time.perf_counter())
+    trainer_steps = np.diff(stamps)[4:]
+    model, _ = load_model(ckpt)
+    model.train()
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9)
+    sampler = GroupSampler(blocks.z, 2, 15)
+    rng = np.random.default_rng(0)
+    idx, _gid = sampler.sample(rng)
+    x = torch.from_numpy(augment(np.asarray(blocks.images[idx]), rng)).permute(0, 3, 1, 2)
+    bare = []
+    for i in range(args.steps + 5):
+        t0 = time.perf_counter()
+        loss = torch.sigmoid(model(x)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= 5:
+            bare.append(time.perf_counter() - t0)
+    med_tr, med_bare = statistics.median(trainer_steps), statistics.median(bare)
+    rows.append(["training step (intra+inter, 2x15)", f"{med_tr * 1e3:.0f} ms",
+                 "bare fwd+bwd+RMSprop, same batch", f"{med_bare * 1e3:.0f} ms",
+                 med_tr / med_bare])
+    consumed = 30 / med_tr
+
+    # 3. cached block loading -----------------------------------------------------------------
+    k = 50
+    t0 = time.perf_counter()
+    for _ in range(k):
+        idx, _ = sampler.sample(rng)
+        augment(np.asarray(blocks.images[np.sort(idx)]), rng)
+    loader = 30 * k / (time.perf_counter() - t0)
+    rows.append(["cached batches (sample+read+augment)", f"{loader:.0f} blocks/s",
+                 "training consumption", f"{consumed:.0f} blocks/s", loader / consumed])
+
+    # 4. inference ----------------------------------------------------------------------------
+    model.eval()
+    pred = out / "bench-pred.tiff"
+    tile, batch = 512, 8
+    t0 = time.perf_counter()
+    info = predict_slide(ckpt, entry.path, pred, tile=tile, batch_size=batch,
+                         skip_background=False)
+    t_ours = time.perf_counter() - t0
+    with Slide(entry.path) as s:
+        d = info["downsample"]
+        margin = int(math.ceil(model.receptive_radius / model.multiple) * model.multiple)
+        size = tile + 2 * margin
+        tiles = []
+        for ty in range(0, info["height"], tile):
+            for tx in range(0, info["width"], tile):
+                tiles.append(s.read_region(int((tx - margin) * d), int((ty - margin) * d),
+                                           int(size * d), int(size * d), size=(size, size)))
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for a in range(0, len(tiles), batch):
+                xb = torch.from_numpy(np.stack(tiles[a : a + batch])).permute(0, 3, 1, 2)
+                torch.sigmoid(model(xb.float() / 255.0))
+        t_bare = time.perf_counter() - t0
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            t0 = time.perf_counter()
+            full = np.zeros((info["height"], info["width"]), np.uint8)
+            for ty in range(0, info["height"], tile):
+                row = predict_chunk(str(ckpt), str(entry.path), None, "cpu", d, ty, 0,
+                                    min(tile, info["height"] - ty), info["width"], tile, margin,
+                                    [True] * math.ceil(info["width"] / tile))
+                full[ty : ty + row.shape[0]] = row
+            t_loop = time.perf_counter() - t0
+        finally:
+            torch.set_num_threads(threads)
+    px = info["width"] * info["height"]
+    rows.append(["inference (predict_slide, Dask threads)", f"{px / t_ours / 1e6:.2f} Mpx/s",
+                 "bare forward, same input tiles", f"{px / t_bare / 1e6:.2f} Mpx/s",
+                 t_bare / t_ours])
+    rows.append(["inference (predict_slide, Dask threads)", f"{px / t_ours / 1e6:.2f} Mpx/s",
+                 "naive 1-thread tile loop", f"{px / t_loop / 1e6:.2f} Mpx/s", t_loop / t_ours])
+    with Slide(entry.path) as s:
+        act = tissue_tiles(s, info["downsample"], info["height"], info["width"], tile, margin)
+    print(f"machine: {machine()}")
+    print(f"sample: {args.size} px at 1 um/px, {n} blocks ({len(blocks)} tissue), training "
+          f"blocks {bs} px at {mpp:g} um/px, U-Net depth 3 width 16; inference output "
+          f"{info['width']}x{info['height']} px at {info['mpp']:g} um/px, tiles {tile}+2x{margin} "
+          f"px, batch {batch}, {int(act.sum())}/{act.size} tiles hold tissue")
+    print(table(["what", "ours", "baseline", "baseline figure", "ratio (higher = ours better, "
+                 "except training step: ours/bare)"], rows))
+
+
+if __name__ == "__main__":
+    main()

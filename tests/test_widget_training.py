@@ -1,0 +1,254 @@
+"""GUI tests of the training dock widget (napari_lsr.widgets.training), under Xvfb."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from napari_lsr.widgets import training as tw
+
+pytestmark = pytest.mark.gui
+
+#: Tiny settings: every run takes seconds on a CPU.
+TINY = {"depth": 2, "width": 4, "block": 32, "group_size": 4}
+
+
+def _tiny(widget: tw.TrainingWidget, steps: int, checkpoint_every: int = 10) -> None:
+    widget.depth_spin.setValue(TINY["depth"])
+    widget.width_spin.setValue(TINY["width"])
+    widget.block_spin.setValue(TINY["block"])
+    widget.group_size_spin.setValue(TINY["group_size"])
+    widget.steps_spin.setValue(steps)
+    widget.ckpt_spin.setValue(checkpoint_every)
+
+
+@pytest.fixture
+def widget(make_napari_viewer, project_copy, qtbot):
+    viewer = make_napari_viewer()
+    w = tw.TrainingWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Training")
+    w.set_project(project_copy.folder)
+    _tiny(w, steps=24, checkpoint_every=8)
+    yield w
+    if w.is_running:
+        w.cancel()
+        w.wait(30)
+        qtbot.waitUntil(lambda: not w.is_running, timeout=30_000)
+
+
+class Recorder:
+    """Collects a widget's run events and its end (on the GUI thread)."""
+
+    def __init__(self, widget: tw.TrainingWidget) -> None:
+        self.events: list = []
+        self.finished: list[tuple[str, str]] = []
+        widget.run_event.connect(self.events.append)
+        widget.run_finished.connect(lambda path, status: self.finished.append((path, status)))
+
+    def steps(self) -> list[int]:
+        return [e.step for e in self.events if getattr(e, "kind", "") == "step"]
+
+
+def test_choices_and_defaults_match_the_engine() -> None:
+    from napari_lsr import losses, training
+
+    assert set(tw.LOSSES) == set(losses.STATISTICS)
+    assert set(tw.DISTANCES) == set(losses.DISTANCES)
+    assert set(tw.PIXEL_VARIANCES) == set(losses.PIXEL_VARIANCES)
+    assert tw.PAPER_LR == training.PAPER_LR
+    engine = training.TrainConfig().to_dict()
+    for key, value in tw.DEFAULTS.items():
+        assert engine[key] == value, key
+
+
+def test_importing_the_widget_module_does_not_import_torch() -> None:
+    code = "import sys, napari_lsr.widgets.training; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_form_prefills_paper_lr_and_batch_layout_per_loss(widget) -> None:
+    assert widget.loss_combo.currentText() == "intra+inter"
+    assert float(widget.lr_edit.text()) == 1e-3
+    assert widget.batch_stack.currentIndex() == 1  # groups x blocks
+    widget.loss_combo.setCurrentText("intra")
+    assert float(widget.lr_edit.text()) == 1e-5
+    assert widget.batch_stack.currentIndex() == 0
+    assert widget.name_edit.text() == "intra-gaussian"
+    widget.apply_paper_settings()
+    assert widget.schedule_combo.currentText() == "constant"
+    assert widget.batch_spin.value() == 30
+    kw = widget.config_kwargs()
+    assert kw["loss"] == "intra" and kw["lr"] == 1e-5 and kw["depth"] == TINY["depth"]
+    # project: its slide, its prior, its training resolution
+    assert [s.slide.name for s in widget.sources()] == ["slide_0.tiff"]
+    assert widget.prior_combo.currentText().startswith("project: prior.csv")
+    assert widget.mpp_spin.value() == 4.0
+    assert widget.models_dir == widget.project.models_dir
+    widget.set_prior_choice("paper")
+    prior, label = widget.current_prior()
+    assert len(prior.bins) == 10 and label.endswith("prior_paper_table1.csv")
+    widget.distance_combo.setCurrentText("paper")
+    assert not widget.distance_hint.isHidden()
+
+
+def test_train_cancel_resume_and_card(widget, qtbot) -> None:
+    """Start on tiny settings, see progress and rising steps, cancel, resume, find the card."""
+    from napari.utils import progress
+
+    rec = Recorder(widget)
+    assert widget.start()
+    assert widget.is_running and not widget.train_btn.isEnabled()
+    qtbot.waitUntil(lambda: len(rec.steps()) >= 3, timeout=30_000)
+    bars = [p for p in progress._all_instances if "training" in p.desc]
+    assert bars and bars[0].total == 24
+    widget.cancel()
+    qtbot.waitUntil(lambda: bool(rec.finished), timeout=30_000)
+    path, status = rec.finished[-1]
+    assert status == "cancelled"
+    steps = rec.steps()
+    assert steps == sorted(steps) and steps[0] == 1 and steps[-1] > steps[0]
+    assert {"start", "cancelled"} <= {getattr(e, "kind", "") for e in rec.events}
+    assert any(isinstance(e, tw.Phase) for e in rec.events)  # labels and blocks phase
+    out = Path(path)
+    card = json.loads(out.with_suffix(".json").read_text())
+    stopped = card["steps"]
+    assert card["status"] == "cancelled" and stopped < 24
+    assert card["prior"].endswith("prior.csv") and card["slides"]
+    assert widget.resume_btn.isEnabled()
+    assert not any(p for p in progress._all_instances if "training" in p.desc)
+    assert "cancelled" in widget.status_label.text()
+
+    # Resume continues from the checkpoint to the planned 24 steps.
+    rec.events.clear()
+    assert widget.resume()
+    qtbot.waitUntil(lambda: len(rec.finished) == 2, timeout=60_000)
+    assert rec.finished[-1] == (str(out), "done")
+    resumed = rec.steps()
+    assert resumed[0] == stopped + 1 and resumed[-1] == 24
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["status"] == "done" and card["steps"] == 24
+    for key in ("loss", "distance", "prior", "slides", "final_loss", "duration_s", "device"):
+        assert key in card
+    assert len(widget.curve) == 24  # the curve kept the first part of the run
+    models = widget.models()
+    assert [m.checkpoint for m in models] == [out]
+    names = [
+        widget.models_tree.topLevelItem(i).text(0)
+        for i in range(widget.models_tree.topLevelItemCount())
+    ]
+    assert names == [out.stem]
+    assert "24/24" in widget.step_label.text() and "blocks/s" in widget.speed_label.text()
+    assert "ETA" in widget.speed_label.text() and "cpu" in widget.speed_label.text()
+    # A name that exists is refused (no overwrite).
+    widget.name_edit.setText(out.stem)
+    assert not widget.start()
+
+
+def test_closing_the_viewer_stops_training_with_a_checkpoint(
+    make_napari_viewer, project_copy, qtbot
+) -> None:
+    viewer = make_napari_viewer()
+    w = tw.TrainingWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.set_project(project_copy.folder)
+    _tiny(w, steps=100_000)
+    rec = Recorder(w)
+    assert w.start()
+    handle = w._handle
+    qtbot.waitUntil(lambda: len(rec.steps()) >= 2, timeout=30_000)
+    viewer.close()  # napari cancels its tasks: ours stops and waits for the checkpoint
+    assert handle.finished.is_set()
+    card = json.loads((project_copy.models_dir / "intra+inter-gaussian.json").read_text())
+    assert card["status"] == "cancelled" and card["steps"] < 100_000
+
+
+def test_errors_become_readable_notifications(widget, qtbot) -> None:
+    from napari.utils.notifications import notification_manager
+
+    seen: list[str] = []
+    notification_manager.notification_ready.connect(lambda n: seen.append(str(n.message)))
+    rec = Recorder(widget)
+    widget.group_size_spin.setValue(500)  # no bin holds a group that big
+    assert widget.start()
+    qtbot.waitUntil(lambda: bool(rec.finished), timeout=30_000)
+    assert rec.finished[-1] == ("", "failed")
+    assert not widget.is_running and widget.train_btn.isEnabled()
+    text = widget.status_label.text()
+    assert "no bin holds a full group of 500 blocks" in text
+    assert "RuntimeError" not in text and "the group size" in text
+    assert any("no bin holds a full group" in s for s in seen)
+    # Bad input refused before starting: no slide ticked.
+    widget.slide_list.item(0).setCheckState(tw.Qt.CheckState.Unchecked)
+    assert not widget.start()
+    assert any("tick at least one slide" in s for s in seen)
+
+
+def test_readable_error_for_out_of_memory_and_nan() -> None:
+    from napari_lsr.training import TrainingError
+
+    msg = tw.readable_error(MemoryError(), "m", "cuda")
+    assert "out of memory on cuda" in msg and "group size" in msg
+    msg = tw.readable_error(TrainingError("the loss became nan at step 3; try a lower --lr"), "m")
+    assert msg.startswith("training 'm' stopped: the loss became nan")
+    assert "the learning rate" in msg and "--lr" not in msg
+
+
+def test_cancel_before_training_saves_nothing(project_copy) -> None:
+    from napari_lsr.training import TrainConfig
+
+    entry = project_copy.slides[0]
+    plan = tw.RunPlan(
+        out=project_copy.models_dir / "x.pt",
+        cache_dir=project_copy.cache_dir,
+        config=TrainConfig(depth=2, width=4, group_size=4, steps=5),
+        sources=[tw.SlideSource(entry.path, entry.labels)],
+        prior=project_copy.prior(),
+        mpp=4.0,
+        block_size=32,
+    )
+    cancel, finished = threading.Event(), threading.Event()
+    cancel.set()
+    events = list(tw.run_training(plan, cancel, finished))
+    assert events[-1].kind == "cancelled" and isinstance(events[-1], tw.Phase)
+    assert finished.is_set() and not plan.out.exists()
+
+
+def test_slide_layers_offer_their_slide_and_project(make_napari_viewer, project_copy) -> None:
+    from napari_lsr._reader import read_slide
+
+    viewer = make_napari_viewer()
+    w = tw.TrainingWidget(viewer)
+    assert w.project is None and w.sources() == []
+    data, meta, _ = read_slide(str(project_copy.slides[0].path))[0]
+    viewer.add_image(data, **meta)
+    assert w.project is not None and w.project.folder == project_copy.folder
+    (src,) = w.sources()
+    assert src.labels == project_copy.slides[0].labels
+
+
+def test_plugin_manifest_builds_the_widget(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-lsr", "Training")
+    assert isinstance(w, tw.TrainingWidget)
+
+
+def test_loss_curve_draws_the_running_mean(qtbot) -> None:
+    curve = tw.LossCurve()
+    qtbot.addWidget(curve)
+    curve.resize(300, 150)
+    curve.total = 50
+    curve.extend([(i, 1.0 / (1 + i)) for i in range(1, 51)])
+    image = curve.grab().toImage()
+    orange = sum(
+        1
+        for x in range(0, 300, 2)
+        for y in range(0, 150, 2)
+        if (c := image.pixelColor(x, y)).red() > 200 and 120 < c.green() < 200 and c.blue() < 90
+    )
+    assert len(curve) == 50 and orange > 20
