@@ -434,9 +434,10 @@ def _compare(
     if labels is not None:
         mask = lowres_mask(labels, shape, ds)
         boundaries.append(Boundary(LOWRES_NAME, "lowres", BOUNDARY_COLORS["lowres"], mask))
-        rows.append(
-            score_row(LOWRES_NAME, mask, truth.mask, band_grid, source=str(labels.path), **common)
-        )
+        source = str(labels.path)
+        color = BOUNDARY_COLORS["lowres"]
+        rows.append(score_row(LOWRES_NAME, mask, truth.mask, band_grid, source=source, **common))
+        rows[-1]["color"] = color
     for m in models:
         assert m.prediction is not None
         values, meta = read_prediction(m.prediction)

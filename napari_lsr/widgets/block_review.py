@@ -18,7 +18,7 @@ from typing import Any
 
 import napari
 import numpy as np
-from qtpy.QtCore import QEvent, QObject, Qt, Signal
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from qtpy.QtGui import QColor, QImage, QKeyEvent, QPainter, QPixmap
 from qtpy.QtWidgets import (
     QApplication,
@@ -162,6 +162,7 @@ class BlockReviewWidget(QWidget):
         self.timings: dict[str, float] = {}
         self._message_style = ""
         self._legend_bin: int | None = None
+        self._outline_pending = False
         self.destroyed.connect(functools.partial(_cleanup, self._resources))
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self._build()
@@ -834,8 +835,6 @@ class BlockReviewWidget(QWidget):
         self._update_status()
         self._move_camera(block)
         self.timings["camera"] = time.perf_counter()
-        self._move_outline(block)
-        self.timings["outline"] = time.perf_counter()
         self.images.submit(self.project.store.record_view, block.id, s.annotator)
         nxt = s.peek_next()
         if nxt is not None:
@@ -843,7 +842,19 @@ class BlockReviewWidget(QWidget):
             canvas = tuple(self.viewer.canvas.size)
             zoom = camera_zoom(nxt, slide.mpp or 1.0, canvas)
             self.images.prefetch(nxt, view_region(nxt, slide, canvas, zoom))
+        # The outline follows in the next turn of the event loop: a napari layer update
+        # costs tens of ms, and the canvas repaints after this handler anyway.
+        if not self._outline_pending:
+            self._outline_pending = True
+            QTimer.singleShot(0, self._update_outline)
         self.block_shown.emit(block)
+
+    def _update_outline(self) -> None:
+        self._outline_pending = False
+        block = self.session.current if self.session is not None else None
+        if block is not None and self.slides is not None:
+            self._move_outline(block)
+        self.timings["outline"] = time.perf_counter()
 
     # -- the viewer -----------------------------------------------------------------------------
 

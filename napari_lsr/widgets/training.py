@@ -1323,9 +1323,11 @@ class TrainingWidget(QWidget):
             self._dirty = True  # draw the curve at the next tick
 
     def _on_error(self, exc: BaseException) -> None:
-        # napari's worker relays the exception to a notification (its message is readable).
+        # Notified here: napari 0.9's worker mixin that would relay errors never initialises
+        # (QRunnable does not chain __init__), so nothing else reports them.
         self._final_status = "failed"
         self._set_status(str(exc))
+        show_error(f"napari-lsr: {exc}")
 
     def _on_finished(self) -> None:
         self._timer.stop()

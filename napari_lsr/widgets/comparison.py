@@ -1,0 +1,572 @@
+"""Comparison dock widget: predict, draw the four boundaries, shade the band, Table 2, export."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor, QIcon, QPixmap
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..compare import (
+    TABLE_COLUMNS,
+    CompareRequest,
+    Comparison,
+    ModelEntry,
+    one_line,
+    prediction_entry,
+    project_models,
+    run_comparison,
+    table_rows,
+    write_figure,
+    write_metrics_csv,
+)
+
+if TYPE_CHECKING:
+    import napari
+
+log = logging.getLogger(__name__)
+
+TRUTH_FILTER = "Ground truth (*.png *.tif *.tiff *.geojson *.json);;All files (*)"
+LABELS_FILTER = "Low-resolution labels (*.csv);;All files (*)"
+PRED_FILTER = "Prediction TIFF (*.tif *.tiff);;All files (*)"
+SLIDE_FILTER = (
+    "Slides (*.svs *.tif *.tiff *.ndpi *.mrxs *.scn *.vms *.vmu *.bif *.svslide *.png *.jpg);;"
+    "All files (*)"
+)
+ERROR_STYLE = "color: #ff6060;"
+#: Item data role holding a ModelEntry in the models list.
+ENTRY_ROLE = Qt.ItemDataRole.UserRole
+
+
+def _swatch(color: str, w: int = 22, h: int = 10) -> QPixmap:
+    pix = QPixmap(w, h)
+    pix.fill(QColor(color))
+    return pix
+
+
+class Legend(QWidget):
+    """Colour swatches and names of the boundaries on the canvas."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.entries: list[tuple[str, str]] = []
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._layout.setSpacing(2)
+
+    def set_entries(self, entries: list[tuple[str, str]]) -> None:
+        """Show ``(name, colour)`` rows, replacing the previous ones."""
+        while self._layout.count():
+            item = self._layout.takeAt(0)
+            if item.widget() is not None:
+                item.widget().deleteLater()
+        self.entries = list(entries)
+        for text, color in self.entries:
+            row = QWidget(self)
+            h = QHBoxLayout(row)
+            h.setContentsMargins(0, 0, 0, 0)
+            sw = QLabel(row)
+            sw.setPixmap(_swatch(color, 28, 6))
+            sw.setFixedWidth(32)
+            sw.setToolTip(color)
+            h.addWidget(sw)
+            h.addWidget(QLabel(text, row), 1)
+            self._layout.addWidget(row)
+
+
+class ComparisonWidget(QWidget):
+    """Predict with the project's models, then compare boundaries and scores with the truth.
+
+    Ground truth red, low-resolution threshold green, intra+inter blue, intra cyan, other
+    models distinct colours (SPEC section 4). Prediction and scoring run off the GUI thread.
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.project: Any = None
+        self.comparison: Comparison | None = None
+        self.worker: Any = None
+        self.device = "auto"
+        self._layers: list[Any] = []
+        self._slide: Any = None  # the open Slide behind the slide layer we added
+        self._build()
+        self._guess_project()
+
+    # -- layout --------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        root = QVBoxLayout(self)
+
+        inputs = QGroupBox("Slide and ground truth", self)
+        form = QFormLayout(inputs)
+        self.project_edit = QLineEdit(inputs)
+        self.project_edit.setPlaceholderText("project folder (project.toml)")
+        self.project_edit.returnPressed.connect(lambda: self.open_project(self.project_edit.text()))
+        form.addRow("Project", self._with_button(self.project_edit, self._browse_project))
+        self.slide_combo = QComboBox(inputs)
+        self.slide_combo.currentIndexChanged.connect(self._slide_changed)
+        form.addRow("Slide", self._with_button(self.slide_combo, self._browse_slide))
+        self.truth_edit = QLineEdit(inputs)
+        self.truth_edit.setPlaceholderText("mask image or QuPath GeoJSON")
+        form.addRow("Ground truth", self._with_button(self.truth_edit, self._browse_truth))
+        self.labels_edit = QLineEdit(inputs)
+        self.labels_edit.setPlaceholderText("low-res CSV (optional)")
+        form.addRow("Low-res labels", self._with_button(self.labels_edit, self._browse_labels))
+        root.addWidget(inputs)
+
+        models = QGroupBox("Models", self)
+        mv = QVBoxLayout(models)
+        self.models_list = QListWidget(models)
+        self.models_list.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.models_list.setMaximumHeight(110)
+        mv.addWidget(self.models_list)
+        row = QHBoxLayout()
+        self.add_pred_button = QPushButton("Add prediction file…", models)
+        self.add_pred_button.clicked.connect(self._browse_prediction)
+        self.refresh_button = QPushButton("Refresh", models)
+        self.refresh_button.setToolTip("List the project's models/ again")
+        self.refresh_button.clicked.connect(self.refresh_models)
+        row.addWidget(self.add_pred_button)
+        row.addWidget(self.refresh_button)
+        mv.addLayout(row)
+        opts = QHBoxLayout()
+        self.recompute_check = QCheckBox("Recompute predictions", models)
+        self.recompute_check.setToolTip(
+            "Run the models again even when a matching prediction exists in predictions/"
+        )
+        self.heatmap_check = QCheckBox("Probability heat map", models)
+        opts.addWidget(self.recompute_check)
+        opts.addWidget(self.heatmap_check)
+        mv.addLayout(opts)
+        band = QHBoxLayout()
+        band.addWidget(QLabel("Band (um)", models))
+        self.band_spin = QDoubleSpinBox(models)
+        self.band_spin.setRange(0.0, 100_000.0)
+        self.band_spin.setDecimals(0)
+        self.band_spin.setSingleStep(50.0)
+        self.band_spin.setSpecialValueText("one block width")
+        self.band_spin.setToolTip(
+            "Evaluation band: pixels within this distance of the ground-truth boundary "
+            "(paper: 1000 um, the width of an input block)"
+        )
+        band.addWidget(self.band_spin, 1)
+        mv.addLayout(band)
+        root.addWidget(models)
+
+        run_row = QHBoxLayout()
+        self.run_button = QPushButton("Run comparison", self)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel", self)
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        run_row.addWidget(self.run_button, 1)
+        run_row.addWidget(self.cancel_button)
+        root.addLayout(run_row)
+        self.progress = QProgressBar(self)
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        root.addWidget(self.progress)
+        self.status = QLabel("", self)
+        self.status.setWordWrap(True)
+        root.addWidget(self.status)
+
+        results = QGroupBox("Boundaries and scores", self)
+        rv = QVBoxLayout(results)
+        self.legend = Legend(results)
+        rv.addWidget(self.legend)
+        self.table = QTableWidget(0, 1 + len(TABLE_COLUMNS), results)
+        self.table.setHorizontalHeaderLabels(["Model", *TABLE_COLUMNS])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for c in range(1, 1 + len(TABLE_COLUMNS)):
+            header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
+        self.table.setMinimumHeight(90)
+        rv.addWidget(self.table)
+        self.band_label = QLabel("", results)
+        self.band_label.setWordWrap(True)
+        rv.addWidget(self.band_label)
+        ex = QHBoxLayout()
+        self.export_figure_button = QPushButton("Export figure…", results)
+        self.export_figure_button.clicked.connect(self._browse_export_figure)
+        self.export_metrics_button = QPushButton("Export metrics…", results)
+        self.export_metrics_button.clicked.connect(self._browse_export_metrics)
+        ex.addWidget(self.export_figure_button)
+        ex.addWidget(self.export_metrics_button)
+        rv.addLayout(ex)
+        root.addWidget(results)
+        root.addStretch(1)
+
+    def _with_button(self, field: QWidget, slot: Any) -> QWidget:
+        box = QWidget(self)
+        h = QHBoxLayout(box)
+        h.setContentsMargins(0, 0, 0, 0)
+        h.addWidget(field, 1)
+        b = QPushButton("…", box)
+        b.setFixedWidth(28)
+        b.clicked.connect(slot)
+        h.addWidget(b)
+        return box
+
+    # -- messages ------------------------------------------------------------------------
+
+    def show_error(self, message: str) -> None:
+        """A one-line error in the dock and as a napari notification (no traceback)."""
+        from napari.utils.notifications import show_error
+
+        self.status.setStyleSheet(ERROR_STYLE)
+        self.status.setText(message)
+        show_error(f"napari-lsr: {message}")
+
+    def _info(self, message: str) -> None:
+        self.status.setStyleSheet("")
+        self.status.setText(message)
+
+    # -- inputs --------------------------------------------------------------------------
+
+    def _guess_project(self) -> None:
+        """Open the project of a slide already in the viewer, if it belongs to one."""
+        for layer in self.viewer.layers:
+            path = (layer.metadata or {}).get("napari_lsr", {}).get("path")
+            if path and (Path(path).parent / "project.toml").exists():
+                self.open_project(Path(path).parent, quiet=True)
+                self.select_slide(path)
+                return
+
+    def open_project(self, folder: str | Path, quiet: bool = False) -> bool:
+        """Open a project folder: its slides, ground truth, labels and models."""
+        from ..project import Project
+
+        try:
+            project = Project.open(folder)
+        except Exception as exc:  # FormatError or OSError: a one-line message
+            if not quiet:
+                self.show_error(one_line(exc))
+            return False
+        self.project = project
+        self.project_edit.setText(str(project.folder))
+        self.slide_combo.blockSignals(True)
+        self.slide_combo.clear()
+        for entry in project.slides:
+            self.slide_combo.addItem(entry.name, str(entry.path))
+        self.slide_combo.blockSignals(False)
+        self._slide_changed(0)
+        self.refresh_models()
+        self._info(f"project {project.folder.name}: {len(project.slides)} slide(s)")
+        return True
+
+    def select_slide(self, path: str | Path) -> None:
+        """Select a slide of the list by path, adding it when it is not listed."""
+        path = str(Path(path).resolve())
+        for i in range(self.slide_combo.count()):
+            if str(Path(self.slide_combo.itemData(i)).resolve()) == path:
+                self.slide_combo.setCurrentIndex(i)
+                return
+        self.slide_combo.addItem(Path(path).stem, path)
+        self.slide_combo.setCurrentIndex(self.slide_combo.count() - 1)
+
+    def _project_entry(self, slide_path: str | None) -> Any:
+        if self.project is None or not slide_path:
+            return None
+        for entry in self.project.slides:
+            if str(entry.path) == slide_path:
+                return entry
+        return None
+
+    def _slide_changed(self, _index: int) -> None:
+        entry = self._project_entry(self.slide_combo.currentData())
+        if entry is not None:
+            self.truth_edit.setText(str(entry.truth) if entry.truth else "")
+            self.labels_edit.setText(str(entry.labels) if entry.labels else "")
+
+    def refresh_models(self) -> None:
+        """List the project's models (checked), keeping added prediction files."""
+        kept = [e for e in self.entries(checked_only=False) if e.checkpoint is None]
+        checked = {e.name for e in self.entries()}
+        self.models_list.clear()
+        models = project_models(self.project.models_dir) if self.project is not None else []
+        for m in models:
+            self._add_entry(m, checked=not checked or m.name in checked)
+        for m in kept:
+            self._add_entry(m, checked=m.name in checked)
+
+    def _add_entry(self, entry: ModelEntry, checked: bool = True) -> None:
+        kind = "model" if entry.checkpoint is not None else "prediction"
+        item = QListWidgetItem(f"{entry.label}  [{kind}]")
+        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+        item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+        item.setData(ENTRY_ROLE, entry)
+        item.setToolTip(str(entry.checkpoint or entry.prediction))
+        self.models_list.addItem(item)
+
+    def entries(self, checked_only: bool = True) -> list[ModelEntry]:
+        """The models in the list (the ticked ones by default)."""
+        out = []
+        for i in range(self.models_list.count()):
+            item = self.models_list.item(i)
+            if not checked_only or item.checkState() == Qt.CheckState.Checked:
+                out.append(item.data(ENTRY_ROLE))
+        return out
+
+    def add_prediction_file(self, path: str | Path) -> bool:
+        """Add a prediction TIFF (with its JSON sidecar) to the models to compare."""
+        try:
+            entry = prediction_entry(path)
+        except Exception as exc:
+            self.show_error(one_line(exc))
+            return False
+        self._add_entry(entry)
+        return True
+
+    def set_truth(self, path: str | Path) -> None:
+        self.truth_edit.setText(str(path))
+
+    def set_labels(self, path: str | Path | None) -> None:
+        self.labels_edit.setText(str(path) if path else "")
+
+    def _browse_project(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a napari-lsr project")
+        if folder:
+            self.open_project(folder)
+
+    def _browse_slide(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Slide", "", SLIDE_FILTER)
+        if path:
+            self.select_slide(path)
+
+    def _browse_truth(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Ground truth", "", TRUTH_FILTER)
+        if path:
+            self.set_truth(path)
+
+    def _browse_labels(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Low-resolution labels", "", LABELS_FILTER)
+        if path:
+            self.set_labels(path)
+
+    def _browse_prediction(self) -> None:
+        start = str(self.project.predictions_dir) if self.project is not None else ""
+        paths, _ = QFileDialog.getOpenFileNames(self, "Prediction files", start, PRED_FILTER)
+        for p in paths:
+            self.add_prediction_file(p)
+
+    # -- running -------------------------------------------------------------------------
+
+    def request(self) -> CompareRequest:
+        """The comparison the widget's fields describe (ValueError when incomplete)."""
+        slide = self.slide_combo.currentData()
+        if not slide:
+            raise ValueError("choose a slide (open a project or pick a slide file)")
+        truth = self.truth_edit.text().strip()
+        if not truth:
+            raise ValueError("choose a ground-truth mask image or GeoJSON")
+        labels = self.labels_edit.text().strip() or None
+        entry = self._project_entry(slide)
+        proj = self.project
+        band = self.band_spin.value()
+        return CompareRequest(
+            slide=Path(slide),
+            truth=Path(truth),
+            labels=Path(labels) if labels else None,
+            models=self.entries(),
+            predictions_dir=proj.predictions_dir if proj is not None else None,
+            single_slide=proj is None or len(proj.slides) <= 1,
+            slide_mpp=entry.mpp if entry is not None else None,
+            band_um=band if band > 0 else None,
+            recompute=self.recompute_check.isChecked(),
+            heatmap=self.heatmap_check.isChecked(),
+            device=self.device,
+        )
+
+    def run(self) -> Any:
+        """Start the comparison in a worker thread; returns the worker (None on bad input)."""
+        from napari.qt.threading import thread_worker
+
+        if self.worker is not None:
+            self.show_error("a comparison is already running")
+            return None
+        try:
+            req = self.request()
+        except ValueError as exc:
+            self.show_error(one_line(exc))
+            return None
+        worker = thread_worker(run_comparison, start_thread=False)(req)
+        relay = getattr(worker, "_relay_error", None)
+        if relay is not None:  # napari would show a traceback; we show one line instead
+            try:
+                worker.errored.disconnect(relay)
+            except (TypeError, RuntimeError):
+                pass  # not connected in this napari version
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_done)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setValue(0)
+        self._info("starting…")
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Stop at the next progress step (a prediction already writing finishes first)."""
+        if self.worker is not None:
+            self.worker.quit()
+            self._info("cancelled")
+
+    def _on_progress(self, event: tuple[str, float]) -> None:
+        message, frac = event
+        self.progress.setValue(int(round(100 * frac)))
+        self._info(message)
+
+    def _on_error(self, exc: BaseException) -> None:
+        from ..slide import SlideError
+        from ..training import TrainingError
+
+        log.debug("comparison failed", exc_info=exc)
+        msg = one_line(exc)
+        known = isinstance(exc, (ValueError, OSError, SlideError, TrainingError))
+        self.show_error(msg if known else f"{type(exc).__name__}: {msg}")
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    def _on_done(self, comp: Comparison) -> None:
+        self.comparison = comp
+        self._show_layers(comp)
+        self.legend.set_entries(comp.legend())
+        self._fill_table(comp)
+        self.progress.setValue(100)
+        um = comp.band_um
+        width = f"{comp.band_px:.0f} level-0 px" + (f" ({um:.0f} um)" if um else "")
+        self.band_label.setText(
+            f"Masked scores: band of {width} each side of the ground-truth boundary (shaded); "
+            f"grid: 1/{comp.truth.downsample:g} of level 0."
+        )
+        self._info(f"done: {len(comp.rows)} row(s) scored on {comp.slide.name}")
+
+    # -- display -------------------------------------------------------------------------
+
+    def _slide_layer(self, path: Path) -> Any:
+        want = str(Path(path).resolve())
+        for layer in self.viewer.layers:
+            p = (layer.metadata or {}).get("napari_lsr", {}).get("path")
+            if p and str(Path(p).resolve()) == want:
+                return layer
+        return None
+
+    def _show_layers(self, comp: Comparison) -> None:
+        from .._reader import slide_layer_data
+        from ..slide import Slide
+
+        fresh = False
+        if self._slide_layer(comp.slide.path) is None:
+            self._slide = Slide(comp.slide.path, mpp=comp.slide.mpp)
+            data, meta, _ = slide_layer_data(self._slide)
+            self.viewer.add_image(data, **meta)
+            fresh = True
+        for layer in self._layers:
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self._layers = []
+        for data, meta, kind in comp.layers:
+            self._layers.append(getattr(self.viewer, f"add_{kind}")(data, **meta))
+        if fresh:
+            self.viewer.reset_view()
+
+    def _fill_table(self, comp: Comparison) -> None:
+        cells = table_rows(comp.rows)
+        self.table.setRowCount(len(cells))
+        for r, (row, values) in enumerate(zip(comp.rows, cells)):
+            for c, text in enumerate(values):
+                item = QTableWidgetItem(text)
+                if c:
+                    item.setTextAlignment(
+                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+                    )
+                self.table.setItem(r, c, item)
+            color = row.get("color")
+            if color:
+                self.table.item(r, 0).setIcon(QIcon(_swatch(color)))
+            if row.get("loss"):
+                self.table.item(r, 0).setToolTip(f"loss {row['loss']}; {row.get('source')}")
+        self.table.resizeRowsToContents()
+        height = self.table.horizontalHeader().height() + 4
+        height += sum(self.table.rowHeight(r) for r in range(self.table.rowCount()))
+        self.table.setFixedHeight(max(90, height))
+
+    # -- exports -------------------------------------------------------------------------
+
+    def export_figure(self, path: str | Path) -> Path | None:
+        """Save the current view (canvas) as PNG with the legend drawn in."""
+        try:
+            image = self.viewer.screenshot(canvas_only=True)
+            entries = self.comparison.legend() if self.comparison is not None else []
+            out = write_figure(path, image, entries)
+        except Exception as exc:
+            self.show_error(one_line(exc))
+            return None
+        self._info(f"figure written to {out}")
+        return out
+
+    def export_metrics(self, path: str | Path) -> Path | None:
+        """Save the metrics table (Table 2 layout) as CSV."""
+        if self.comparison is None:
+            self.show_error("run the comparison first: there are no metrics to export")
+            return None
+        try:
+            out = write_metrics_csv(path, self.comparison.rows)
+        except Exception as exc:
+            self.show_error(one_line(exc))
+            return None
+        self._info(f"metrics written to {out}")
+        return out
+
+    def _default_export(self, name: str) -> str:
+        if self.project is not None:
+            return str(self.project.folder / name)
+        return name
+
+    def _browse_export_figure(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export figure", self._default_export("comparison.png"), "PNG (*.png)"
+        )
+        if path:
+            self.export_figure(path)
+
+    def _browse_export_metrics(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export metrics", self._default_export("metrics.csv"), "CSV (*.csv)"
+        )
+        if path:
+            self.export_metrics(path)
