@@ -17,8 +17,17 @@ def has_display() -> bool:
     return True
 
 
-def run_demo(out_dir: Path, headless: bool = False, steps: int = 300, size: int = 4096) -> int:
-    """Run the whole pipeline on the synthetic sample; open napari unless headless."""
+def run_demo(
+    out_dir: Path,
+    headless: bool = False,
+    steps: int = 300,
+    size: int = 4096,
+    train_overrides: dict | None = None,
+) -> int:
+    """Run the whole pipeline on the synthetic sample; open napari unless headless.
+
+    ``train_overrides`` replaces TrainConfig fields (tests use tiny networks and groups).
+    """
     from .blocks import SlideBlocks, extract_blocks
     from .evaluation import evaluate_files, format_table
     from .inference import predict_slide
@@ -40,16 +49,26 @@ def run_demo(out_dir: Path, headless: bool = False, steps: int = 300, size: int 
     mpp, block_size = float(tcfg.get("mpp", 4.0)), int(tcfg.get("block_size", 64))
     with entry.open() as slide:
         labels = entry.read_labels(slide, prior.bins)
-    blocks = extract_blocks([SlideBlocks(entry.path, labels)], project.cache_dir, block_size, mpp,
-                            progress=Progress("blocks"))
+    blocks = extract_blocks(
+        [SlideBlocks(entry.path, labels)],
+        project.cache_dir,
+        block_size,
+        mpp,
+        progress=Progress("blocks"),
+    )
     print(f"{len(blocks)} tissue blocks of {block_size} px at {mpp:g} um/px")
-    results = [evaluate_files(truth=entry.truth, slide=entry.path, labels=entry.labels,
-                              name="Low resolution model")]
+    results = [
+        evaluate_files(
+            truth=entry.truth, slide=entry.path, labels=entry.labels, name="Low resolution model"
+        )
+    ]
     for loss, name in (("intra", "Intra-instance"), ("intra+inter", "Intra+inter-instance")):
         ckpt = project.models_dir / f"{loss}.pt"
         if not ckpt.exists():
             bar = Progress(f"train {loss}")
-            cfg = TrainConfig(loss=loss, steps=steps, lr=1e-3, seed=0)
+            cfg = TrainConfig(
+                **{"loss": loss, "steps": steps, "lr": 1e-3, **(train_overrides or {})}
+            )
             for ev in train(blocks, prior, cfg, ckpt, info={"prior_path": str(project.prior_path)}):
                 if ev.kind == "step":
                     bar("steps", ev.step / ev.total, f"loss {ev.loss:.3f}")

@@ -716,9 +716,12 @@ def project_for_slide(
     if (folder / PROJECT_FILE).exists():
         return Project.open(folder)
     try:
-        return Project.create(folder, [SlideEntry(slide_path, labels_path)])
+        Project.create(folder, [SlideEntry(slide_path, labels_path)])
     except OSError as exc:
         raise ReviewError(f"{folder}: cannot create a project here ({exc.strerror})") from exc
+    # Reopen, so slide paths are spelled as every later Project.open spells them (the store
+    # keys slides by that spelling).
+    return Project.open(folder)
 
 
 # -- the prior from estimates --------------------------------------------------------------------
@@ -779,7 +782,7 @@ class ReviewHub:
     def __init__(self) -> None:
         self.project: Project | None = None
         self.annotator: str | None = None
-        self._listeners: list[Callable[[str], None]] = []
+        self._listeners: list[Callable[[], Callable[[str], None] | None]] = []
 
     def set_project(self, project: Project | None, annotator: str | None = None) -> None:
         self.project = project
@@ -788,16 +791,29 @@ class ReviewHub:
         self.notify("project")
 
     def subscribe(self, callback: Callable[[str], None]) -> None:
-        if callback not in self._listeners:
-            self._listeners.append(callback)
+        """Call ``callback(kind)`` on changes; bound methods are held weakly."""
+        ref: Callable[[], Callable[[str], None] | None]
+        if hasattr(callback, "__self__") and hasattr(callback, "__func__"):
+            ref = weakref.WeakMethod(callback)  # type: ignore[arg-type]
+        else:
+            ref = lambda: callback  # noqa: E731
+        self._listeners.append(ref)
 
     def unsubscribe(self, callback: Callable[[str], None]) -> None:
-        if callback in self._listeners:
-            self._listeners.remove(callback)
+        self._listeners = [r for r in self._listeners if r() not in (None, callback)]
 
     def notify(self, kind: str) -> None:
-        for cb in list(self._listeners):
-            cb(kind)
+        alive = []
+        for ref in list(self._listeners):
+            cb = ref()
+            if cb is None:
+                continue
+            alive.append(ref)
+            try:
+                cb(kind)
+            except RuntimeError:  # a deleted Qt widget
+                alive.pop()
+        self._listeners = alive
 
 
 _HUBS: weakref.WeakKeyDictionary[Any, ReviewHub] = weakref.WeakKeyDictionary()

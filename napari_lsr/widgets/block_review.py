@@ -25,11 +25,13 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSlider,
     QSpinBox,
@@ -66,6 +68,8 @@ from ..slide import SlideError
 IMAGE_SIDE = 288
 OUTLINE_NAME = "review block"
 OUTLINE_COLOR = "yellow"
+#: The heat overlay is kept light so the tissue around the block stays readable.
+OVERLAY_OPACITY = 0.3
 ERROR_STYLE = "color: #ff6b6b; font-weight: bold;"
 INFO_STYLE = "color: #9fd89f;"
 KEYS_HELP = (
@@ -93,6 +97,15 @@ def rgb_pixmap(rgb: np.ndarray, side: int) -> QPixmap:
         Qt.AspectRatioMode.KeepAspectRatio,
         Qt.TransformationMode.SmoothTransformation,
     )
+
+
+def _same_file(a: str | os.PathLike | None, b: str | os.PathLike) -> bool:
+    if not a:
+        return False
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
 
 
 def _cleanup(holder: dict[str, Any], *_args: Any) -> None:
@@ -170,7 +183,16 @@ class BlockReviewWidget(QWidget):
     # -- layout ---------------------------------------------------------------------------------
 
     def _build(self) -> None:
-        root = QVBoxLayout(self)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        content = QWidget()
+        scroll.setWidget(content)
+        outer.addWidget(scroll)
+        root = QVBoxLayout(content)
         root.setContentsMargins(6, 6, 6, 6)
         root.setSpacing(4)
 
@@ -218,9 +240,13 @@ class BlockReviewWidget(QWidget):
         self.seed_spin.setValue(DEFAULT_SEED)
         self.seed_spin.setToolTip("the same seed gives the same blocks")
         self.seed_spin.editingFinished.connect(self._settings_changed)
+        self.annotator_edit.setMinimumWidth(110)
+        self.k_spin.setMaximumWidth(70)
+        self.seed_spin.setMaximumWidth(90)
         row = QHBoxLayout()
         row.addWidget(QLabel("Annotator"))
         row.addWidget(self.annotator_edit, 1)
+        row.addSpacing(8)
         row.addWidget(QLabel("K"))
         row.addWidget(self.k_spin)
         row.addWidget(QLabel("Seed"))
@@ -868,8 +894,8 @@ class BlockReviewWidget(QWidget):
                 (
                     layer
                     for layer in self.viewer.layers
-                    if (layer.metadata.get("napari_lsr") or {}).get("path") == str(entry.path)
-                    and getattr(layer, "rgb", False)
+                    if getattr(layer, "rgb", False)
+                    and _same_file((layer.metadata.get("napari_lsr") or {}).get("path"), entry.path)
                 ),
                 None,
             )
@@ -881,6 +907,7 @@ class BlockReviewWidget(QWidget):
             labels = self.labels_by_slide.get(index)
             if labels is not None:
                 data, meta, _ = labels_layer_data(labels, slide, self.project.bins)
+                meta["opacity"] = OVERLAY_OPACITY
                 overlay = self.viewer.add_labels(data, **meta)
                 self._own_layers.append(overlay)
                 layers.append(overlay)
@@ -925,6 +952,9 @@ class BlockReviewWidget(QWidget):
                 units="um" if slide.mpp else "pixel",
             )
             self._own_layers.append(outline)
+            image = self._layers.get(block.slide, [None])[0]
+            if image is not None and image in self.viewer.layers:
+                self.viewer.layers.selection.active = image  # keep the slide's controls up
         elif not np.allclose(outline.data[0], shape):
             outline.data = [shape]
             outline.edge_width = max(block.width, block.height) * unit / 40

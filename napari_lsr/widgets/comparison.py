@@ -143,7 +143,7 @@ class ComparisonWidget(QWidget):
         mv = QVBoxLayout(models)
         self.models_list = QListWidget(models)
         self.models_list.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        self.models_list.setMaximumHeight(110)
+        self.models_list.setMaximumHeight(90)
         mv.addWidget(self.models_list)
         row = QHBoxLayout()
         self.add_pred_button = QPushButton("Add prediction file…", models)
@@ -203,10 +203,15 @@ class ComparisonWidget(QWidget):
         self.table.setHorizontalHeaderLabels(["Model", *TABLE_COLUMNS])
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         for c in range(1, 1 + len(TABLE_COLUMNS)):
             header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+        header.setMinimumSectionSize(40)
         self.table.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
         self.table.setMinimumHeight(90)
         rv.addWidget(self.table)
@@ -417,17 +422,23 @@ class ComparisonWidget(QWidget):
         except ValueError as exc:
             self.show_error(one_line(exc))
             return None
-        worker = thread_worker(run_comparison, start_thread=False)(req)
+        # Our own "errored" handler: napari/superqt would otherwise re-raise with a traceback.
+        worker = thread_worker(
+            run_comparison,
+            start_thread=False,
+            connect={
+                "yielded": self._on_progress,
+                "returned": self._on_done,
+                "errored": self._on_error,
+                "finished": self._on_finished,
+            },
+        )(req)
         relay = getattr(worker, "_relay_error", None)
-        if relay is not None:  # napari would show a traceback; we show one line instead
-            try:
+        if relay is not None:
+            try:  # napari's relay shows the traceback in a notification; one line is enough
                 worker.errored.disconnect(relay)
             except (TypeError, RuntimeError):
                 pass  # not connected in this napari version
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._on_done)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
         self.worker = worker
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -521,9 +532,9 @@ class ComparisonWidget(QWidget):
             if row.get("loss"):
                 self.table.item(r, 0).setToolTip(f"loss {row['loss']}; {row.get('source')}")
         self.table.resizeRowsToContents()
-        height = self.table.horizontalHeader().height() + 4
+        height = self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth()
         height += sum(self.table.rowHeight(r) for r in range(self.table.rowCount()))
-        self.table.setFixedHeight(max(90, height))
+        self.table.setFixedHeight(height + 2)
 
     # -- exports -------------------------------------------------------------------------
 

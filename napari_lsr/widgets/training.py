@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import io
 import math
 import os
 import queue
@@ -327,6 +329,29 @@ def _run(plan: RunPlan, cancel: threading.Event) -> Iterator[Phase | TrainEvent]
         torch.set_num_threads(old_threads)
 
 
+_gc_frozen = 0
+
+
+def _gc_freeze() -> None:
+    """Move every object that exists now out of the garbage collector's sight (nestable).
+
+    A full collection in the training thread walks every Python object of napari (hundreds
+    of ms) while holding the GIL: the GUI stalls. Frozen objects are not walked, so the
+    collections a run triggers stay short. GUI thread only.
+    """
+    global _gc_frozen
+    if _gc_frozen == 0:
+        gc.freeze()
+    _gc_frozen += 1
+
+
+def _gc_unfreeze() -> None:
+    global _gc_frozen
+    _gc_frozen = max(0, _gc_frozen - 1)
+    if _gc_frozen == 0:
+        gc.unfreeze()
+
+
 class RunHandle:
     """Cancel and wait for one run, from any thread (Qt-free; outlives the widget)."""
 
@@ -492,15 +517,51 @@ def _unique_name(folder: Path, base: str) -> str:
     return name
 
 
-def _probe_devices() -> list[str]:
-    from ..training import available_devices, select_device
+def _warm_up() -> list[str]:
+    """Import torch, dask and the engine, run tiny dask and training steps; list the devices.
 
+    Runs in a worker when the widget opens. torch imports modules lazily on first use (the
+    first optimiser step imports ``torch._dynamo``); an import in the training thread holds
+    the GIL for long stretches and stalls the GUI, so it happens here instead, once.
+    """
+    import dask
+    import torch
+
+    dask.compute(dask.delayed(int)(1), scheduler="threads")  # imports what extraction needs
+
+    from ..losses import lsr_loss
+    from ..training import available_devices, select_device
+    from ..unet import UNetConfig, build_model
+
+    try:
+        _tiny_step(torch, lsr_loss, build_model(UNetConfig(depth=1, width=2)))
+    except Exception:  # only a warm-up: the run reports real errors
+        pass
     devices = available_devices()
     try:
         auto = select_device("auto").type
     except Exception:
         auto = "cpu"
     return [f"auto ({auto})" if d == "auto" else d for d in devices]
+
+
+def _tiny_step(torch: Any, lsr_loss: Any, model: Any) -> None:
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    prob = torch.sigmoid(model(torch.rand(2, 3, 16, 16)).float())
+    loss = lsr_loss(
+        prob,
+        torch.zeros(2, dtype=torch.long),
+        torch.full((10,), 0.1),
+        torch.full((10,), 0.05),
+        statistic="intra",
+        distance="gaussian",
+    )
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, io.BytesIO())
 
 
 def _spin(lo: int, hi: int, value: int, tip: str = "") -> QSpinBox:
@@ -552,6 +613,8 @@ class TrainingWidget(QWidget):
         self._resume_target: Path | None = None
         self._final_status = ""
         self._device = ""
+        #: True once torch is imported and warmed up in the background (devices listed).
+        self.warmed_up = False
         self._build()
         self._timer = QTimer(self)
         self._timer.setInterval(REFRESH_MS)
@@ -785,15 +848,18 @@ class TrainingWidget(QWidget):
         self._update_buttons()
 
     def _start_device_probe(self) -> Any:
-        """Import torch and list the devices in a worker, so the widget opens at once."""
+        """Warm torch up and list the devices in a worker, so the widget opens at once."""
         from napari.qt.threading import FunctionWorker
 
-        worker = FunctionWorker(_probe_devices)
+        worker = FunctionWorker(_warm_up)
         worker.returned.connect(self._set_devices)
+        worker.finished.connect(_gc_unfreeze)
+        _gc_freeze()
         worker.start()
         return worker
 
     def _set_devices(self, devices: list[str]) -> None:
+        self.warmed_up = True
         current = self.device_combo.currentText()
         self.device_combo.clear()
         self.device_combo.addItems(devices)
@@ -1186,6 +1252,7 @@ class TrainingWidget(QWidget):
         worker.yielded.connect(self._on_event)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
+        worker.finished.connect(_gc_unfreeze)  # a function: runs even if the widget is gone
         self._worker, self._handle, self._out = worker, handle, plan.out
         self._last, self._last_step = None, None
         self._bps, self._t0 = math.nan, time.perf_counter()
@@ -1199,6 +1266,7 @@ class TrainingWidget(QWidget):
         self._register_task(what, handle)
         self._update_buttons()
         self._timer.start()
+        _gc_freeze()
         worker.start()
 
     def _register_task(self, what: str, handle: RunHandle) -> None:

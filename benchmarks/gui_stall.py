@@ -1,0 +1,215 @@
+"""GUI stall benchmark: how long napari's event loop stalls while the training widget trains.
+
+A QTimer probe fires every 10 ms on the GUI thread and records when it actually ran; a *stall*
+is how much later than 10 ms a tick came. The probe runs first with nothing training
+(baseline), then while the widget extracts blocks and trains (fresh cache, so extraction is
+measured too), once per torch thread setting, and through the cancel (checkpoint save).
+
+Run under a display, e.g.::
+
+    napari-lsr sample /tmp/stall_sample          # once: a 4096 px synthetic project
+    xvfb-run -a .venv/bin/python benchmarks/gui_stall.py --sample /tmp/stall_sample
+
+Goal (issue 5): no stall above 50 ms while training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+INTERVAL_MS = 10
+GOAL_MS = 50.0
+
+
+class Probe:
+    """Records the time of every tick of a 10 ms precise QTimer, tagged with a phase name."""
+
+    def __init__(self) -> None:
+        from qtpy.QtCore import Qt, QTimer
+
+        self.timer = QTimer()
+        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.timer.setInterval(INTERVAL_MS)
+        self.timer.timeout.connect(self._tick)
+        self.phase = "idle"
+        self.ticks: list[tuple[float, str]] = []
+
+    def _tick(self) -> None:
+        self.ticks.append((time.perf_counter(), self.phase))
+
+    def start(self) -> None:
+        self.ticks.clear()
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.timer.stop()
+
+    def stalls(self) -> dict[str, np.ndarray]:
+        """Per phase: lateness of each tick beyond the interval, in ms (a gap belongs to the
+        phase of the tick that ends it)."""
+        out: dict[str, list[float]] = {}
+        for (t0, _), (t1, phase) in zip(self.ticks, self.ticks[1:]):
+            out.setdefault(phase, []).append(max(0.0, (t1 - t0) * 1000 - INTERVAL_MS))
+        return {k: np.asarray(v) for k, v in out.items()}
+
+
+def spin(app, seconds: float, until=None) -> None:  # noqa: ANN001
+    """Run the event loop for ``seconds`` (or until ``until()`` is true)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        app.processEvents()
+        if until is not None and until():
+            return
+        time.sleep(0.001)
+
+
+def machine() -> list[str]:
+    import napari
+    import qtpy
+    import torch
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
+    return [
+        f"platform: {platform.platform()} ({platform.machine()})",
+        f"CPUs: {os.cpu_count()}; load average at start: " + ", ".join(f"{x:.2f}" for x in load),
+        f"python {platform.python_version()}, torch {torch.__version__} "
+        f"(default intra-op threads {torch.get_num_threads()}), napari {napari.__version__}, "
+        f"{qtpy.API_NAME} {qtpy.QT_VERSION}",
+        f"display: {os.environ.get('DISPLAY', '?')} (xvfb-run gives a virtual one)",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sample", default="/tmp/stall_sample", help="project folder (made if absent)")
+    ap.add_argument("--seconds", type=float, default=30.0, help="probe time per run")
+    ap.add_argument(
+        "--threads",
+        default="default,1",
+        help="torch intra-op thread settings to compare, e.g. 'default,1'",
+    )
+    ap.add_argument("--depth", type=int, default=3)
+    ap.add_argument("--width", type=int, default=16)
+    args = ap.parse_args(argv)
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_lsr._reader import read_slide
+    from napari_lsr.project import Project
+    from napari_lsr.synthetic import write_sample
+    from napari_lsr.widgets.training import TrainingWidget
+
+    folder = Path(args.sample)
+    if not (folder / "project.toml").exists():
+        print(f"writing a synthetic sample to {folder} ...", file=sys.stderr)
+        write_sample(folder)
+    project = Project.open(folder)
+    lines = machine()
+
+    viewer = napari.Viewer(show=True)
+    data, meta, _ = read_slide(str(project.slides[0].path))[0]
+    viewer.add_image(data, **meta)
+    widget = TrainingWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Training")
+    widget.set_project(project)
+    widget.depth_spin.setValue(args.depth)
+    widget.width_spin.setValue(args.width)
+    widget.steps_spin.setValue(1_000_000)  # never finishes inside the probe window
+    app = QApplication.instance()
+    spin(app, 120.0, until=lambda: widget.warmed_up)  # torch imported and warmed up
+    spin(app, 3.0)  # let the window and the first paint settle
+
+    probe = Probe()
+    rows: list[tuple[str, str, np.ndarray]] = []
+    notes: list[str] = []
+
+    probe.start()
+    probe.phase = "baseline"
+    spin(app, args.seconds)
+    probe.stop()
+    rows += [("no training", k, v) for k, v in probe.stalls().items()]
+
+    for setting in args.threads.split(","):
+        threads = None if setting == "default" else int(setting)
+        TrainingWidget.torch_threads = threads
+        shutil.rmtree(project.cache_dir, ignore_errors=True)  # measure extraction too
+        name = f"stall-threads-{setting}"
+        for suffix in (".pt", ".json"):
+            (project.models_dir / f"{name}{suffix}").unlink(missing_ok=True)
+        widget.name_edit.setText(name)
+        steps: list[float] = []
+        bps: list[float] = []
+
+        def on_event(ev, steps=steps, bps=bps) -> None:  # noqa: ANN001
+            if getattr(ev, "kind", "") == "start":
+                probe.phase = "train"
+            elif getattr(ev, "kind", "") == "step":
+                steps.append(time.perf_counter())
+                bps.append(ev.blocks_per_s)
+
+        widget.run_event.connect(on_event)
+        probe.start()
+        probe.phase = "extract+load"
+        t0 = time.perf_counter()
+        assert widget.start(), "the widget refused to start"
+        spin(app, args.seconds)
+        probe.phase = "cancel"
+        t_cancel = time.perf_counter()
+        widget.cancel()
+        spin(app, 60.0, until=lambda: not widget.is_running)
+        probe.stop()
+        widget.run_event.disconnect(on_event)
+        label = f"training, torch threads {setting}"
+        rows += [(label, k, v) for k, v in probe.stalls().items()]
+        train_s = (steps[-1] - steps[0]) if len(steps) > 1 else float("nan")
+        notes.append(
+            f"{label}: {len(steps)} steps in {args.seconds:.0f} s of probing "
+            f"({(len(steps) - 1) / train_s if train_s > 0 else float('nan'):.2f} steps/s, "
+            f"median {np.median(bps) if bps else float('nan'):.0f} blocks/s); "
+            f"first step {steps[0] - t0 if steps else float('nan'):.1f} s after Train; "
+            f"cancel took {time.perf_counter() - t_cancel:.2f} s"
+        )
+    TrainingWidget.torch_threads = None
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
+    print("\n".join(lines))
+    print(f"load average at end: {', '.join(f'{x:.2f}' for x in load)}")
+    print(
+        f"sample: {folder} ({project.config.get('sample', {}).get('size', '?')} px), "
+        f"U-Net depth {args.depth} width {args.width}, "
+        f"blocks {project.config.get('training', {})}; probe {INTERVAL_MS} ms, "
+        f"{args.seconds:.0f} s per run\n"
+    )
+    head = (
+        f"| run | phase | ticks | median ms | p99 ms | max ms | > {GOAL_MS:.0f} ms |\n"
+        "|---|---|---:|---:|---:|---:|---:|"
+    )
+    print(head)
+    order = {"baseline": 0, "extract+load": 1, "train": 2, "cancel": 3}
+    for run, phase, v in sorted(rows, key=lambda r: (r[0] != "no training", r[0], order[r[1]])):
+        if len(v) == 0:
+            continue
+        print(
+            f"| {run} | {phase} | {len(v)} | {np.median(v):.2f} | {np.percentile(v, 99):.1f} "
+            f"| {v.max():.1f} | {int((v > GOAL_MS).sum())} |"
+        )
+    print()
+    for n in notes:
+        print(n)
+    worst = max((v.max() for r, p, v in rows if p == "train" and len(v)), default=float("nan"))
+    print(f"\nworst stall while training: {worst:.1f} ms (goal: < {GOAL_MS:.0f} ms)")
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

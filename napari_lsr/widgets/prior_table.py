@@ -1,0 +1,614 @@
+"""Prior table dock widget: p(c|z) from the estimates beside the paper's Table 1, edits, save.
+
+The table shows, per bin, the mean ± std and n of the chosen source (all annotators pooled,
+one annotator, the project's saved prior.csv, another prior file, or the paper's Table 1),
+with the reviewer's edits on top (recorded in the project store with who and when). Bins
+with fewer than two estimates and means that fall as the bin rises are flagged. "Save prior"
+writes the table to the project's prior.csv atomically: that file is what training uses.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import getpass
+import math
+import os
+import sqlite3
+from pathlib import Path
+
+import napari
+import numpy as np
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtGui import QBrush, QColor, QFont
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSizePolicy,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..formats import FormatError, Prior, paper_prior, read_prior_csv, write_prior_csv
+from ..layers import bin_color
+from ..prior import PriorFlags, agreement, apply_edits, check_prior
+from ..project import Project
+from ..review import (
+    REVERT_NOTE,
+    agreement_rows,
+    bin_label,
+    default_prior,
+    effective_edits,
+    estimates_prior,
+    hub_for,
+    prior_for_saving,
+)
+
+POOLED = "pooled"
+ANNOTATOR = "annotator"
+SAVED = "saved"
+FILE = "file"
+PAPER = "paper"
+COLUMNS = ("Bin %", "n", "Mean %", "Std %", "Paper Table 1", "Notes")
+COL_MEAN, COL_STD = 2, 3
+FLAG_BG = QColor("#6b5a00")
+EDIT_BG = QColor("#1f4f7a")
+ERROR_STYLE = "color: #ff6b6b; font-weight: bold;"
+INFO_STYLE = "color: #9fd89f;"
+#: Seconds to wait after an estimate before redrawing (a burst of entries redraws once).
+REFRESH_DELAY_MS = 300
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return os.environ.get("USER", "")
+
+
+def _fmt(v: float, digits: int = 1) -> str:
+    return "–" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
+
+
+class PriorTableWidget(QWidget):
+    """The p(c|z) table from the estimates, per annotator and pooled, with edits and saving."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.hub = hub_for(napari_viewer)
+        self.project: Project | None = None
+        self.loaded: Prior | None = None  # a prior file the user loaded
+        self.base: Prior | None = None
+        self.prior: Prior | None = None  # base with the edits: what is shown and saved
+        self.flags: PriorFlags | None = None
+        self.edits: dict[int, tuple[float, float, str, float]] = {}
+        self._filling = False
+        self._message_style = ""
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(REFRESH_DELAY_MS)
+        self._timer.timeout.connect(self.refresh)
+        self._build()
+        self.hub.subscribe(self._on_hub)
+        if self.hub.project is not None:
+            self.set_project(self.hub.project)
+
+    # -- layout ---------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        root = QVBoxLayout(self)
+        root.setContentsMargins(6, 6, 6, 6)
+        root.setSpacing(4)
+
+        self.path_edit = QLineEdit()
+        self.path_edit.setPlaceholderText("project folder (or open one in Block review)")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_project)
+        self.open_button = QPushButton("Open")
+        self.open_button.clicked.connect(lambda: self.open_project(self.path_edit.text()))
+        self.path_edit.returnPressed.connect(self.open_button.click)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Project"))
+        row.addWidget(self.path_edit, 1)
+        row.addWidget(browse)
+        row.addWidget(self.open_button)
+        root.addLayout(row)
+
+        self.source_combo = QComboBox()
+        self.source_combo.activated.connect(lambda _i: self.refresh())
+        self.name_edit = QLineEdit(self.hub.annotator or _login())
+        self.name_edit.setPlaceholderText("your name (for edits)")
+        self.name_edit.setMaximumWidth(140)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Source"))
+        row.addWidget(self.source_combo, 1)
+        row.addWidget(QLabel("Editor"))
+        row.addWidget(self.name_edit)
+        root.addLayout(row)
+
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.clicked.connect(lambda: self.refresh())
+        self.load_button = QPushButton("Load prior…")
+        self.load_button.clicked.connect(self._browse_prior)
+        self.revert_button = QPushButton("Revert edit")
+        self.revert_button.setToolTip("Withdraw the edit of the selected bin")
+        self.revert_button.clicked.connect(lambda: self.revert_edit())
+        self.save_button = QPushButton("Save prior")
+        self.save_button.setToolTip(
+            "Write this table to the project's prior.csv (training uses it)"
+        )
+        self.save_button.clicked.connect(lambda: self.save_prior())
+        row = QHBoxLayout()
+        for b in (self.refresh_button, self.load_button, self.revert_button, self.save_button):
+            row.addWidget(b)
+        root.addLayout(row)
+
+        self.tabs = QTabWidget()
+        page = QWidget()
+        lay = QVBoxLayout(page)
+        lay.setContentsMargins(2, 2, 2, 2)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(
+            QAbstractItemView.EditTrigger.DoubleClicked
+            | QAbstractItemView.EditTrigger.EditKeyPressed
+            | QAbstractItemView.EditTrigger.AnyKeyPressed
+        )
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(len(COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
+        self.table.itemChanged.connect(self._item_changed)
+        self.table.setMinimumHeight(200)
+        lay.addWidget(self.table, 3)
+        self.figure = Figure(figsize=(4.2, 2.4), dpi=90, tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(170)
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        lay.addWidget(self.canvas, 2)
+        self.tabs.addTab(page, "Prior")
+
+        page = QWidget()
+        lay = QVBoxLayout(page)
+        lay.setContentsMargins(2, 2, 2, 2)
+        self.annotator_table = QTableWidget(0, 1)
+        self.annotator_table.verticalHeader().setVisible(False)
+        self.annotator_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.annotator_table.horizontalHeader().setSectionResizeMode(
+            QHeaderView.ResizeMode.ResizeToContents
+        )
+        lay.addWidget(self.annotator_table, 1)
+        self.agreement_label = QLabel("")
+        self.agreement_label.setWordWrap(True)
+        lay.addWidget(self.agreement_label)
+        self.tabs.addTab(page, "Annotators")
+        root.addWidget(self.tabs, 1)
+
+        self.flags_label = QLabel("")
+        self.flags_label.setWordWrap(True)
+        self.flags_label.setStyleSheet("color: #ffd54f;")
+        root.addWidget(self.flags_label)
+        self.message = QLabel("Open a project to see its prior.")
+        self.message.setWordWrap(True)
+        root.addWidget(self.message)
+
+    # -- messages -------------------------------------------------------------------------------
+
+    def _set_message(self, text: str, style: str) -> None:
+        if style != self._message_style:
+            self.message.setStyleSheet(style)
+            self._message_style = style
+        self.message.setText(text)
+
+    def _error(self, text: str) -> None:
+        self._set_message(f"⚠ {text}", ERROR_STYLE)
+
+    def _info(self, text: str) -> None:
+        self._set_message(text, INFO_STYLE)
+
+    # -- project --------------------------------------------------------------------------------
+
+    def _on_hub(self, kind: str) -> None:
+        if kind == "project" and self.hub.project is not self.project:
+            if self.hub.annotator and not self.name_edit.text().strip():
+                self.name_edit.setText(self.hub.annotator)
+            self.set_project(self.hub.project)
+        elif kind == "estimates" and self.project is not None:
+            self._timer.start()
+
+    def _browse_project(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a napari-lsr project folder")
+        if folder:
+            self.path_edit.setText(folder)
+            self.open_project(folder)
+
+    def open_project(self, folder: str | os.PathLike) -> bool:
+        """Open a project folder here (the block review keeps its own)."""
+        if not str(folder).strip():
+            self._error("Type or browse to a project folder first.")
+            return False
+        try:
+            project = Project.open(Path(str(folder).strip()).expanduser())
+        except (FormatError, OSError) as exc:
+            self._error(str(exc))
+            return False
+        self.set_project(project)
+        return True
+
+    def set_project(self, project: Project | None) -> None:
+        self.project = project
+        self.loaded = None
+        if project is None:
+            self.table.setRowCount(0)
+            self._info("Open a project to see its prior.")
+            return
+        self.path_edit.setText(str(project.folder))
+        self.refresh(source=POOLED)
+
+    # -- sources --------------------------------------------------------------------------------
+
+    def _fill_sources(self, keep: tuple[str, str] | None) -> None:
+        p = self.project
+        self.source_combo.blockSignals(True)
+        self.source_combo.clear()
+        self.source_combo.addItem("Pooled estimates (all annotators)", (POOLED, ""))
+        for name in p.store.annotators():
+            self.source_combo.addItem(f"Estimates of {name} only", (ANNOTATOR, name))
+        if p.prior_path is not None and p.prior_path.exists():
+            self.source_combo.addItem(f"Saved {p.prior_path.name}", (SAVED, ""))
+        if self.loaded is not None and self.loaded.path is not None:
+            self.source_combo.addItem(f"File {self.loaded.path.name}", (FILE, ""))
+        self.source_combo.addItem("Paper Table 1 (default prior)", (PAPER, ""))
+        index = 0
+        for i in range(self.source_combo.count()):
+            if self.source_combo.itemData(i) == keep:
+                index = i
+        self.source_combo.setCurrentIndex(index)
+        self.source_combo.blockSignals(False)
+
+    def source(self) -> tuple[str, str]:
+        data = self.source_combo.currentData()
+        return tuple(data) if data else (POOLED, "")  # type: ignore[return-value]
+
+    def set_source(self, kind: str, name: str = "") -> bool:
+        """Choose the table's source: pooled, annotator (with a name), saved, file or paper."""
+        for i in range(self.source_combo.count()):
+            if tuple(self.source_combo.itemData(i)) == (kind, name):
+                self.source_combo.setCurrentIndex(i)
+                self.refresh()
+                return True
+        self._error(f"No such source: {kind} {name}".strip())
+        return False
+
+    def _base_prior(self, kind: str, name: str) -> Prior:
+        p = self.project
+        if kind == ANNOTATOR:
+            return estimates_prior(p, name)
+        if kind == SAVED:
+            return read_prior_csv(p.prior_path)
+        if kind == FILE and self.loaded is not None:
+            return self.loaded
+        if kind == PAPER:
+            return default_prior(p)
+        return estimates_prior(p)
+
+    def load_prior(self, path: str | os.PathLike | None = None) -> bool:
+        """Load a prior file (default: the paper's Table 1) as the table's source."""
+        if self.project is None:
+            self._error("Open a project first.")
+            return False
+        if path is None:
+            return self.set_source(PAPER)
+        try:
+            prior = read_prior_csv(path)
+        except (FormatError, OSError) as exc:
+            self._error(str(exc))
+            return False
+        if prior.bins != self.project.bins:
+            self._error(f"{path}: its bins are not the project's bins; not loaded.")
+            return False
+        self.loaded = prior
+        self.refresh(source=(FILE, ""))
+        self._info(f"Loaded {Path(path).name}.")
+        return True
+
+    def _browse_prior(self) -> None:
+        start = str(self.project.folder) if self.project else ""
+        path, _ = QFileDialog.getOpenFileName(self, "Load a prior", start, "Prior CSV (*.csv)")
+        if path:
+            self.load_prior(path)
+
+    # -- refreshing -----------------------------------------------------------------------------
+
+    def refresh(self, source: str | tuple[str, str] | None = None) -> None:
+        """Recompute the table, flags, plot and annotator view from the store."""
+        self._timer.stop()
+        if self.project is None:
+            return
+        if isinstance(source, str):
+            source = (source, "")
+        keep = source or self.source()
+        try:
+            self._fill_sources(keep)
+            kind, name = self.source()
+            self.base = self._base_prior(kind, name)
+            self.edits = effective_edits(self.project)
+            self.prior = apply_edits(self.base, self.edits)
+        except (FormatError, OSError, sqlite3.Error) as exc:
+            self._error(str(exc))
+            return
+        measured = kind in (POOLED, ANNOTATOR)
+        self.flags = check_prior(self.prior) if measured else check_prior_loaded(self.prior)
+        self._fill_table(measured)
+        self._draw()
+        self._fill_annotators()
+        self.flags_label.setText(flag_summary(self.flags, self.prior))
+        n = int(np.nansum(self.base.n)) if measured else None
+        what = self.source_combo.currentText()
+        self._info(f"{what}: {n} estimates." if n is not None else f"{what}.")
+
+    def _fill_table(self, measured: bool) -> None:
+        prior, paper = self.prior, paper_prior()
+        same_bins = paper.bins == prior.bins
+        nb = len(prior.bins)
+        few = set(self.flags.few_estimates)
+        drops = set(self.flags.not_monotonic)
+        self._filling = True
+        self.table.setRowCount(nb)
+        for b in range(nb):
+            n = prior.n[b]
+            notes = []
+            if b in self.edits:
+                m, s, who, when = self.edits[b]
+                stamp = _dt.datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M")
+                notes.append(f"edited by {who}, {stamp}")
+            if measured and n == 0 and b not in self.edits:
+                notes.append("no estimates: paper value")
+            if b in few:
+                notes.append("< 2 estimates")
+            if b in drops:
+                notes.append("not monotonic")
+            label = QTableWidgetItem(f"{bin_label(prior.bins, b)}")
+            label.setBackground(QBrush(QColor(bin_color(b, nb))))
+            label.setForeground(QBrush(QColor(_text_on(bin_color(b, nb)))))
+            paper_text = f"{paper.mean_pct[b]:g} ± {paper.std_pct[b]:g}" if same_bins else "–"
+            cells = [
+                label,
+                QTableWidgetItem("" if math.isnan(n) else str(int(n))),
+                QTableWidgetItem(_fmt(prior.mean_pct[b])),
+                QTableWidgetItem(_fmt(prior.std_pct[b])),
+                QTableWidgetItem(paper_text),
+                QTableWidgetItem("; ".join(notes)),
+            ]
+            for c, item in enumerate(cells):
+                flags = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+                if c in (COL_MEAN, COL_STD):
+                    flags |= Qt.ItemFlag.ItemIsEditable
+                    item.setToolTip("double-click or type to edit; the edit is recorded")
+                item.setFlags(flags)
+                if c > 0:
+                    item.setTextAlignment(
+                        int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                        if c < 5
+                        else int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+                    )
+                self.table.setItem(b, c, item)
+            if b in self.edits:
+                for c in (COL_MEAN, COL_STD):
+                    item = self.table.item(b, c)
+                    font = QFont(item.font())
+                    font.setBold(True)
+                    item.setFont(font)
+                    item.setBackground(QBrush(EDIT_BG))
+                    item.setToolTip(notes[0])
+            if b in few or b in drops:
+                self.table.item(b, 5).setBackground(QBrush(FLAG_BG))
+            if b in few:
+                self.table.item(b, 1).setBackground(QBrush(FLAG_BG))
+            if b in drops:
+                self.table.item(b, COL_MEAN).setBackground(QBrush(FLAG_BG))
+        self._filling = False
+
+    def _draw(self) -> None:
+        prior, paper = self.prior, paper_prior()
+        fig = self.figure
+        fig.clear()
+        ax = fig.add_subplot(111)
+        x = np.linspace(0, 100, 801)
+        nb = len(prior.bins)
+        same_bins = paper.bins == prior.bins
+        for b in range(nb):
+            color = bin_color(b, nb)
+            ax.plot(x, _bump(x, prior.mean_pct[b], prior.std_pct[b]), color=color, lw=1.8)
+            if same_bins:
+                ax.plot(
+                    x, _bump(x, paper.mean_pct[b], paper.std_pct[b]), color=color, lw=0.9, ls="--"
+                )
+        ax.set_xlim(0, 100)
+        ax.set_ylim(0, 1.08)
+        ax.set_xlabel("cancer pixels in the block (%)", fontsize=8)
+        ax.set_ylabel("N(mean, std), peak = 1", fontsize=8)
+        ax.set_title("p(c | z) per bin: solid this table, dashed paper Table 1", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.25)
+        self.canvas.draw_idle()
+
+    def _fill_annotators(self) -> None:
+        p = self.project
+        bins = p.bins
+        nb = len(bins)
+        names = p.store.annotators()
+        est = p.store.estimates()
+        cols = ["Bin %", *names, "Blocks ≥2", "Mean |diff|", "ICC"]
+        t = self.annotator_table
+        t.clear()
+        t.setColumnCount(len(cols))
+        t.setHorizontalHeaderLabels(cols)
+        t.setRowCount(nb)
+        per: dict[str, dict[int, list[float]]] = {n: {} for n in names}
+        for e in est:
+            per[e.annotator].setdefault(e.bin, []).append(e.percent)
+        agree = agreement_rows(p)
+        for b in range(nb):
+            t.setItem(b, 0, QTableWidgetItem(bin_label(bins, b)))
+            for j, name in enumerate(names, start=1):
+                v = np.asarray(per[name].get(b, []), float)
+                text = f"{v.mean():.1f} ± {v.std():.1f} ({len(v)})" if len(v) else "–"
+                t.setItem(b, j, QTableWidgetItem(text))
+            a = agree[b]
+            k = len(names) + 1
+            t.setItem(b, k, QTableWidgetItem(str(a["blocks"])))
+            t.setItem(b, k + 1, QTableWidgetItem(_fmt(a["mean_abs_diff"])))
+            t.setItem(b, k + 2, QTableWidgetItem(_fmt(a["icc"], 2)))
+        overall = agreement(((e.block_id, 0, e.annotator, e.percent) for e in est), 1)[0]
+        if len(names) < 2:
+            self.agreement_label.setText(
+                "Agreement needs two or more annotators estimating the same blocks."
+            )
+        else:
+            self.agreement_label.setText(
+                f"{len(names)} annotators. Over all bins: {overall['blocks']} blocks with two "
+                f"or more estimates, mean |difference| {_fmt(overall['mean_abs_diff'])} points, "
+                f"ICC(1,1) {_fmt(overall['icc'], 2)}. Pooled estimates train unless one "
+                "annotator's table is saved."
+            )
+
+    # -- edits ----------------------------------------------------------------------------------
+
+    def _editor(self) -> str | None:
+        name = self.name_edit.text().strip()
+        if not name:
+            self._error("Type your name in Editor first: edits record who made them.")
+            return None
+        return name
+
+    def edit_bin(self, b: int, mean: float | str, std: float | str, note: str = "") -> bool:
+        """Record an edit of bin ``b`` (who and when go to the store); False when refused."""
+        if self.project is None or self.prior is None:
+            self._error("Open a project first.")
+            return False
+        who = self._editor()
+        if who is None:
+            return False
+        try:
+            m, s = float(str(mean).strip().rstrip("%")), float(str(std).strip().rstrip("%"))
+        except ValueError:
+            self._error(f"Refused: {mean!r} ± {std!r} is not a number.")
+            return False
+        if not (math.isfinite(m) and math.isfinite(s)) or not 0 <= m <= 100 or not 0 <= s <= 100:
+            self._error(f"Refused: mean must be 0–100 % and std 0–100 % (got {m:g} ± {s:g}).")
+            return False
+        try:
+            self.project.store.add_prior_edit(b, m, s, who, note)
+        except (ValueError, sqlite3.Error) as exc:
+            self._error(str(exc))
+            return False
+        self.refresh()
+        self._info(f"Bin {bin_label(self.prior.bins, b)} %: set to {m:g} ± {s:g} by {who}.")
+        return True
+
+    def revert_edit(self, b: int | None = None) -> bool:
+        """Withdraw the edit of bin ``b`` (default: the selected row); recorded as a revert."""
+        if self.project is None or self.prior is None:
+            self._error("Open a project first.")
+            return False
+        if b is None:
+            rows = self.table.selectionModel().selectedRows()
+            if not rows:
+                self._error("Select the row of an edited bin first.")
+                return False
+            b = rows[0].row()
+        if b not in self.edits:
+            self._error(f"Bin {bin_label(self.prior.bins, b)} % has no edit to revert.")
+            return False
+        who = self._editor()
+        if who is None:
+            return False
+        self.project.store.add_prior_edit(
+            b, float(self.base.mean_pct[b]), float(self.base.std_pct[b]), who, REVERT_NOTE
+        )
+        self.refresh()
+        self._info(f"Bin {bin_label(self.prior.bins, b)} %: edit withdrawn by {who}.")
+        return True
+
+    def _item_changed(self, item: QTableWidgetItem) -> None:
+        if self._filling or item.column() not in (COL_MEAN, COL_STD) or self.prior is None:
+            return
+        b = item.row()
+        mean = self.table.item(b, COL_MEAN).text()
+        std = self.table.item(b, COL_STD).text()
+        if not self.edit_bin(b, mean, std):
+            msg = self.message.text()
+            self.refresh()  # put the cell back
+            self._set_message(msg, ERROR_STYLE)
+
+    # -- saving ---------------------------------------------------------------------------------
+
+    def save_prior(self) -> Path | None:
+        """Write the table to the project's prior.csv (atomically); its path."""
+        if self.project is None or self.prior is None:
+            self._error("Open a project first.")
+            return None
+        p = self.project
+        path = p.prior_path or p.folder / "prior.csv"
+        try:
+            write_prior_csv(path, prior_for_saving(self.prior))
+            if p.prior_path is None:
+                p.prior_path = path
+                p.save()
+        except OSError as exc:
+            self._error(f"Not saved: {exc}")
+            return None
+        keep = self.source()
+        self.refresh(source=keep)
+        self._info(
+            f"Saved {path.name} from {self.source_combo.currentText().lower()} "
+            f"({len(self.edits)} edited bin(s)); training uses it."
+        )
+        return path
+
+
+def _bump(x: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """A Gaussian scaled to peak 1 (narrow and wide bins stay comparable on one axis)."""
+    s = max(float(std), 0.25)
+    return np.exp(-0.5 * ((x - mean) / s) ** 2)
+
+
+def check_prior_loaded(prior: Prior) -> PriorFlags:
+    """Flags of a prior from a file: blank n is not 'few estimates'; monotonic still holds."""
+    flags = check_prior(prior)
+    few = [b for b in flags.few_estimates if not math.isnan(prior.n[b])]
+    return PriorFlags(few, flags.not_monotonic)
+
+
+def flag_summary(flags: PriorFlags, prior: Prior) -> str:
+    """One or two lines naming the flagged bins (details are in the Notes column)."""
+    parts = []
+    if flags.few_estimates:
+        names = ", ".join(bin_label(prior.bins, b) for b in flags.few_estimates)
+        parts.append(f"⚑ fewer than 2 estimates: {names} %")
+    if flags.not_monotonic:
+        names = ", ".join(bin_label(prior.bins, b) for b in flags.not_monotonic)
+        parts.append(f"⚑ mean below the bin before (not monotonic): {names} %")
+    return "\n".join(parts) if parts else "✓ every bin has 2+ estimates and the means rise"
+
+
+def _text_on(color: str) -> str:
+    """Black or white, whichever reads better on ``color``."""
+    c = QColor(color)
+    luminance = 0.299 * c.red() + 0.587 * c.green() + 0.114 * c.blue()
+    return "black" if luminance > 140 else "white"

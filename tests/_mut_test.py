@@ -1,0 +1,308 @@
+"""The comparison dock widget in a real viewer: run, table, legend, exports, errors, colours.
+
+Run under Xvfb: ``xvfb-run -a python -m pytest tests/test_widget_comparison.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage as ndi
+
+from napari_lsr.compare import LOWRES_NAME
+from napari_lsr.formats import read_truth, write_prediction
+from napari_lsr.layers import BOUNDARY_COLORS
+
+pytestmark = pytest.mark.gui
+
+HAS_DISPLAY = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+WAIT_MS = 120_000
+
+
+@pytest.fixture
+def project_with_model(project_copy, tiny_model):
+    """The writable tiny project with the tiny model (and its card) in models/."""
+    project_copy.models_dir.mkdir(exist_ok=True)
+    shutil.copy(tiny_model, project_copy.models_dir / "lsr.pt")
+    card = json.loads(tiny_model.with_suffix(".json").read_text())
+    card.update(name="lsr", checkpoint="lsr.pt")
+    (project_copy.models_dir / "lsr.json").write_text(json.dumps(card))
+    return project_copy
+
+
+def craft_prediction(project, name: str, loss: str, grow: int, **meta) -> object:
+    """A prediction file whose cancer is the truth grown (or shrunk) by ``grow`` px at 4 um/px.
+
+    The tiny model barely learns in 4 steps, so these stand in for trained models with visible
+    boundaries of their own.
+    """
+    entry = project.slides[0]
+    truth = read_truth(entry.truth, (768, 768))  # downsample 4
+    mask = np.repeat(np.repeat(truth.mask, 2, 0), 2, 1)  # the prediction grid: downsample 2
+    op = ndi.binary_dilation if grow > 0 else ndi.binary_erosion
+    mask = op(mask, iterations=abs(grow))
+    info = {
+        "slide": str(entry.path.resolve()),
+        "slide_width": 768,
+        "slide_height": 768,
+        "downsample": 2.0,
+        "mpp": 4.0,
+        "model": name,
+        "loss": loss,
+        **meta,
+    }
+    path = project.folder / "elsewhere" / f"{name}.tiff"
+    write_prediction(path, np.where(mask, 230, 20).astype(np.uint8), info)
+    return path
+
+
+def make_widget(make_napari_viewer, project, show: bool = False):
+    from napari_lsr.widgets.comparison import ComparisonWidget
+
+    viewer = make_napari_viewer(show=show)
+    widget = ComparisonWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Comparison", area="right")
+    assert widget.open_project(project.folder)
+    return viewer, widget
+
+
+def run_and_wait(qtbot, widget) -> list:
+    events: list = []
+    show = widget._on_progress
+
+    def record(event):
+        events.append(event)
+        show(event)
+
+    widget._on_progress = record  # the worker connects to it when it starts
+    try:
+        assert widget.run() is not None
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+    finally:
+        del widget._on_progress
+    return events
+
+
+def layer_kinds(viewer) -> dict:
+    out = {}
+    for layer in viewer.layers:
+        kind = (layer.metadata or {}).get("napari_lsr", {}).get("kind")
+        out.setdefault(kind, []).append(layer)
+    return out
+
+
+# -- a full run ----------------------------------------------------------------------------
+
+
+def test_widget_predicts_compares_and_exports(make_napari_viewer, qtbot, project_with_model):
+    proj = project_with_model
+    viewer, widget = make_widget(make_napari_viewer, proj)
+    assert widget.slide_combo.currentText() == "slide_0"
+    assert widget.truth_edit.text() == str(proj.slides[0].truth)
+    assert [e.name for e in widget.entries()] == ["lsr"]
+    widget.heatmap_check.setChecked(True)
+
+    events = run_and_wait(qtbot, widget)
+    assert widget.status.styleSheet() == "", widget.status.text()
+    assert any(msg.startswith("predicting lsr") for msg, _ in events)
+    assert widget.progress.value() == 100
+    assert (proj.predictions_dir / "lsr.tiff").exists()
+
+    # Table 2 layout: low-resolution model, then the model; four score columns.
+    t = widget.table
+    assert t.rowCount() == 2 and t.columnCount() == 5
+    assert [t.horizontalHeaderItem(c).text() for c in range(5)] == [
+        "Model",
+        "Masked IoU",
+        "Masked DICE",
+        "IoU",
+        "DICE",
+    ]
+    assert t.item(0, 0).text() == LOWRES_NAME and t.item(1, 0).text() == "lsr"
+    row = widget.comparison.rows[1]
+    assert t.item(1, 4).text() in (f"{row['unmasked_dice']:.4f}", "n/a")
+
+    # Legend and layers: the model's name is on its layer; colours per SPEC section 4.
+    assert widget.legend.entries == [
+        ("Ground truth", "#ff0000"),
+        ("Low resolution (p >= 0.5)", "#00ff00"),
+        ("lsr (intra+inter/gaussian)", "#0000ff"),
+    ]
+    kinds = layer_kinds(viewer)
+    assert [la.name for la in kinds["model"]] == ["slide_0 lsr (intra+inter/gaussian)"]
+    assert len(kinds["truth"]) == len(kinds["lowres"]) == len(kinds["band"]) == 1
+    assert len(kinds["heatmap"]) == 1
+    assert viewer.layers[-1] is kinds["truth"][0]  # ground truth drawn on top
+    assert viewer.layers[0].name == "slide_0"  # the slide was opened underneath
+    cmap = kinds["truth"][0].colormap
+    assert np.allclose(cmap.map(1)[..., :3], [1, 0, 0])
+
+    # Exports.
+    out = widget.export_metrics(proj.folder / "metrics.csv")
+    with open(out, newline="") as fh:
+        got = list(csv.DictReader(fh))
+    assert [g["model"] for g in got] == [LOWRES_NAME, "lsr"]
+    fig = widget.export_figure(proj.folder / "figure.png")
+    img = np.asarray(Image.open(fig).convert("RGB"))
+    assert (img == (255, 0, 0)).all(axis=-1).any()  # the legend's ground-truth swatch
+
+    # A second run reuses the prediction and replaces the layers instead of adding more.
+    n_layers = len(viewer.layers)
+    events = run_and_wait(qtbot, widget)
+    assert any(msg == "reusing lsr.tiff" for msg, _ in events)
+    assert len(viewer.layers) == n_layers
+
+
+# -- bad input: one line in the dock and a notification, no traceback ----------------------
+
+
+def bad_truth_size(proj, widget, tmp_path):
+    bad = tmp_path / "truth.png"
+    Image.fromarray(np.zeros((100, 100), np.uint8)).save(bad)
+    widget.set_truth(bad)
+    return "divided by an integer"
+
+
+def bad_geojson(proj, widget, tmp_path):
+    gj = tmp_path / "truth.geojson"
+    ring = [[5000, 5000], [6000, 5000], [6000, 6000], [5000, 5000]]
+    feat = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]}}
+    gj.write_text(json.dumps({"type": "FeatureCollection", "features": [feat]}))
+    widget.set_truth(gj)
+    return "outside the slide"
+
+
+def bad_model_mpp(proj, widget, tmp_path):
+    proj.slides[0].mpp = 8.0  # the slide's finest level is coarser than the model's 4 um/px
+    proj.save()
+    widget.open_project(proj.folder)
+    return "cannot supply"
+
+
+def bad_other_slide(proj, widget, tmp_path):
+    pred = craft_prediction(
+        proj, "foreign", "intra/gaussian", 2, slide="/x/other.tiff", slide_width=1000
+    )
+    from qtpy.QtCore import Qt
+
+    for i in range(widget.models_list.count()):  # leave the checkpoint out
+        widget.models_list.item(i).setCheckState(Qt.CheckState.Unchecked)
+    assert widget.add_prediction_file(pred)
+    return "not for slide_0.tiff"
+
+
+BAD_INPUTS = [bad_truth_size, bad_geojson, bad_model_mpp, bad_other_slide]
+
+
+@pytest.mark.parametrize("make_bad", BAD_INPUTS, ids=lambda f: f.__name__)
+def test_bad_input_gives_one_line(
+    make_napari_viewer, qtbot, project_with_model, tmp_path, monkeypatch, make_bad
+):
+    from napari.utils import notifications
+
+    shown: list[str] = []
+    monkeypatch.setattr(notifications, "show_error", shown.append)
+    proj = project_with_model
+    viewer, widget = make_widget(make_napari_viewer, proj)
+    expected = make_bad(proj, widget, tmp_path)
+    run_and_wait(qtbot, widget)
+    text = widget.status.text()
+    assert expected in text and "\n" not in text and "Traceback" not in text
+    assert "color" in widget.status.styleSheet()
+    assert len(shown) == 1 and shown[0] == f"napari-lsr: {text}"
+    assert widget.comparison is None and widget.run_button.isEnabled()
+    assert not list(proj.predictions_dir.glob("*.tiff"))
+
+
+def test_missing_truth_and_export_before_run(make_napari_viewer, project_with_model, tmp_path):
+    viewer, widget = make_widget(make_napari_viewer, project_with_model)
+    widget.set_truth("")
+    assert widget.run() is None
+    assert "ground-truth" in widget.status.text()
+    assert widget.export_metrics(tmp_path / "m.csv") is None
+    assert "run the comparison first" in widget.status.text()
+    assert not widget.add_prediction_file(tmp_path / "nothing.tiff")
+    assert "no such file" in widget.status.text()
+
+
+# -- the screenshot: colours at known boundary pixels --------------------------------------
+
+
+def canvas_pixels(viewer, layer, shot, rows, cols) -> tuple[np.ndarray, np.ndarray]:
+    """Screenshot pixel (row, col) of data pixels of ``layer``.
+
+    2-D napari maps world to canvas as centre + (world - camera.center) * zoom (checked
+    empirically: data pixel centres land inside the drawn pixel), scaled by the device pixel
+    ratio (screenshot size / canvas size).
+    """
+    cam = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    world = np.stack([rows, cols], 1) * np.asarray(layer.scale[-2:])
+    world = world + np.asarray(layer.translate[-2:])
+    ratio = shot.shape[0] / viewer.canvas.size[0]
+    centre = np.array(shot.shape[:2]) / 2
+    pix = centre + (world - np.asarray(cam.center[-2:])) * cam.zoom * ratio
+    return np.floor(pix[:, 0]).astype(int), np.floor(pix[:, 1]).astype(int)
+
+
+def colour_fraction(shot, rr, cc, color: str, tol: int = 40) -> float:
+    ok = (rr >= 0) & (rr < shot.shape[0]) & (cc >= 0) & (cc < shot.shape[1])
+    assert ok.mean() > 0.95, "boundary pixels fall outside the canvas"
+    want = np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)])
+    got = shot[rr[ok], cc[ok], :3].astype(int)
+    return float((np.abs(got - want).max(axis=1) <= tol).mean())
+
+
+@pytest.mark.skipif(not HAS_DISPLAY, reason="needs a display: run under xvfb-run")
+def test_screenshot_colours_at_boundary_pixels(make_napari_viewer, qtbot, project_copy):
+    proj = project_copy
+    viewer, widget = make_widget(make_napari_viewer, proj, show=True)
+    viewer.window.resize(1400, 900)
+    assert widget.add_prediction_file(craft_prediction(proj, "wide", "intra+inter/kl", 10))
+    assert widget.add_prediction_file(craft_prediction(proj, "narrow", "intra/gaussian", -10))
+    run_and_wait(qtbot, widget)
+    assert widget.comparison is not None, widget.status.text()
+    viewer.reset_view()
+    qtbot.wait(200)
+    shot = viewer.screenshot(canvas_only=True)
+
+    kinds = layer_kinds(viewer)
+    truth = kinds["truth"][0]
+    lowres = kinds["lowres"][0]
+    wide, narrow = kinds["model"]
+    assert wide.name == "slide_0 wide (intra+inter/kl)"
+    drawn = {la.name: la.data > 0 for la in (truth, lowres, wide, narrow)}
+    # Each boundary wins where no layer above it draws (order: low-res, models, truth).
+    expect = [
+        (truth, drawn[truth.name], BOUNDARY_COLORS["intra"]),
+        (narrow, drawn[narrow.name] & ~drawn[truth.name], BOUNDARY_COLORS["intra"]),
+        (
+            wide,
+            drawn[wide.name] & ~drawn[truth.name] & ~drawn[narrow.name],
+            BOUNDARY_COLORS["intra+inter"],
+        ),
+        (
+            lowres,
+            drawn[lowres.name] & ~drawn[truth.name] & ~drawn[wide.name] & ~drawn[narrow.name],
+            BOUNDARY_COLORS["lowres"],
+        ),
+    ]
+    for layer, mask, color in expect:
+        rows, cols = np.nonzero(mask)
+        assert len(rows) > 50, layer.name
+        rr, cc = canvas_pixels(viewer, layer, shot, rows, cols)
+        frac = colour_fraction(shot, rr, cc, color)
+        assert frac > 0.9, f"{layer.name}: only {frac:.0%} of its pixels are {color}"
+
+    # Away from every boundary, none of the four colours: check the band-free slide interior.
+    none = ~np.logical_or.reduce(list(drawn.values()))
+    none = ndi.binary_erosion(none, iterations=3)
+    rows, cols = np.nonzero(none)
+    rr, cc = canvas_pixels(viewer, truth, shot, rows, cols)
+    for color in BOUNDARY_COLORS.values():
+        assert colour_fraction(shot, rr, cc, color, tol=10) < 0.01, color

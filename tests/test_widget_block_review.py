@@ -1,0 +1,319 @@
+"""Block review dock widget driven by keys in a real napari viewer (run under Xvfb)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+
+from napari_lsr._reader import slide_layer_data
+from napari_lsr.formats import read_prior_csv
+from napari_lsr.project import Project, SlideEntry
+from napari_lsr.review import world_box, world_center
+from napari_lsr.widgets.block_review import OUTLINE_NAME, BlockReviewWidget
+from napari_lsr.widgets.prior_table import SAVED, PriorTableWidget
+
+pytestmark = pytest.mark.gui
+
+
+def _count(path, annotator: str | None = None) -> int:
+    """Live estimates as a separate connection sees them (what is committed)."""
+    con = sqlite3.connect(path)
+    try:
+        sql = "SELECT COUNT(*) FROM estimates WHERE undone_time IS NULL"
+        if annotator:
+            return con.execute(sql + " AND annotator=?", (annotator,)).fetchone()[0]
+        return con.execute(sql).fetchone()[0]
+    finally:
+        con.close()
+
+
+def _type(qtbot, widget, text: str) -> None:
+    qtbot.keyClicks(widget, text)
+    qtbot.keyClick(widget, Qt.Key.Key_Return)
+
+
+@pytest.fixture
+def review(make_napari_viewer, project_copy):
+    viewer = make_napari_viewer()
+    widget = BlockReviewWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Block review")
+    assert widget.set_project(project_copy, annotator="ana"), widget.message.text()
+    yield viewer, widget
+    widget.shutdown()
+
+
+def _outline(viewer):
+    return next((la for la in viewer.layers if la.name == OUTLINE_NAME), None)
+
+
+def test_opening_adds_slide_overlay_outline_and_legend(review, qtbot):
+    viewer, w = review
+    qtbot.waitUntil(lambda: _outline(viewer) is not None)
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["slide_0", "slide_0 low-res bins", OUTLINE_NAME]
+    assert len(w._legend_labels) == 10 and w._legend_labels[9].text() == "95–100"
+    assert w.bin_combo.count() == 10
+    assert w.progress_label.text() == "bin 0–20 %: 0/12"
+    assert "annotator: ana" in w.stats_label.text()
+    pix = w.image_label.pixmap()
+    assert pix is not None and not pix.isNull()
+    # the camera is on the block, which fills about a third of the canvas
+    block = w.session.current
+    mpp = w.slides[0].mpp
+    assert np.allclose(viewer.camera.center[-2:], world_center(block, mpp))
+    assert viewer.camera.zoom == pytest.approx(min(viewer.canvas.size) / 3 / (block.width * mpp))
+    assert np.allclose(_outline(viewer).translate, world_box(block, mpp)[0])
+
+
+def test_a_whole_bin_by_keyboard_then_save_prior_and_reload(
+    review, qtbot, make_napari_viewer, project_copy
+):
+    viewer, w = review
+    table = PriorTableWidget(viewer)  # finds the block review's project
+    viewer.window.add_dock_widget(table, name="Prior table")
+    assert table.project is project_copy
+    s = w.session
+    z = s.current_bin
+    store_path = project_copy.store.path
+    seen: list[bool] = []  # is the last entry committed when the next block appears?
+
+    def committed(_block) -> None:
+        if s.undo_stack:
+            con = sqlite3.connect(store_path)  # another connection sees only what is committed
+            row = con.execute(
+                "SELECT COUNT(*) FROM estimates WHERE id=?", (s.undo_stack[-1].estimate_id,)
+            ).fetchone()
+            con.close()
+            seen.append(row[0] == 1)
+
+    w.block_shown.connect(committed)
+
+    entered: list[float] = []
+    skipped = None
+    while s.current_bin == z and s.current is not None:
+        i = len(entered)
+        block = s.current
+        if i == 2 and skipped is None:  # S: skip; a replacement joins the bin
+            skipped = block
+            qtbot.keyClick(w, Qt.Key.Key_S)
+            assert s.status(block) == "skipped"
+            continue
+        if i == 4:  # enter 99, Backspace undoes it, the same block comes back
+            _type(qtbot, w, "99")
+            assert s.estimate_of(block) == 99
+            qtbot.keyClick(w, Qt.Key.Key_Backspace)
+            assert s.current == block and s.status(block) == "pending"
+        if i == 6:  # Ctrl+Z undoes too
+            _type(qtbot, w, "1")
+            qtbot.keyClick(w, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+            assert s.current == block
+        value = 5.0 * (i + 1)
+        _type(qtbot, w, f"{value:g}")
+        entered.append(value)
+        assert s.estimate_of(block) == value
+        if s.current_bin == z:
+            p = s.progress(z)
+            assert w.progress_label.text() == f"bin 0–20 %: {len(entered)}/12"
+            assert f"mean {np.mean(entered):.1f} ± {np.std(entered):.1f} %" in w.stats_label.text()
+            assert p.done == len(entered)
+
+    # the bin is complete and the review moved on by itself
+    assert len(entered) == 12 and s.current_bin != z
+    assert "complete (12/12)" in w.message.text()
+    assert w.bin_combo.itemText(z).startswith("0–20 %: 12/12")
+    # every entry was committed before the next block appeared
+    assert len(seen) >= 13 and all(seen)
+    assert _count(store_path, "ana") == 13
+    stored = [e.percent for e in project_copy.store.estimates("ana") if e.bin == z]
+    assert sorted(stored) == sorted(entered)
+
+    # the prior table follows (debounced) and saves the pooled table
+    qtbot.waitUntil(lambda: table.prior is not None and table.prior.n[z] == 12, timeout=3000)
+    assert table.table.item(z, 1).text() == "12"
+    assert table.table.item(z, 2).text() == f"{np.mean(entered):.1f}"
+    path = table.save_prior()
+    assert path == project_copy.prior_path
+    saved = read_prior_csv(path)
+    assert saved.n[z] == 12 and saved.mean_pct[z] == pytest.approx(np.mean(entered), abs=0.01)
+
+    # reload: a new viewer opens the folder; progress and the saved prior come back
+    w.shutdown()
+    viewer2 = make_napari_viewer()
+    w2 = BlockReviewWidget(viewer2)
+    w2.annotator_edit.setText("ana")
+    assert w2.open_project(str(project_copy.folder))
+    assert w2.session.progress(z).done == 12
+    assert w2.session.current_bin != z
+    t2 = PriorTableWidget(viewer2)
+    assert t2.set_source(SAVED)
+    assert t2.table.item(z, 2).text() == f"{np.mean(entered):.1f}"
+    assert t2.table.item(z, 1).text() == "12"
+    w2.shutdown()
+
+
+def test_up_down_and_the_value_controls(review, qtbot, project_copy):
+    viewer, w = review
+    qtbot.keyClicks(w, "30")
+    qtbot.keyClick(w, Qt.Key.Key_Up)
+    assert w.entry.text() == "35" and w.spin.value() == 35 and w.slider.value() == 35
+    qtbot.keyClick(w, Qt.Key.Key_Down)
+    qtbot.keyClick(w, Qt.Key.Key_Down)
+    assert w.entry.text() == "25"
+    w.entry.setText("98")
+    qtbot.keyClick(w, Qt.Key.Key_Up)
+    assert w.entry.text() == "100"  # clamped
+    w.slider.setValue(40)
+    assert w.entry.text() == "40" and w.spin.value() == 40
+    block = w.session.current
+    qtbot.keyClick(w, Qt.Key.Key_Return)
+    assert w.session.estimate_of(block) == 40
+    w.spin.setValue(65)
+    assert w.entry.text() == "65" and w.slider.value() == 65
+    block = w.session.current
+    w.record_button.click()
+    assert w.session.estimate_of(block) == 65
+    # typing into the entry field itself, Enter there, Up/Down there
+    block = w.session.current
+    qtbot.keyClicks(w.entry, "12")
+    qtbot.keyClick(w.entry, Qt.Key.Key_Up)
+    assert w.entry.text() == "17"
+    qtbot.keyClick(w.entry, Qt.Key.Key_Return)
+    assert w.session.estimate_of(block) == 17
+
+
+def test_navigation_keys(review, qtbot):
+    viewer, w = review
+    s = w.session
+    z = s.current_bin
+    qtbot.keyClick(w, Qt.Key.Key_N)
+    assert s.position == 1
+    qtbot.keyClick(w, Qt.Key.Key_P)
+    assert s.position == 0
+    qtbot.keyClick(w, Qt.Key.Key_P)
+    assert "First block" in w.message.text()
+    qtbot.keyClick(w, Qt.Key.Key_B)
+    assert s.current_bin != z
+    assert w.bin_combo.currentIndex() == s.current_bin
+    assert np.allclose(viewer.camera.center[-2:], world_center(s.current, w.slides[0].mpp))
+
+
+@pytest.mark.parametrize(
+    ("typed", "words"),
+    [("abc", "not a number"), ("150", "outside 0–100"), ("", "first"), ("-5", "outside")],
+)
+def test_bad_input_is_refused_with_a_visible_message(review, qtbot, project_copy, typed, words):
+    viewer, w = review
+    block = w.session.current
+    w.entry.setText(typed)
+    qtbot.keyClick(w.entry, Qt.Key.Key_Return)
+    assert words in w.message.text()
+    assert not w.message.isHidden() and "ff6b6b" in w.message.styleSheet()
+    assert w.session.current == block and w.session.status(block) == "pending"
+    assert _count(project_copy.store.path) == 0
+
+
+def test_digits_typed_on_the_widget_out_of_range(review, qtbot, project_copy):
+    viewer, w = review
+    _type(qtbot, w, "150")
+    assert "outside 0–100" in w.message.text()
+    assert _count(project_copy.store.path) == 0
+
+
+def test_project_without_lowres_labels_says_so(make_napari_viewer, project_copy, tmp_path):
+    entry = project_copy.slides[0]
+    proj = Project.create(tmp_path / "nolabels", [SlideEntry(entry.path)])
+    viewer = make_napari_viewer()
+    w = BlockReviewWidget(viewer)
+    assert not w.set_project(proj)
+    assert "no low-resolution labels" in w.message.text()
+    assert w.session is None
+    assert w.record("10") is None and "Open a project" in w.message.text()
+    assert not w.open_project(tmp_path / "missing")
+    assert "project.toml" in w.message.text()
+    w.shutdown()
+
+
+def test_bin_with_no_blocks_says_so(make_napari_viewer, project_copy, tmp_path):
+    csv = tmp_path / "low.csv"
+    csv.write_text("x,y,width,height,probability\n256,256,64,64,0.05\n320,256,64,64,0.97\n")
+    proj = Project.create(tmp_path / "p", [SlideEntry(project_copy.slides[0].path, csv)])
+    viewer = make_napari_viewer()
+    w = BlockReviewWidget(viewer)
+    w.set_project(proj, annotator="ana")
+    w.bin_combo.setCurrentIndex(4)
+    w.bin_combo.activated.emit(4)
+    assert "no blocks" in w.message.text()
+    assert w.bin_combo.itemText(4) == "50–60 %: no blocks"
+    w.shutdown()
+
+
+def test_second_viewer_on_the_same_project(make_napari_viewer, project_copy, qtbot):
+    folder = str(project_copy.folder)
+    widgets = []
+    for name in ("ana", "ben"):
+        viewer = make_napari_viewer()
+        w = BlockReviewWidget(viewer)
+        w.annotator_edit.setText(name)
+        assert w.open_project(folder), w.message.text()
+        widgets.append(w)
+    assert widgets[0].project.store is not widgets[1].project.store
+    for i in range(8):
+        for w in widgets:
+            _type(qtbot, w, str(10 + i))
+    path = project_copy.folder / "annotations.sqlite"
+    assert _count(path, "ana") == 8 and _count(path, "ben") == 8
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+    for w in widgets:
+        w.shutdown()
+
+
+def test_use_the_slide_already_in_the_viewer(make_napari_viewer, project_copy):
+    from napari_lsr.slide import Slide
+
+    viewer = make_napari_viewer()
+    entry = project_copy.slides[0]
+    slide = Slide(entry.path)
+    data, meta, _ = slide_layer_data(slide)
+    viewer.add_image(data, **meta)
+    w = BlockReviewWidget(viewer)
+    assert not w.use_viewer_slide("")
+    assert "CSV" in w.message.text()
+    w.annotator_edit.setText("ana")
+    assert w.use_viewer_slide(str(entry.labels)), w.message.text()
+    assert w.project.folder.name == "slide_0_lsr"
+    rgb_layers = [layer for layer in viewer.layers if getattr(layer, "rgb", False)]
+    assert len(rgb_layers) == 1  # the open slide is reused, not added twice
+    w.shutdown()
+    slide.close()
+
+
+def test_no_slide_in_the_viewer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    w = BlockReviewWidget(viewer)
+    assert not w.use_viewer_slide("x.csv")
+    assert "No slide in the viewer" in w.message.text()
+
+
+def test_outline_is_yellow_on_screen(make_napari_viewer, project_copy, qtbot):
+    viewer = make_napari_viewer(show=True)
+    w = BlockReviewWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    assert w.set_project(project_copy, annotator="ana")
+    qtbot.waitUntil(lambda: _outline(viewer) is not None)
+    viewer.layers["slide_0 low-res bins"].visible = False
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    rgb = shot[..., :3].astype(int)
+    yellow = (rgb[..., 0] > 200) & (rgb[..., 1] > 200) & (rgb[..., 2] < 90)
+    ys, xs = np.nonzero(yellow)
+    assert len(ys) > 100
+    h, wd = yellow.shape
+    # the outline is around the centre and spans about a third of the shorter side
+    assert abs(np.median(xs) - wd / 2) < wd * 0.1 and abs(np.median(ys) - h / 2) < h * 0.1
+    span = xs.max() - xs.min()
+    assert 0.25 * min(h, wd) < span < 0.45 * min(h, wd)
+    w.shutdown()
