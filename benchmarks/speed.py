@@ -74,8 +74,15 @@ def main() -> None:
             s.read_region(int(x), int(y), int(w), int(h), size=(bs, bs))
     t_naive = time.perf_counter() - t0
     n = len(labels)
-    rows.append(["block extraction (Dask threads, cached)", f"{n / t_dask:.0f} blocks/s",
-                 "naive read_region loop", f"{n / t_naive:.0f} blocks/s", t_naive / t_dask])
+    rows.append(
+        [
+            "block extraction (Dask threads, cached)",
+            f"{n / t_dask:.0f} blocks/s",
+            "naive read_region loop",
+            f"{n / t_naive:.0f} blocks/s",
+            t_naive / t_dask,
+        ]
+    )
 
     # 2. training step vs bare step -----------------------------------------------------------
     cfg = TrainConfig(loss="intra+inter", steps=args.steps + 5, checkpoint_every=0, lr=1e-3)
@@ -102,9 +109,15 @@ def main() -> None:
         if i >= 5:
             bare.append(time.perf_counter() - t0)
     med_tr, med_bare = statistics.median(trainer_steps), statistics.median(bare)
-    rows.append(["training step (intra+inter, 2x15)", f"{med_tr * 1e3:.0f} ms",
-                 "bare fwd+bwd+RMSprop, same batch", f"{med_bare * 1e3:.0f} ms",
-                 med_tr / med_bare])
+    rows.append(
+        [
+            "training step (intra+inter, 2x15)",
+            f"{med_tr * 1e3:.0f} ms",
+            "bare fwd+bwd+RMSprop, same batch",
+            f"{med_bare * 1e3:.0f} ms",
+            med_tr / med_bare,
+        ]
+    )
     consumed = 30 / med_tr
 
     # 3. cached block loading -----------------------------------------------------------------
@@ -114,16 +127,22 @@ def main() -> None:
         idx, _ = sampler.sample(rng)
         augment(np.asarray(blocks.images[np.sort(idx)]), rng)
     loader = 30 * k / (time.perf_counter() - t0)
-    rows.append(["cached batches (sample+read+augment)", f"{loader:.0f} blocks/s",
-                 "training consumption", f"{consumed:.0f} blocks/s", loader / consumed])
+    rows.append(
+        [
+            "cached batches (sample+read+augment)",
+            f"{loader:.0f} blocks/s",
+            "training consumption",
+            f"{consumed:.0f} blocks/s",
+            loader / consumed,
+        ]
+    )
 
     # 4. inference ----------------------------------------------------------------------------
     model.eval()
     pred = out / "bench-pred.tiff"
     tile, batch = 512, 8
     t0 = time.perf_counter()
-    info = predict_slide(ckpt, entry.path, pred, tile=tile, batch_size=batch,
-                         skip_background=False)
+    info = predict_slide(ckpt, entry.path, pred, tile=tile, batch_size=batch, skip_background=False)
     t_ours = time.perf_counter() - t0
     with Slide(entry.path) as s:
         d = info["downsample"]
@@ -132,8 +151,15 @@ def main() -> None:
         tiles = []
         for ty in range(0, info["height"], tile):
             for tx in range(0, info["width"], tile):
-                tiles.append(s.read_region(int((tx - margin) * d), int((ty - margin) * d),
-                                           int(size * d), int(size * d), size=(size, size)))
+                tiles.append(
+                    s.read_region(
+                        int((tx - margin) * d),
+                        int((ty - margin) * d),
+                        int(size * d),
+                        int(size * d),
+                        size=(size, size),
+                    )
+                )
         t0 = time.perf_counter()
         with torch.inference_mode():
             for a in range(0, len(tiles), batch):
@@ -146,28 +172,64 @@ def main() -> None:
             t0 = time.perf_counter()
             full = np.zeros((info["height"], info["width"]), np.uint8)
             for ty in range(0, info["height"], tile):
-                row = predict_chunk(str(ckpt), str(entry.path), None, "cpu", d, ty, 0,
-                                    min(tile, info["height"] - ty), info["width"], tile, margin,
-                                    [True] * math.ceil(info["width"] / tile))
+                row = predict_chunk(
+                    str(ckpt),
+                    str(entry.path),
+                    None,
+                    "cpu",
+                    d,
+                    ty,
+                    0,
+                    min(tile, info["height"] - ty),
+                    info["width"],
+                    tile,
+                    margin,
+                    [True] * math.ceil(info["width"] / tile),
+                )
                 full[ty : ty + row.shape[0]] = row
             t_loop = time.perf_counter() - t0
         finally:
             torch.set_num_threads(threads)
     px = info["width"] * info["height"]
-    rows.append(["inference (predict_slide, Dask threads)", f"{px / t_ours / 1e6:.2f} Mpx/s",
-                 "bare forward, same input tiles", f"{px / t_bare / 1e6:.2f} Mpx/s",
-                 t_bare / t_ours])
-    rows.append(["inference (predict_slide, Dask threads)", f"{px / t_ours / 1e6:.2f} Mpx/s",
-                 "naive 1-thread tile loop", f"{px / t_loop / 1e6:.2f} Mpx/s", t_loop / t_ours])
+    rows.append(
+        [
+            "inference (predict_slide, Dask threads)",
+            f"{px / t_ours / 1e6:.2f} Mpx/s",
+            "bare forward, same input tiles",
+            f"{px / t_bare / 1e6:.2f} Mpx/s",
+            t_bare / t_ours,
+        ]
+    )
+    rows.append(
+        [
+            "inference (predict_slide, Dask threads)",
+            f"{px / t_ours / 1e6:.2f} Mpx/s",
+            "naive 1-thread tile loop",
+            f"{px / t_loop / 1e6:.2f} Mpx/s",
+            t_loop / t_ours,
+        ]
+    )
     with Slide(entry.path) as s:
         act = tissue_tiles(s, info["downsample"], info["height"], info["width"], tile, margin)
     print(f"machine: {machine()}")
-    print(f"sample: {args.size} px at 1 um/px, {n} blocks ({len(blocks)} tissue), training "
-          f"blocks {bs} px at {mpp:g} um/px, U-Net depth 3 width 16; inference output "
-          f"{info['width']}x{info['height']} px at {info['mpp']:g} um/px, tiles {tile}+2x{margin} "
-          f"px, batch {batch}, {int(act.sum())}/{act.size} tiles hold tissue")
-    print(table(["what", "ours", "baseline", "baseline figure", "ratio (higher = ours better, "
-                 "except training step: ours/bare)"], rows))
+    print(
+        f"sample: {args.size} px at 1 um/px, {n} blocks ({len(blocks)} tissue), training "
+        f"blocks {bs} px at {mpp:g} um/px, U-Net depth 3 width 16; inference output "
+        f"{info['width']}x{info['height']} px at {info['mpp']:g} um/px, tiles {tile}+2x{margin} "
+        f"px, batch {batch}, {int(act.sum())}/{act.size} tiles hold tissue"
+    )
+    print(
+        table(
+            [
+                "what",
+                "ours",
+                "baseline",
+                "baseline figure",
+                "ratio (higher = ours better, except training step: ours/bare)",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -65,8 +65,14 @@ def build_synthetic(work: Path, size: int) -> dict:
         images.append((rgb, truth.mask, lowres))
         sources.append(SlideBlocks(e.path, labels))
     blocks = extract_blocks(sources, work / "cache", 64, 4.0)
-    return {"name": "synthetic", "prior": prior, "blocks": str(blocks.folder), "images": images,
-            "band": 64.0, "n_blocks": len(blocks)}
+    return {
+        "name": "synthetic",
+        "prior": prior,
+        "blocks": str(blocks.folder),
+        "images": images,
+        "band": 64.0,
+        "n_blocks": len(blocks),
+    }
 
 
 def build_camelyon(work: Path) -> dict | None:
@@ -103,8 +109,14 @@ def build_camelyon(work: Path) -> dict | None:
         all_pct.append(100 * frac)
     prior = prior_from_values(bins, np.concatenate(all_z), np.concatenate(all_pct))
     blocks = extract_blocks(sources, work / "cache", 64, 1.0)
-    return {"name": "camelyon", "prior": prior, "blocks": str(blocks.folder), "images": images,
-            "band": 64.0, "n_blocks": len(blocks)}
+    return {
+        "name": "camelyon",
+        "prior": prior,
+        "blocks": str(blocks.folder),
+        "images": images,
+        "band": 64.0,
+        "n_blocks": len(blocks),
+    }
 
 
 def score(images: list, preds: list[np.ndarray] | None, band: float) -> dict:
@@ -128,11 +140,20 @@ def run_one(job: dict) -> dict:
     data = job["data"]
     blocks = load_block_set(data["blocks"])
     prior = Prior.from_dict(data["prior"])
-    cfg = TrainConfig(loss=job["loss"], distance=job["distance"], steps=job["steps"],
-                      lr=job["lr"], seed=job["seed"], width=job["width"], depth=3,
-                      checkpoint_every=0)
-    ckpt = Path(job["work"]) / "runs" / f"{data['name']}-{job['loss']}-{job['distance']}-" \
+    cfg = TrainConfig(
+        loss=job["loss"],
+        distance=job["distance"],
+        steps=job["steps"],
+        lr=job["lr"],
+        seed=job["seed"],
+        width=job["width"],
+        depth=3,
+        checkpoint_every=0,
+    )
+    ckpt = (
+        Path(job["work"]) / "runs" / f"{data['name']}-{job['loss']}-{job['distance']}-"
         f"{job['seed']}.pt"
+    )
     t0 = time.perf_counter()
     last = math.nan
     for ev in train(blocks, prior, cfg, ckpt):
@@ -141,9 +162,15 @@ def run_one(job: dict) -> dict:
     model, _ = load_model(ckpt)
     preds = [predict_array(model, rgb, tile=256) >= 0.5 for rgb, _t, _l in data["images"]]
     out = score(data["images"], preds, data["band"])
-    out.update(dataset=data["name"], loss=job["loss"], distance=job["distance"],
-               seed=job["seed"], final_loss=last, seconds=time.perf_counter() - t0,
-               mean_prob=float(np.mean([p.mean() for p in preds])))
+    out.update(
+        dataset=data["name"],
+        loss=job["loss"],
+        distance=job["distance"],
+        seed=job["seed"],
+        final_loss=last,
+        seconds=time.perf_counter() - t0,
+        mean_prob=float(np.mean([p.mean() for p in preds])),
+    )
     return out
 
 
@@ -153,8 +180,11 @@ def summarise(results: list[dict], lowres: dict[str, dict]) -> str:
         rows = [["Low resolution model", "-", *(f"{lowres[ds][k]:.4f}" for k in SCORES[:3]), "-"]]
         for loss in LOSSES:
             for dist in DISTANCES:
-                rs = [r for r in results if r["dataset"] == ds and r["loss"] == loss
-                      and r["distance"] == dist]
+                rs = [
+                    r
+                    for r in results
+                    if r["dataset"] == ds and r["loss"] == loss and r["distance"] == dist
+                ]
                 if not rs:
                     continue
                 cells = []
@@ -164,15 +194,19 @@ def summarise(results: list[dict], lowres: dict[str, dict]) -> str:
                 collapsed = sum(1 for r in rs if r["mean_prob"] < 0.01 or r["mean_prob"] > 0.99)
                 rows.append([loss, dist, *cells, f"{len(rs)} ({collapsed} degenerate)"])
         lines.append(f"\n### {ds}\n")
-        lines.append(table(["model", "distance", "masked IoU", "masked DICE", "IoU",
-                            "seeds"], rows))
+        lines.append(
+            table(["model", "distance", "masked IoU", "masked DICE", "IoU", "seeds"], rows)
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="synthetic only, gaussian only, 1 seed, 60 steps (< 5 min)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="synthetic only, gaussian only, 1 seed, 60 steps (< 5 min)",
+    )
     ap.add_argument("--steps", type=int, default=200, help="steps per run (200)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per configuration (3)")
     ap.add_argument("--width", type=int, default=8, help="U-Net width (8)")
@@ -203,23 +237,37 @@ def main() -> None:
         for loss in losses:
             for dist in distances:
                 for seed in seeds:
-                    jobs.append({"data": data, "loss": loss, "distance": dist, "seed": seed,
-                                 "steps": steps, "lr": args.lr, "width": args.width,
-                                 "work": str(work)})
+                    jobs.append(
+                        {
+                            "data": data,
+                            "loss": loss,
+                            "distance": dist,
+                            "seed": seed,
+                            "steps": steps,
+                            "lr": args.lr,
+                            "width": args.width,
+                            "work": str(work),
+                        }
+                    )
     results = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         for i, r in enumerate(pool.map(run_one, jobs), start=1):
             results.append(r)
-            print(f"[{i}/{len(jobs)}] {r['dataset']} {r['loss']}/{r['distance']} seed "
-                  f"{r['seed']}: masked DICE {r['masked_dice']:.4f} ({r['seconds']:.0f} s)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[{i}/{len(jobs)}] {r['dataset']} {r['loss']}/{r['distance']} seed "
+                f"{r['seed']}: masked DICE {r['masked_dice']:.4f} ({r['seconds']:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
     elapsed = time.perf_counter() - t0
     print(f"machine: {machine()}")
-    print(f"settings: {steps} steps per run, lr {args.lr} (cosine decay), U-Net depth 3 width "
-          f"{args.width}, RMSprop 0.9, batches of 30 (intra) or 2 groups x 15, seeds "
-          f"{list(seeds)}, {args.workers} worker processes x 1 torch thread; blocks: "
-          + ", ".join(f"{d['name']} {d['n_blocks']}" for d in datasets)
-          + f"; total {elapsed / 60:.1f} min")
+    print(
+        f"settings: {steps} steps per run, lr {args.lr} (cosine decay), U-Net depth 3 width "
+        f"{args.width}, RMSprop 0.9, batches of 30 (intra) or 2 groups x 15, seeds "
+        f"{list(seeds)}, {args.workers} worker processes x 1 torch thread; blocks: "
+        + ", ".join(f"{d['name']} {d['n_blocks']}" for d in datasets)
+        + f"; total {elapsed / 60:.1f} min"
+    )
     print(summarise(results, lowres))
     (work / "results.json").write_text(json.dumps({"lowres": lowres, "runs": results}, indent=1))
     print(f"\nraw results: {work / 'results.json'}")
