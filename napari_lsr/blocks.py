@@ -147,7 +147,6 @@ def _extract_task(
     rows: np.ndarray,
     block_size: int,
     out_path: str,
-    n_total: int,
 ) -> np.ndarray:
     """Read blocks into rows of the memory map; return their tissue fractions."""
     out = np.load(out_path, mmap_mode="r+")
@@ -206,7 +205,7 @@ def extract_blocks(
                 rows = np.arange(offset + a, offset + b)
                 tasks.append(
                     dask.delayed(_extract_task)(
-                        str(s.slide), s.mpp, boxes[a:b], rows, block_size, str(arr_path), n_total
+                        str(s.slide), s.mpp, boxes[a:b], rows, block_size, str(arr_path)
                     )
                 )
             offset += len(boxes)

@@ -40,11 +40,9 @@ SCORE_KEYS = ("masked_iou", "masked_dice", "unmasked_iou", "unmasked_dice")
 LOSS_COLORS = {"intra+inter": BOUNDARY_COLORS["intra+inter"], "intra": BOUNDARY_COLORS["intra"]}
 #: Shading of the evaluation band: a translucent dark veil over the band pixels.
 BAND_COLOR = "#000000"
-BAND_OPACITY = 0.3
+BAND_OPACITY = 0.25
 #: Opacity of the probability heat map over the slide.
 HEATMAP_OPACITY = 0.5
-#: Checkpoint metadata keys that a ``models.list_models`` card may carry.
-CHECKPOINT_SUFFIX = ".pt"
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -114,46 +112,17 @@ def model_colors(models: Sequence[ModelEntry]) -> dict[str, str]:
     return out
 
 
-def _card_for(checkpoint: Path) -> dict[str, Any]:
-    side = checkpoint.with_suffix(".json")
-    if not side.exists():
-        return {}
-    try:
-        card = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    return card if isinstance(card, dict) else {}
-
-
-def _scan_models(folder: Path) -> list[ModelEntry]:
-    """Fallback when ``napari_lsr.models`` is absent: ``*.pt`` files with their JSON cards."""
-    out = []
-    for ckpt in sorted(Path(folder).glob(f"*{CHECKPOINT_SUFFIX}")):
-        card = _card_for(ckpt)
-        loss = card.get("loss")
-        if loss and card.get("distance"):
-            loss = f"{loss}/{card['distance']}"
-        out.append(ModelEntry(ckpt.stem, loss, checkpoint=ckpt, card=card))
-    return out
-
-
 def project_models(folder: str | os.PathLike) -> list[ModelEntry]:
     """The trained models of a project's ``models/`` folder (``models.list_models`` order)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    try:
-        from .models import list_models
-    except ImportError:
-        return _scan_models(folder)
+    from .models import list_models
+
     out = []
     for card in list_models(folder):
-        info = dict(getattr(card, "card", None) or {})
-        ckpt = Path(getattr(card, "checkpoint", None) or folder / f"{card.name}.pt")
+        info = dict(card.card)
         loss = info.get("loss")
         if loss and info.get("distance"):
             loss = f"{loss}/{info['distance']}"
-        out.append(ModelEntry(str(card.name), loss, checkpoint=ckpt, card=info))
+        out.append(ModelEntry(card.name, loss, checkpoint=card.checkpoint, card=info))
     return out
 
 
@@ -370,7 +339,7 @@ def run_comparison(req: CompareRequest) -> Generator[tuple[str, float], None, Co
     try:
         truth = read_truth(req.truth, slide.dimensions)
         labels = read_lowres_csv(req.labels, slide.dimensions) if req.labels else None
-        models = [replace(m, card=dict(m.card)) for m in req.models]
+        models = _unique_names([replace(m, card=dict(m.card)) for m in req.models])
         to_run = []
         for m in models:
             if m.checkpoint is not None:
@@ -401,6 +370,16 @@ def run_comparison(req: CompareRequest) -> Generator[tuple[str, float], None, Co
         return comp
     finally:
         slide.close()  # a closed Slide keeps its path, size and mpp for layer placement
+
+
+def _unique_names(models: list[ModelEntry]) -> list[ModelEntry]:
+    """Rename repeated model names ``name (2)``, ``name (3)``: names key colours and rows."""
+    seen: dict[str, int] = {}
+    for m in models:
+        n = seen[m.name] = seen.get(m.name, 0) + 1
+        if n > 1:
+            m.name = f"{m.name} ({n})"
+    return models
 
 
 def _sidecar(path: Path) -> dict[str, Any]:

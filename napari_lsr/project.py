@@ -108,9 +108,9 @@ class Project:
                 raise FormatError(path, f"[[slides]] entry {i} has no path")
             slides.append(
                 SlideEntry(
-                    folder / s["path"],
-                    folder / s["labels"] if s.get("labels") else None,
-                    folder / s["truth"] if s.get("truth") else None,
+                    (folder / s["path"]).resolve(),
+                    (folder / s["labels"]).resolve() if s.get("labels") else None,
+                    (folder / s["truth"]).resolve() if s.get("truth") else None,
                     float(s["mpp"]) if s.get("mpp") else None,
                 )
             )
@@ -119,7 +119,7 @@ class Project:
         if cfg.get("bins", {}).get("edges"):
             edges = cfg["bins"]["edges"]
             bins = Bins(tuple(zip(map(float, edges[:-1]), map(float, edges[1:]))))
-        return cls(folder, slides, folder / prior if prior else None, bins, cfg)
+        return cls(folder, slides, (folder / prior).resolve() if prior else None, bins, cfg)
 
     @classmethod
     def create(

@@ -12,9 +12,12 @@ replaced by the next draw, so a bin still collects K estimates while it has bloc
 undoing the skip gives the replacement back when it has not been reviewed yet.
 
 **Session.** ``ReviewSession`` holds the current bin and block, the undo stack of estimate ids
-and the per-bin progress and running mean ± std of one annotator. Every entry is committed
-to the project's SQLite store (its own transaction) before the session moves on. Reopening a
-project with the same seed resumes: blocks this annotator already estimated count as done.
+and the per-bin progress and running mean ± std (population std, as the prior uses) of one
+annotator. Every entry is committed to the project's SQLite store (its own transaction) before
+the session moves on: to the bin's next block without an estimate, and when the bin is
+complete, to the next bin that has one (N/P/B move freely; an entry on a block that already
+has one replaces it, and undoing that brings the earlier one back). Reopening a project with
+the same seed resumes: blocks this annotator already estimated count as done.
 
 **Prefetch.** ``BlockImages`` reads a block at the training resolution (the project's
 ``[training] block_size``: the whole block resampled to block_size x block_size, as training
@@ -550,14 +553,6 @@ class ReviewSession:
         self._go(u.block.bin, sample.index(u.block))
         return u.block
 
-    def pooled_values(self) -> tuple[np.ndarray, np.ndarray]:
-        """(bins, percents) of this annotator's live estimates."""
-        vals = [(v.bin, v.percent) for v in self.live.values() if not v.skipped]
-        if not vals:
-            return np.zeros(0, np.int64), np.zeros(0)
-        z, pct = zip(*vals)
-        return np.asarray(z, np.int64), np.asarray(pct, float)
-
 
 # -- block images and prefetch -----------------------------------------------------------------
 
@@ -600,29 +595,13 @@ class BlockImages:
         except SlideError:  # the slide has no mpp: fall back to a fixed size
             return slide.read_region(*box, size=(DEFAULT_REVIEW_PX, DEFAULT_REVIEW_PX))
 
-    def prefetch(
-        self, block: ReviewBlock | None, context: tuple[int, int, int, int, float] | None = None
-    ) -> None:
-        """Start reading ``block`` in the background (no-op when disabled or cached).
-
-        ``context`` (x, y, w, h, downsample), the region the viewer will show around the
-        block, is read too and thrown away: it brings the slide's tiles into OpenSlide's tile
-        cache, so the viewer's own reads after the camera move decode nothing.
-        """
+    def prefetch(self, block: ReviewBlock | None) -> None:
+        """Start reading ``block`` in the background (no-op when disabled or cached)."""
         if block is None or not self.enabled or self._closed or block.id in self._cache:
             return
         self._cache[block.id] = self._reader.submit(self.read, block)
-        if context is not None:
-            self._reader.submit(self._warm, block.slide, context)
         while len(self._cache) > IMAGE_CACHE:
             self._cache.popitem(last=False)
-
-    def _warm(self, slide_index: int, context: tuple[int, int, int, int, float]) -> None:
-        x, y, w, h, downsample = context
-        try:
-            self.slides[slide_index].read_region(x, y, w, h, downsample=downsample)
-        except (SlideError, ValueError):
-            pass
 
     def get(self, block: ReviewBlock) -> np.ndarray:
         fut = self._cache.get(block.id) if self.enabled else None
@@ -669,22 +648,6 @@ def world_center(block: ReviewBlock, unit: float) -> tuple[float, float]:
         (block.y + block.height / 2 - 0.5) * unit,
         (block.x + block.width / 2 - 0.5) * unit,
     )
-
-
-def view_region(
-    block: ReviewBlock, slide: Slide, canvas_size: tuple[int, int], zoom: float
-) -> tuple[int, int, int, int, float]:
-    """(x, y, w, h, downsample): the level-0 region a canvas shows around the block at
-    ``zoom``, and the pyramid downsample napari picks for it (at least one data pixel per
-    screen pixel, as ``napari.layers.utils.layer_utils.compute_multiscale_level`` does)."""
-    unit = slide.mpp or 1.0
-    px_per_screen = 1.0 / (zoom * unit)
-    h_px, w_px = (c * px_per_screen for c in canvas_size)
-    cy, cx = block.y + block.height / 2, block.x + block.width / 2
-    x0, y0 = max(0, int(cx - w_px / 2)), max(0, int(cy - h_px / 2))
-    x1, y1 = min(slide.width, int(cx + w_px / 2) + 1), min(slide.height, int(cy + h_px / 2) + 1)
-    downs = [lv.downsample for lv in slide.levels() if lv.downsample <= px_per_screen]
-    return x0, y0, max(1, x1 - x0), max(1, y1 - y0), max(downs, default=1.0)
 
 
 def camera_zoom(
@@ -820,7 +783,12 @@ _HUBS: weakref.WeakKeyDictionary[Any, ReviewHub] = weakref.WeakKeyDictionary()
 
 
 def hub_for(viewer: Any) -> ReviewHub:
-    """The hub of a viewer (created on first use; forgotten with the viewer)."""
+    """The hub of a viewer (created on first use; forgotten with the viewer).
+
+    napari hands plugin widgets a proxy of the viewer, a new one per widget: the hub is kept
+    by the viewer behind the proxy, so every widget of one viewer shares it.
+    """
+    viewer = getattr(viewer, "__wrapped__", viewer)
     hub = _HUBS.get(viewer)
     if hub is None:
         hub = _HUBS[viewer] = ReviewHub()

@@ -287,3 +287,12 @@ def test_figure_gets_a_legend(tmp_path):
         assert (out[..., :3] == color).all(axis=-1).any(), color
     path = write_figure(tmp_path / "fig", shot, entries)
     assert path.suffix == ".png" and Image.open(path).size == (400, 300)
+
+
+def test_same_name_twice_gets_two_rows_and_colours(project_with_model):
+    proj = project_with_model
+    run(request_for(proj, project_models(proj.models_dir)))
+    pred = prediction_entry(proj.predictions_dir / "lsr.tiff")
+    _, comp = run(request_for(proj, [*project_models(proj.models_dir), pred]))
+    assert [r["name"] for r in comp.rows] == [LOWRES_NAME, "lsr", "lsr (2)"]
+    assert comp.rows[1]["color"] == "#0000ff" and comp.rows[2]["color"] == OTHER_COLORS[0]

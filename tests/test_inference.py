@@ -61,7 +61,7 @@ def interior(a: np.ndarray, margin: int) -> np.ndarray:
 
 def test_predict_array_tiles_equal_one_forward_pass(model, model_rgb):
     ref = whole_image(model, model_rgb)
-    tiled = predict_array(model, model_rgb, tile=TILE)
+    tiled = predict_array(model, model_rgb, tile=2 * TILE)
     assert tiled.shape == ref.shape == model_rgb.shape[:2]
     assert ref.std() > 1e-3  # the maps vary, so equality says something
     m = model.receptive_radius
@@ -115,7 +115,11 @@ def test_local_cluster_equals_threads(tiny_project, tiny_model, local_pred, tmp_
 
     out = tmp_path / "cluster.tiff"
     with LocalCluster(
-        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+        n_workers=2,
+        processes=True,
+        threads_per_worker=1,
+        dashboard_address=None,
+        local_directory=str(tmp_path),
     ) as cluster:
         s = predict_slide(
             tiny_model,

@@ -64,3 +64,12 @@ def test_console_script_and_module_help():
     )
     for cmd in ("sample", "train", "predict", "evaluate"):
         assert cmd in out.stdout
+
+
+def test_npe2_validate_command():
+    exe = Path(sys.executable).with_name("npe2")
+    if not exe.exists():
+        pytest.skip("npe2 command not installed beside this Python")
+    out = subprocess.run([str(exe), "validate", "napari-lsr"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "valid" in out.stdout

@@ -32,7 +32,6 @@ from napari_lsr.review import (
     prior_for_saving,
     project_for_slide,
     training_geometry,
-    view_region,
     world_box,
     world_center,
 )
@@ -333,15 +332,6 @@ def test_world_geometry_follows_napari_pixel_centres():
     assert box[2].tolist() == [51.0, 27.0]
     assert world_center(b, 2.0) == (45.0, 23.0)
     assert camera_zoom(b, 2.0, (600, 900)) == pytest.approx(600 / 3 / 12)
-
-
-def test_view_region_stays_inside_the_slide(session):
-    slide = session.slides[0]
-    b = session.current
-    zoom = camera_zoom(b, slide.mpp, (600, 800))
-    x, y, w, h, ds = view_region(b, slide, (600, 800), zoom)
-    assert 0 <= x and 0 <= y and x + w <= slide.width and y + h <= slide.height
-    assert ds >= 1.0
 
 
 # -- projects, prior, hub ------------------------------------------------------------------------

@@ -117,7 +117,7 @@ def test_widget_predicts_compares_and_exports(make_napari_viewer, qtbot, project
     # Table 2 layout: low-resolution model, then the model; four score columns.
     t = widget.table
     assert t.rowCount() == 2 and t.columnCount() == 5
-    assert [t.horizontalHeaderItem(c).text() for c in range(5)] == [
+    assert [t.horizontalHeaderItem(c).text().replace("\n", " ") for c in range(5)] == [
         "Model",
         "Masked IoU",
         "Masked DICE",
@@ -222,6 +222,8 @@ def test_bad_input_gives_one_line(
 
 def test_missing_truth_and_export_before_run(make_napari_viewer, project_with_model, tmp_path):
     viewer, widget = make_widget(make_napari_viewer, project_with_model)
+    assert widget.set_project(project_with_model)  # a Project, as the demo passes it
+    assert widget.project.folder == project_with_model.folder
     widget.set_truth("")
     assert widget.run() is None
     assert "ground-truth" in widget.status.text()
@@ -306,3 +308,18 @@ def test_screenshot_colours_at_boundary_pixels(make_napari_viewer, qtbot, projec
     rr, cc = canvas_pixels(viewer, truth, shot, rows, cols)
     for color in BOUNDARY_COLORS.values():
         assert colour_fraction(shot, rr, cc, color, tol=10) < 0.01, color
+
+
+def test_project_of_an_open_slide_is_found(make_napari_viewer, project_with_model):
+    from napari_lsr._reader import slide_layer_data
+    from napari_lsr.slide import Slide
+    from napari_lsr.widgets.comparison import ComparisonWidget
+
+    viewer = make_napari_viewer()
+    entry = project_with_model.slides[0]
+    data, meta, _ = slide_layer_data(Slide(entry.path))
+    viewer.add_image(data, **meta)
+    widget = ComparisonWidget(viewer)
+    assert widget.project is not None and widget.project.folder == project_with_model.folder
+    assert widget.truth_edit.text() == str(entry.truth)
+    assert [e.name for e in widget.entries()] == ["lsr"]

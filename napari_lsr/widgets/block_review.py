@@ -58,7 +58,6 @@ from ..review import (
     load_blocks,
     parse_percent,
     project_for_slide,
-    view_region,
     world_box,
     world_center,
 )
@@ -66,6 +65,8 @@ from ..slide import SlideError
 
 #: Side, in screen pixels, of the block image in the widget.
 IMAGE_SIDE = 288
+#: Narrowest the dock gets (the legend's five columns and the rows of buttons fit).
+MIN_WIDTH = 430
 OUTLINE_NAME = "review block"
 OUTLINE_COLOR = "yellow"
 #: The heat overlay is kept light so the tissue around the block stays readable.
@@ -171,11 +172,14 @@ class BlockReviewWidget(QWidget):
         self._own_layers: list[Any] = []  # layers this widget added (removed on project change)
         self._outline: Any = None
         self._resources: dict[str, Any] = {}
-        #: perf_counter() when the last block's image, camera and outline were set.
+        #: perf_counter() when the last entry was committed and the next block's image,
+        #: camera and outline were set (read by benchmarks/next_block.py).
         self.timings: dict[str, float] = {}
         self._message_style = ""
         self._legend_bin: int | None = None
         self._outline_pending = False
+        self._camera_set: tuple[tuple[float, ...], float] | None = None
+        self.viewer.canvas.events.size.connect(self._on_canvas_resize)
         self.destroyed.connect(functools.partial(_cleanup, self._resources))
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self._build()
@@ -240,17 +244,19 @@ class BlockReviewWidget(QWidget):
         self.seed_spin.setValue(DEFAULT_SEED)
         self.seed_spin.setToolTip("the same seed gives the same blocks")
         self.seed_spin.editingFinished.connect(self._settings_changed)
-        self.annotator_edit.setMinimumWidth(110)
-        self.k_spin.setMaximumWidth(70)
-        self.seed_spin.setMaximumWidth(90)
+        self.k_spin.setMaximumWidth(80)
+        self.seed_spin.setMaximumWidth(100)
         row = QHBoxLayout()
         row.addWidget(QLabel("Annotator"))
         row.addWidget(self.annotator_edit, 1)
-        row.addSpacing(8)
-        row.addWidget(QLabel("K"))
+        root.addLayout(row)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Blocks per bin (K)"))
         row.addWidget(self.k_spin)
+        row.addSpacing(8)
         row.addWidget(QLabel("Seed"))
         row.addWidget(self.seed_spin)
+        row.addStretch(1)
         root.addLayout(row)
 
         self.legend = QWidget()
@@ -355,7 +361,17 @@ class BlockReviewWidget(QWidget):
         keys.setStyleSheet("color: #909090; font-size: 10px;")
         root.addWidget(keys)
         root.addStretch(1)
-        self._text_fields = (self.path_edit, self.csv_edit, self.annotator_edit)
+        # Enter in these finishes their own edit; it is not an estimate.
+        self._text_fields = (
+            self.path_edit,
+            self.csv_edit,
+            self.annotator_edit,
+            self.k_spin,
+            self.seed_spin,
+        )
+        # Wide enough for the legend and the buttons, so the dock never scrolls sideways.
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setMinimumWidth(MIN_WIDTH)
 
     # -- messages -------------------------------------------------------------------------------
 
@@ -495,6 +511,7 @@ class BlockReviewWidget(QWidget):
         self._own_layers.clear()
         self._layers.clear()
         self._outline = None
+        self._camera_set = None
         _cleanup(self._resources)
         self.images = None
         self.slides = None
@@ -586,6 +603,7 @@ class BlockReviewWidget(QWidget):
         except (sqlite3.Error, OSError, ReviewError) as exc:
             self._error(f"Not recorded: {exc}")
             return None
+        self.timings["committed"] = time.perf_counter()
         self.entry.clear()
         self._moved(f"Recorded {pct:g} % for block {block.id}.")
         self.hub.notify("estimates")
@@ -862,12 +880,7 @@ class BlockReviewWidget(QWidget):
         self._move_camera(block)
         self.timings["camera"] = time.perf_counter()
         self.images.submit(self.project.store.record_view, block.id, s.annotator)
-        nxt = s.peek_next()
-        if nxt is not None:
-            slide = self.slides[nxt.slide]
-            canvas = tuple(self.viewer.canvas.size)
-            zoom = camera_zoom(nxt, slide.mpp or 1.0, canvas)
-            self.images.prefetch(nxt, view_region(nxt, slide, canvas, zoom))
+        self.images.prefetch(s.peek_next())
         # The outline follows in the next turn of the event loop: a napari layer update
         # costs tens of ms, and the canvas repaints after this handler anyway.
         if not self._outline_pending:
@@ -931,6 +944,19 @@ class BlockReviewWidget(QWidget):
         zoom = camera_zoom(block, unit, tuple(self.viewer.canvas.size))
         if not np.isclose(camera.zoom, zoom):
             camera.zoom = zoom
+        self._camera_set = (tuple(camera.center), camera.zoom)
+
+    def _on_canvas_resize(self, _event: Any = None) -> None:
+        """Keep the block a third of the canvas when the canvas changes size, unless the
+        annotator has moved the camera since."""
+        s = self.session
+        block = s.current if s is not None else None
+        if block is None or self.slides is None or self._camera_set is None:
+            return
+        camera = self.viewer.camera
+        center, zoom = self._camera_set
+        if np.allclose(camera.center, center) and np.isclose(camera.zoom, zoom):
+            self._move_camera(block)
 
     def _move_outline(self, block: ReviewBlock) -> None:
         """The yellow outline: a fixed rectangle the size of the block, moved by translate

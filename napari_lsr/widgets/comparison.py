@@ -120,6 +120,7 @@ class ComparisonWidget(QWidget):
     # -- layout --------------------------------------------------------------------------
 
     def _build(self) -> None:
+        self.setMinimumWidth(440)  # room for the model names beside four score columns
         root = QVBoxLayout(self)
 
         inputs = QGroupBox("Slide and ground truth", self)
@@ -200,7 +201,10 @@ class ComparisonWidget(QWidget):
         self.legend = Legend(results)
         rv.addWidget(self.legend)
         self.table = QTableWidget(0, 1 + len(TABLE_COLUMNS), results)
-        self.table.setHorizontalHeaderLabels(["Model", *TABLE_COLUMNS])
+        # Two-line headers keep the score columns narrow so the model names fit the dock.
+        self.table.setHorizontalHeaderLabels(
+            ["Model", *(c.replace(" ", "\n") for c in TABLE_COLUMNS)]
+        )
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setWordWrap(False)
@@ -208,9 +212,9 @@ class ComparisonWidget(QWidget):
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         for c in range(1, 1 + len(TABLE_COLUMNS)):
-            header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+            header.setSectionResizeMode(c, QHeaderView.ResizeMode.Stretch)
         header.setMinimumSectionSize(40)
         self.table.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
         self.table.setMinimumHeight(90)
@@ -265,6 +269,10 @@ class ComparisonWidget(QWidget):
                 self.select_slide(path)
                 return
 
+    def set_project(self, project: Any) -> bool:
+        """Use an open ``Project`` (or a project folder), as the other widgets do."""
+        return self.open_project(getattr(project, "folder", project))
+
     def open_project(self, folder: str | Path, quiet: bool = False) -> bool:
         """Open a project folder: its slides, ground truth, labels and models."""
         from ..project import Project
@@ -283,6 +291,7 @@ class ComparisonWidget(QWidget):
             self.slide_combo.addItem(entry.name, str(entry.path))
         self.slide_combo.blockSignals(False)
         self._slide_changed(0)
+        self.models_list.clear()  # prediction files added for another project go too
         self.refresh_models()
         self._info(f"project {project.folder.name}: {len(project.slides)} slide(s)")
         return True

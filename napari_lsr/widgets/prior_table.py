@@ -128,14 +128,17 @@ class PriorTableWidget(QWidget):
 
         self.source_combo = QComboBox()
         self.source_combo.activated.connect(lambda _i: self.refresh())
-        self.name_edit = QLineEdit(self.hub.annotator or _login())
-        self.name_edit.setPlaceholderText("your name (for edits)")
-        self.name_edit.setMaximumWidth(140)
         row = QHBoxLayout()
         row.addWidget(QLabel("Source"))
         row.addWidget(self.source_combo, 1)
+        root.addLayout(row)
+        self.name_edit = QLineEdit(self.hub.annotator or _login())
+        self.name_edit.setPlaceholderText("your name: edits record who made them")
+        self._name_typed = False
+        self.name_edit.textEdited.connect(lambda _t: setattr(self, "_name_typed", True))
+        row = QHBoxLayout()
         row.addWidget(QLabel("Editor"))
-        row.addWidget(self.name_edit)
+        row.addWidget(self.name_edit, 1)
         root.addLayout(row)
 
         self.refresh_button = QPushButton("Refresh")
@@ -162,6 +165,7 @@ class PriorTableWidget(QWidget):
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.verticalHeader().setVisible(False)
+        self.table.setWordWrap(False)  # long notes are elided; the tooltip has them whole
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(
@@ -223,9 +227,9 @@ class PriorTableWidget(QWidget):
     # -- project --------------------------------------------------------------------------------
 
     def _on_hub(self, kind: str) -> None:
+        if self.hub.annotator and not self._name_typed:
+            self.name_edit.setText(self.hub.annotator)  # follow the block review's annotator
         if kind == "project" and self.hub.project is not self.project:
-            if self.hub.annotator and not self.name_edit.text().strip():
-                self.name_edit.setText(self.hub.annotator)
             self.set_project(self.hub.project)
         elif kind == "estimates" and self.project is not None:
             self._timer.start()
@@ -372,10 +376,12 @@ class PriorTableWidget(QWidget):
         for b in range(nb):
             n = prior.n[b]
             notes = []
+            edit_tip = ""
             if b in self.edits:
                 m, s, who, when = self.edits[b]
                 stamp = _dt.datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M")
-                notes.append(f"edited by {who}, {stamp}")
+                notes.append(f"edited by {who}")
+                edit_tip = f"edited by {who} on {stamp}: {m:g} ± {s:g} %"
             if measured and n == 0 and b not in self.edits:
                 notes.append("no estimates: paper value")
             if b in few:
@@ -414,7 +420,8 @@ class PriorTableWidget(QWidget):
                     font.setBold(True)
                     item.setFont(font)
                     item.setBackground(QBrush(EDIT_BG))
-                    item.setToolTip(notes[0])
+                    item.setToolTip(edit_tip)
+                self.table.item(b, 5).setToolTip(edit_tip)
             if b in few or b in drops:
                 self.table.item(b, 5).setBackground(QBrush(FLAG_BG))
             if b in few:

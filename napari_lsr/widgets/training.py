@@ -88,6 +88,9 @@ STOP_TIMEOUT_S = 30.0
 #: Labels and progress bar refresh; the loss curve redraws at most this often.
 REFRESH_MS = 100
 CURVE_MS = 250
+#: The napari progress bar (activity dock, status bar) is updated at most this often: each
+#: update repaints parts of the main window, which is costly with software OpenGL.
+PBAR_MS = 1000
 #: Where a slide layer's labels CSV is looked for beside the slide, ``{stem}`` replaced.
 LABEL_CANDIDATES = ("{stem}_lowres.csv", "{stem}_labels.csv", "{stem}.csv")
 
@@ -607,6 +610,7 @@ class TrainingWidget(QWidget):
         self._status = ""
         self._dirty = False
         self._curve_drawn = 0.0
+        self._pbar_updated = 0.0
         self._bps = math.nan
         self._t0 = 0.0
         self._name_edited = False
@@ -1381,9 +1385,12 @@ class TrainingWidget(QWidget):
             f"{self._bps:.1f} blocks/s · ETA {_fmt_duration(ev.eta_s)} · "
             f"elapsed {_fmt_duration(time.perf_counter() - self._t0)} · {ev.device}"
         )
-        if self._pbar is not None and ev.step > self._pbar.n:
-            self._pbar.update(ev.step - self._pbar.n)
         now = time.perf_counter()
+        pbar = self._pbar
+        if pbar is not None and ev.step > pbar.n:
+            if now - self._pbar_updated >= PBAR_MS / 1000 or not self.is_running:
+                self._pbar_updated = now
+                pbar.update(ev.step - pbar.n)
         if now - self._curve_drawn >= CURVE_MS / 1000 or not self.is_running:
             self._curve_drawn = now
             self.curve.update()

@@ -1,0 +1,128 @@
+"""Prior table dock widget in a real napari viewer: sources, flags, edits, save and load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tomllib
+
+from napari_lsr.formats import paper_prior, read_prior_csv
+from napari_lsr.project import Project, SlideEntry
+from napari_lsr.review import ReviewSession
+from napari_lsr.widgets.prior_table import (
+    ANNOTATOR,
+    COL_MEAN,
+    COL_STD,
+    FILE,
+    PAPER,
+    POOLED,
+    SAVED,
+    PriorTableWidget,
+)
+
+pytestmark = pytest.mark.gui
+
+
+def _estimate(project, annotator: str, values: dict[int, list[float]]) -> None:
+    """Enter estimates bin by bin through a review session (as the block review does)."""
+    s = ReviewSession(project, annotator, k=12, seed=0, check_tissue=False)
+    for z, vals in values.items():
+        assert s.goto_bin(z)
+        for v in vals:
+            assert s.current.bin == z
+            s.enter(v)
+    s.slides.close()
+
+
+def test_prior_table(make_napari_viewer, project_copy, tmp_path, qtbot):
+    # ana: bins 0, 1, 2 (bin 2 falls below bin 1) and one estimate in bin 9; ben: bin 0
+    _estimate(project_copy, "ana", {0: [2, 4, 6], 1: [30, 40], 2: [10, 20], 9: [80]})
+    _estimate(project_copy, "ben", {0: [4, 8, 6]})
+    viewer = make_napari_viewer()
+    w = PriorTableWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Prior table")
+    assert w.project is None
+    assert w.open_project(str(project_copy.folder))
+    t = w.table
+    assert w.source() == (POOLED, "")
+    assert t.rowCount() == 10
+    assert [t.item(0, c).text() for c in range(5)] == ["0–20", "6", "5.0", "1.9", "0 ± 0.1"]
+    assert t.item(1, 1).text() == "2" and t.item(1, 2).text() == "35.0"
+    assert t.item(5, 1).text() == "0" and "no estimates" in t.item(5, 5).text()
+    # flags: bins with fewer than 2 estimates, and means that fall
+    assert "< 2 estimates" in t.item(9, 5).text()
+    assert "not monotonic" in t.item(2, 5).text()
+    assert "fewer than 2 estimates: 3–4" not in w.flags_label.text()
+    assert "95–100" in w.flags_label.text() and "not monotonic): 20–30" not in w.flags_label.text()
+    assert "30–40" in w.flags_label.text().split("\n")[-1]
+    # one Gaussian per bin, and the paper's dashed beside it
+    assert len(w.figure.axes[0].lines) == 20
+
+    # per-annotator tables and agreement
+    a = w.annotator_table
+    headers = [a.horizontalHeaderItem(c).text() for c in range(a.columnCount())]
+    assert headers == ["Bin %", "ana", "ben", "Blocks ≥2", "Mean |diff|", "ICC"]
+    assert a.item(0, 1).text() == "4.0 ± 1.6 (3)" and a.item(0, 2).text() == "6.0 ± 1.6 (3)"
+    assert a.item(0, 3).text() == "3"  # both annotated the same three blocks (same seed)
+    assert a.item(0, 4).text() == "2.0"
+    assert "2 annotators" in w.agreement_label.text()
+    assert w.set_source(ANNOTATOR, "ben")
+    assert t.item(0, 1).text() == "3" and t.item(1, 1).text() == "0"
+
+    # edits through the table, recorded with who and when
+    assert w.set_source(POOLED)
+    w.name_edit.setText("dr_x")
+    t.item(5, COL_MEAN).setText("25")
+    edits = project_copy.store.prior_edits()
+    assert edits[5][:3] == (25.0, w.base.std_pct[5], "dr_x")
+    assert t.item(5, COL_MEAN).text() == "25.0" and "edited by dr_x" in t.item(5, 5).text()
+    t.item(5, COL_STD).setText("abc")  # refused, visibly, and the cell is put back
+    assert "not a number" in w.message.text() and w.message.isVisibleTo(w)
+    assert t.item(5, COL_STD).text() == f"{w.prior.std_pct[5]:.1f}"
+    t.item(5, COL_MEAN).setText("150")
+    assert "0–100" in w.message.text()
+    assert len(project_copy.store.prior_edit_history()) == 1
+    w.name_edit.setText("")
+    assert not w.edit_bin(6, 10, 1)
+    assert "your name" in w.message.text()
+    w.name_edit.setText("dr_x")
+
+    # save writes prior.csv atomically; the saved table reloads as it was
+    path = w.save_prior()
+    assert path == project_copy.prior_path
+    saved = read_prior_csv(path)
+    assert saved.mean_pct[5] == 25.0 and np.isnan(saved.n[5])  # an edited row no estimate made
+    assert saved.n[0] == 6 and saved.mean_pct[0] == pytest.approx(5.0)
+    assert not list(path.parent.glob(".prior.csv.*"))  # no temporary file left behind
+    assert w.set_source(SAVED)
+    assert t.item(5, COL_MEAN).text() == "25.0" and t.item(0, 1).text() == "6"
+
+    # revert the edit; load the paper default, a file, a bad file
+    assert w.set_source(POOLED)
+    t.selectRow(5)
+    assert w.revert_edit()
+    assert 5 not in w.edits and t.item(5, COL_MEAN).text() == f"{paper_prior().mean_pct[5]:.1f}"
+    assert not w.revert_edit(5)
+    assert w.load_prior(None) and w.source() == (PAPER, "")
+    assert t.item(9, COL_MEAN).text() == "70.0"
+    assert w.load_prior(path) and w.source() == (FILE, "")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("bin,p_low,p_high,mean_pct,std_pct,n\n0,0,100,abc,1,\n")
+    assert not w.load_prior(bad)
+    assert "abc" in w.message.text() and "row 1" in w.message.text()
+
+
+def test_save_into_a_project_without_a_prior(make_napari_viewer, project_copy, tmp_path):
+    entry = project_copy.slides[0]
+    proj = Project.create(tmp_path / "p", [SlideEntry(entry.path, entry.labels)])
+    assert proj.prior_path is None
+    _estimate(proj, "ana", {0: [10, 20]})
+    viewer = make_napari_viewer()
+    w = PriorTableWidget(viewer)
+    w.set_project(proj)
+    assert w.table.item(0, 1).text() == "2"
+    path = w.save_prior()
+    assert path == proj.folder / "prior.csv" and path.exists()
+    cfg = tomllib.loads((proj.folder / "project.toml").read_text())
+    assert cfg["prior"]["path"] == "prior.csv"
+    assert Project.open(proj.folder).prior().mean_pct[0] == pytest.approx(15.0)
