@@ -87,14 +87,36 @@ def machine() -> list[str]:
     ]
 
 
+def torch_threads_used(setting: int | None) -> int:
+    """What the widget's torch_threads setting means on this machine (see run_training)."""
+    import torch
+
+    default = torch.get_num_threads()
+    if setting is None:
+        return min(default, max(1, (os.cpu_count() or 2) - 1))
+    return setting or default
+
+
+def gl_renderer(viewer) -> str:  # noqa: ANN001
+    """The OpenGL renderer of napari's canvas (llvmpipe: software, CPU-bound compositing)."""
+    try:
+        from vispy.gloo import gl
+
+        viewer.window._qt_viewer.canvas._scene_canvas.set_current()
+        return f"{gl.glGetParameter(gl.GL_RENDERER)} ({gl.glGetParameter(gl.GL_VERSION)})"
+    except Exception as exc:  # diagnostics only
+        return f"unknown ({exc})"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sample", default="/tmp/stall_sample", help="project folder (made if absent)")
     ap.add_argument("--seconds", type=float, default=30.0, help="probe time per run")
     ap.add_argument(
         "--threads",
-        default="default,1",
-        help="torch intra-op thread settings to compare, e.g. 'default,1'",
+        default="auto,0",
+        help="torch threads to compare: auto (the widget's default: all cores but one), "
+        "0 (torch's default: all cores) or a number",
     )
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--width", type=int, default=16)
@@ -121,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     widget = TrainingWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Training")
     widget.set_project(project)
+    lines.append(f"OpenGL renderer: {gl_renderer(viewer)}")
     widget.depth_spin.setValue(args.depth)
     widget.width_spin.setValue(args.width)
     widget.steps_spin.setValue(1_000_000)  # never finishes inside the probe window
@@ -139,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += [("no training", k, v) for k, v in probe.stalls().items()]
 
     for setting in args.threads.split(","):
-        threads = None if setting == "default" else int(setting)
+        threads = None if setting == "auto" else int(setting)
         TrainingWidget.torch_threads = threads
         shutil.rmtree(project.cache_dir, ignore_errors=True)  # measure extraction too
         name = f"stall-threads-{setting}"
@@ -168,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         spin(app, 60.0, until=lambda: not widget.is_running)
         probe.stop()
         widget.run_event.disconnect(on_event)
-        label = f"training, torch threads {setting}"
+        used = torch_threads_used(threads)
+        label = f"training, torch threads {setting} (= {used})"
         rows += [(label, k, v) for k, v in probe.stalls().items()]
         train_s = (steps[-1] - steps[0]) if len(steps) > 1 else float("nan")
         notes.append(

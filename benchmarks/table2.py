@@ -41,7 +41,7 @@ DISTANCES = ("paper", "gaussian", "kl")
 SCORES = ("masked_iou", "masked_dice", "unmasked_iou", "unmasked_dice")
 
 
-def build_synthetic(work: Path, size: int) -> dict:
+def build_synthetic(work: Path, size: int, block_px: int) -> dict:
     """Blocks and evaluation images of the synthetic sample."""
     from napari_lsr.blocks import SlideBlocks, extract_blocks
     from napari_lsr.evaluation import paint_labels
@@ -64,8 +64,10 @@ def build_synthetic(work: Path, size: int) -> dict:
         lowres = paint_labels(labels, truth.mask.shape, truth.downsample) >= 0.5
         images.append((rgb, truth.mask, lowres))
         sources.append(SlideBlocks(e.path, labels))
-    blocks = extract_blocks(sources, work / "cache", 64, 4.0)
+    # blocks are 256 um; trained at block_px px, scored on the truth grid (4 um/px)
+    blocks = extract_blocks(sources, work / "cache", block_px, 256.0 / block_px)
     return {
+        "scale": 64 / block_px,
         "name": "synthetic",
         "prior": prior,
         "blocks": str(blocks.folder),
@@ -75,7 +77,7 @@ def build_synthetic(work: Path, size: int) -> dict:
     }
 
 
-def build_camelyon(work: Path) -> dict | None:
+def build_camelyon(work: Path, block_px: int) -> dict | None:
     """Blocks and evaluation images of the CAMELYON16 tiles, or None when absent."""
     from PIL import Image
 
@@ -108,8 +110,9 @@ def build_camelyon(work: Path) -> dict | None:
         all_z.append(z)
         all_pct.append(100 * frac)
     prior = prior_from_values(bins, np.concatenate(all_z), np.concatenate(all_pct))
-    blocks = extract_blocks(sources, work / "cache", 64, 1.0)
+    blocks = extract_blocks(sources, work / "cache", block_px, 64.0 / block_px)
     return {
+        "scale": 64 / block_px,
         "name": "camelyon",
         "prior": prior,
         "blocks": str(blocks.folder),
@@ -127,6 +130,22 @@ def score(images: list, preds: list[np.ndarray] | None, band: float) -> dict:
     return {k: res["pooled"][k] for k in SCORES} | {f"mean_{k}": res["mean"][k] for k in SCORES}
 
 
+def predict_at_scale(model: object, rgb: np.ndarray, scale: float) -> np.ndarray:
+    """Predict at the model's resolution (``scale`` x coarser than rgb), back on rgb's grid."""
+    from PIL import Image
+
+    from napari_lsr.inference import predict_array
+
+    if scale == 1:
+        return predict_array(model, rgb, tile=256)
+    h, w = rgb.shape[:2]
+    small = np.asarray(
+        Image.fromarray(rgb).resize((round(w / scale), round(h / scale)), Image.Resampling.BILINEAR)
+    )
+    p = predict_array(model, small, tile=256)
+    return np.asarray(Image.fromarray(p).resize((w, h), Image.Resampling.BILINEAR))
+
+
 def run_one(job: dict) -> dict:
     """Train one configuration and score it (in a worker process)."""
     import torch
@@ -134,7 +153,6 @@ def run_one(job: dict) -> dict:
     torch.set_num_threads(1)
     from napari_lsr.blocks import load_block_set
     from napari_lsr.formats import Prior
-    from napari_lsr.inference import predict_array
     from napari_lsr.training import TrainConfig, load_model, train
 
     data = job["data"]
@@ -160,7 +178,7 @@ def run_one(job: dict) -> dict:
         if ev.kind == "step":
             last = ev.loss
     model, _ = load_model(ckpt)
-    preds = [predict_array(model, rgb, tile=256) >= 0.5 for rgb, _t, _l in data["images"]]
+    preds = [predict_at_scale(model, rgb, data["scale"]) >= 0.5 for rgb, _t, _l in data["images"]]
     out = score(data["images"], preds, data["band"])
     out.update(
         dataset=data["name"],
@@ -205,12 +223,19 @@ def main() -> None:
     ap.add_argument(
         "--quick",
         action="store_true",
-        help="synthetic only, gaussian only, 1 seed, 60 steps (< 5 min)",
+        help="synthetic only, gaussian only, 1 seed, 150 steps (< 5 min)",
     )
-    ap.add_argument("--steps", type=int, default=200, help="steps per run (200)")
+    ap.add_argument("--steps", type=int, default=400, help="steps per run (400)")
+    ap.add_argument(
+        "--block-px",
+        type=int,
+        default=32,
+        help="training block side in px (32: synthetic at 8 um/px, camelyon at 2)",
+    )
+    ap.add_argument("--schedule", default="constant", choices=["constant", "cosine"])
     ap.add_argument("--seeds", type=int, default=3, help="seeds per configuration (3)")
     ap.add_argument("--width", type=int, default=8, help="U-Net width (8)")
-    ap.add_argument("--lr", type=float, default=1e-3, help="learning rate for every loss (1e-3)")
+    ap.add_argument("--lr", type=float, default=3e-3, help="learning rate for every loss (3e-3)")
     ap.add_argument("--size", type=int, default=4096, help="synthetic slide side (4096)")
     ap.add_argument("--datasets", default="synthetic,camelyon")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -219,15 +244,15 @@ def main() -> None:
     losses, distances, seeds, steps = LOSSES, DISTANCES, range(args.seeds), args.steps
     names = args.datasets.split(",")
     if args.quick:
-        distances, seeds, steps, names = ("gaussian",), range(1), 60, ["synthetic"]
+        distances, seeds, steps, names = ("gaussian",), range(1), 150, ["synthetic"]
     work = Path(args.out).resolve() / "table2"
     (work / "runs").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     datasets = []
     if "synthetic" in names:
-        datasets.append(build_synthetic(work, args.size))
+        datasets.append(build_synthetic(work, args.size, args.block_px))
     if "camelyon" in names:
-        cam = build_camelyon(work)
+        cam = build_camelyon(work, args.block_px)
         if cam is not None:
             datasets.append(cam)
     lowres = {d["name"]: score(d["images"], None, d["band"]) for d in datasets}

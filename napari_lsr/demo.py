@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from .cli import Progress
+from .cli import DEFAULT_LR, Progress
 from .formats import write_json
 
 
@@ -67,7 +67,7 @@ def run_demo(
         if not ckpt.exists():
             bar = Progress(f"train {loss}")
             cfg = TrainConfig(
-                **{"loss": loss, "steps": steps, "lr": 1e-3, **(train_overrides or {})}
+                **{"loss": loss, "steps": steps, "lr": DEFAULT_LR, **(train_overrides or {})}
             )
             for ev in train(blocks, prior, cfg, ckpt, info={"prior_path": str(project.prior_path)}):
                 if ev.kind == "step":

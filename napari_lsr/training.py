@@ -40,7 +40,7 @@ class TrainConfig:
     pixel_variance: str = "paper"
     steps: int = 500
     lr: float | None = None  # None: the paper's rate for the loss (PAPER_LR)
-    lr_schedule: str = "cosine"  # "constant" (paper) or "cosine" decay to lr/20
+    lr_schedule: str = "constant"  # "constant" (paper) or "cosine" decay to lr/20
     ema: float = 0.0  # weight averaging decay; 0 disables (inference uses EMA weights if on)
     batch_size: int = 30  # intra: blocks per batch
     groups: int = 2  # inter, intra+inter: groups per batch

@@ -85,11 +85,12 @@ DEFAULTS: dict[str, Any] = {
 DEFAULT_TRAIN_MPP = 4.0
 #: How long closing the viewer waits for the run to save its checkpoint and stop.
 STOP_TIMEOUT_S = 30.0
-#: Labels and progress bar refresh; the loss curve redraws at most this often.
-REFRESH_MS = 100
-CURVE_MS = 250
-#: The napari progress bar (activity dock, status bar) is updated at most this often: each
-#: update repaints parts of the main window, which is costly with software OpenGL.
+#: How often the labels, the loss curve and napari's progress bar are redrawn. Every redraw
+#: makes Qt composite the window with napari's OpenGL canvas; with software OpenGL (Xvfb,
+#: remote desktops) the GUI thread waits tens of ms for that when the CPUs are busy
+#: training, so redraws are rare (see benchmarks/gui_stall.py).
+REFRESH_MS = 250
+CURVE_MS = 1000
 PBAR_MS = 1000
 #: Where a slide layer's labels CSV is looked for beside the slide, ``{stem}`` replaced.
 LABEL_CANDIDATES = ("{stem}_lowres.csv", "{stem}_labels.csv", "{stem}.csv")
@@ -154,7 +155,7 @@ class RunPlan:
     block_size: int | None = None
     resume: Path | None = None
     info: dict[str, Any] = field(default_factory=dict)
-    torch_threads: int | None = None
+    torch_threads: int | None = None  # None: leave a core for the GUI; 0: torch's default
 
 
 def readable_error(exc: BaseException, name: str, device: str = "") -> str:
@@ -315,8 +316,11 @@ def _run(plan: RunPlan, cancel: threading.Event) -> Iterator[Phase | TrainEvent]
         return
     yield Phase(f"{len(blocks)} tissue blocks of {block_size} px at {mpp:.3g} µm/px", 1.0)
     old_threads = torch.get_num_threads()
-    if plan.torch_threads:
-        torch.set_num_threads(plan.torch_threads)
+    threads = plan.torch_threads
+    if threads is None:  # leave one core to the GUI (and software OpenGL)
+        threads = min(old_threads, max(1, (os.cpu_count() or 2) - 1))
+    if threads > 0:
+        torch.set_num_threads(threads)
     gen = train(blocks, prior, config, plan.out, cancel=cancel, resume=plan.resume, info=info)
     try:
         for event in gen:
@@ -592,8 +596,9 @@ class TrainingWidget(QWidget):
     #: A run ended: (checkpoint path or "", status: done, cancelled, failed).
     run_finished = Signal(str, str)
 
-    #: torch intra-op threads during a run (None: torch's default). See benchmarks/gui_stall.py.
-    torch_threads: int | None = None
+    #: torch intra-op threads of a run: None leaves one core to the GUI (torch's default less
+    #: one, at least 1), 0 keeps torch's default, n > 0 uses n. See benchmarks/gui_stall.py.
+    torch_threads: int | None = None  # None: leave a core for the GUI; 0: torch's default
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
