@@ -223,9 +223,9 @@ def main() -> None:
     ap.add_argument(
         "--quick",
         action="store_true",
-        help="synthetic only, gaussian only, 1 seed, 150 steps (< 5 min)",
+        help="synthetic only, gaussian only, 1 seed, 300 steps (< 5 min)",
     )
-    ap.add_argument("--steps", type=int, default=400, help="steps per run (400)")
+    ap.add_argument("--steps", type=int, default=300, help="steps per run (300)")
     ap.add_argument(
         "--block-px",
         type=int,
@@ -244,7 +244,7 @@ def main() -> None:
     losses, distances, seeds, steps = LOSSES, DISTANCES, range(args.seeds), args.steps
     names = args.datasets.split(",")
     if args.quick:
-        distances, seeds, steps, names = ("gaussian",), range(1), 150, ["synthetic"]
+        distances, seeds, steps, names = ("gaussian",), range(1), 300, ["synthetic"]
     work = Path(args.out).resolve() / "table2"
     (work / "runs").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -287,7 +287,9 @@ def main() -> None:
     elapsed = time.perf_counter() - t0
     print(f"machine: {machine()}")
     print(
-        f"settings: {steps} steps per run, lr {args.lr} (cosine decay), U-Net depth 3 width "
+        f"settings: {steps} steps per run, lr {args.lr} ({args.schedule}), blocks "
+        f"{args.block_px} px, "
+        f"U-Net depth 3 width "
         f"{args.width}, RMSprop 0.9, batches of 30 (intra) or 2 groups x 15, seeds "
         f"{list(seeds)}, {args.workers} worker processes x 1 torch thread; blocks: "
         + ", ".join(f"{d['name']} {d['n_blocks']}" for d in datasets)

@@ -1273,6 +1273,9 @@ class TrainingWidget(QWidget):
         self._set_status(f"{what}: starting")
         self.destroyed.connect(lambda *_: handle.stop())  # not a method: self is gone then
         self._register_task(what, handle)
+        # Made here, not in a slot: napari calls processEvents() when it adds a bar.
+        self._pbar = _TrainProgress(total=100, cancel_callback=self.cancel)
+        self._pbar.set_description(f"napari-lsr: {what}")
         self._update_buttons()
         self._timer.start()
         _gc_freeze()
@@ -1330,7 +1333,9 @@ class TrainingWidget(QWidget):
             if ev.kind == "cancelled":
                 self._final_status = "cancelled"
             self._set_status(ev.what)
-            self._prep_progress(ev)
+            if ev.kind != "cancelled":
+                frac = ev.frac if math.isfinite(ev.frac) else 0.0
+                self._progress_to(round(100 * frac), desc=f"napari-lsr: {ev.what}")
         else:
             kind = ev.kind
             if kind == "step":
@@ -1343,7 +1348,9 @@ class TrainingWidget(QWidget):
             elif kind == "start":
                 self.curve.total = ev.total
                 self._device = ev.device
-                self._open_train_progress(ev)
+                assert self._out is not None
+                desc = f"napari-lsr: training {self._out.stem}"
+                self._progress_to(ev.step, total=ev.total, desc=desc)
                 self._set_status(f"training on {ev.device}: {ev.message}")
             elif kind == "checkpoint":
                 self._set_status(f"checkpoint saved at step {ev.step}")
@@ -1356,23 +1363,17 @@ class TrainingWidget(QWidget):
                 self._dirty = True
         self.run_event.emit(ev)
 
-    def _prep_progress(self, ev: Phase) -> None:
-        if ev.kind == "cancelled":
-            self._close_pbar()
+    def _progress_to(self, n: int, total: int | None = None, desc: str | None = None) -> None:
+        """Move napari's progress bar (one per run, made in ``_launch``)."""
+        pbar = self._pbar
+        if pbar is None:
             return
-        if self._pbar is None:
-            self._pbar = _TrainProgress(total=100, cancel_callback=self.cancel)
-        self._pbar.set_description(f"napari-lsr: {ev.what}")
-        if math.isfinite(ev.frac):
-            self._pbar.update(int(round(100 * ev.frac)) - self._pbar.n)
-
-    def _open_train_progress(self, ev: TrainEvent) -> None:
-        self._close_pbar()
-        assert self._out is not None
-        self._pbar = _TrainProgress(total=ev.total, cancel_callback=self.cancel)
-        self._pbar.set_description(f"napari-lsr: training {self._out.stem}")
-        if ev.step:
-            self._pbar.update(ev.step)
+        if total is not None and total != pbar.total:
+            pbar.total = total
+        if desc is not None:
+            pbar.set_description(desc)
+        pbar.n = n
+        pbar.update(0)
 
     def _close_pbar(self) -> None:
         if self._pbar is not None:
@@ -1391,11 +1392,10 @@ class TrainingWidget(QWidget):
             f"elapsed {_fmt_duration(time.perf_counter() - self._t0)} · {ev.device}"
         )
         now = time.perf_counter()
-        pbar = self._pbar
-        if pbar is not None and ev.step > pbar.n:
+        if self._pbar is not None and ev.step > self._pbar.n:
             if now - self._pbar_updated >= PBAR_MS / 1000 or not self.is_running:
                 self._pbar_updated = now
-                pbar.update(ev.step - pbar.n)
+                self._progress_to(ev.step)
         if now - self._curve_drawn >= CURVE_MS / 1000 or not self.is_running:
             self._curve_drawn = now
             self.curve.update()
