@@ -33,6 +33,7 @@ def widget(make_napari_viewer, project_copy, qtbot):
     w = tw.TrainingWidget(viewer)
     viewer.window.add_dock_widget(w, name="Training")
     w.set_project(project_copy.folder)
+    w.napari_progress = True  # auto would skip napari's bar under Xvfb (software OpenGL)
     _tiny(w, steps=24, checkpoint_every=8)
     yield w
     if w.is_running:
@@ -61,6 +62,9 @@ def test_choices_and_defaults_match_the_engine() -> None:
     assert set(tw.DISTANCES) == set(losses.DISTANCES)
     assert set(tw.PIXEL_VARIANCES) == set(losses.PIXEL_VARIANCES)
     assert tw.PAPER_LR == training.PAPER_LR
+    assert set(tw.LR_SCHEDULES) == {"constant", "cosine"}
+    for preset in tw.PRESETS.values():
+        assert set(preset["lr"]) == set(losses.STATISTICS)
     engine = training.TrainConfig().to_dict()
     for key, value in tw.DEFAULTS.items():
         assert engine[key] == value, key
@@ -80,9 +84,15 @@ def test_form_prefills_paper_lr_and_batch_layout_per_loss(widget) -> None:
     assert float(widget.lr_edit.text()) == 1e-5
     assert widget.batch_stack.currentIndex() == 0
     assert widget.name_edit.text() == "intra-gaussian"
-    widget.apply_paper_settings()
+    widget.batch_spin.setValue(7)
+    widget.apply_preset("napari-lsr (benchmarks)")
+    assert float(widget.lr_edit.text()) == 3e-3 and widget.batch_spin.value() == 30
+    widget.loss_combo.setCurrentText("inter")
+    assert float(widget.lr_edit.text()) == 3e-3  # the preset's LR for every loss
+    widget.apply_preset("paper (Sec. 3.3)")
+    assert float(widget.lr_edit.text()) == 1e-3
+    widget.loss_combo.setCurrentText("intra")
     assert widget.schedule_combo.currentText() == "constant"
-    assert widget.batch_spin.value() == 30
     kw = widget.config_kwargs()
     assert kw["loss"] == "intra" and kw["lr"] == 1e-5 and kw["depth"] == TINY["depth"]
     # project: its slide, its prior, its training resolution
@@ -144,6 +154,7 @@ def test_train_cancel_resume_and_card(widget, qtbot) -> None:
     ]
     assert names == [out.stem]
     assert "24/24" in widget.step_label.text() and "blocks/s" in widget.speed_label.text()
+    assert widget.progress_bar.value() == widget.progress_bar.maximum() == 24
     assert "ETA" in widget.speed_label.text() and "cpu" in widget.speed_label.text()
     # A name that exists is refused (no overwrite).
     widget.name_edit.setText(out.stem)
@@ -252,3 +263,20 @@ def test_loss_curve_draws_the_running_mean(qtbot) -> None:
         if (c := image.pixelColor(x, y)).red() > 200 and 120 < c.green() < 200 and c.blue() < 90
     )
     assert len(curve) == 50 and orange > 20
+
+
+def test_project_is_shared_with_the_other_widgets(make_napari_viewer, project_copy) -> None:
+    from napari_lsr.review import hub_for
+
+    viewer = make_napari_viewer()
+    hub = hub_for(viewer)
+    hub.set_project(project_copy)  # e.g. opened in Block review
+    w = tw.TrainingWidget(viewer)
+    assert w.project is project_copy  # picked up when the widget opens
+    from napari_lsr.project import Project
+
+    other = Project.open(project_copy.folder)
+    hub.set_project(other)
+    assert w.project is other  # and when it changes
+    w.set_project(project_copy.folder)  # opened here: the others follow
+    assert hub.project is w.project

@@ -35,10 +35,12 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QProgressBar,
     QPushButton,
     QScrollArea,
     QSizePolicy,
     QSpinBox,
+    QSplitter,
     QStackedWidget,
     QTreeWidget,
     QTreeWidgetItem,
@@ -46,8 +48,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..cli import DEFAULT_LR as CLI_DEFAULT_LR
 from ..formats import Prior, paper_prior, read_prior_csv, resource_path
 from ..models import ModelCard, list_models
+from ..review import hub_for
 
 if TYPE_CHECKING:
     import napari
@@ -61,16 +65,37 @@ if TYPE_CHECKING:
 LOSSES = ("intra+inter", "intra", "inter")
 DISTANCES = ("gaussian", "kl", "paper")
 PIXEL_VARIANCES = ("paper", "exact")
-LR_SCHEDULES = ("cosine", "constant")
+LR_SCHEDULES = ("constant", "cosine")
 #: The paper's learning rates (Sec. 3.3), as ``training.PAPER_LR``.
 PAPER_LR = {"intra": 1e-5, "inter": 1e-3, "intra+inter": 1e-3}
+#: Hyperparameter presets: the paper's (Sec. 3.3, the default here as issue 5 asks) and
+#: napari-lsr's from its benchmarks (``cli.DEFAULT_LR`` for every loss; README, "Defaults
+#: from evidence"). ``lr`` maps each loss to its learning rate.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper (Sec. 3.3)": {
+        "lr": dict(PAPER_LR),
+        "lr_schedule": "constant",
+        "ema": 0.0,
+        "batch_size": 30,
+        "groups": 2,
+        "group_size": 15,
+    },
+    "napari-lsr (benchmarks)": {
+        "lr": {loss: CLI_DEFAULT_LR for loss in PAPER_LR},
+        "lr_schedule": "constant",
+        "ema": 0.0,
+        "batch_size": 30,
+        "groups": 2,
+        "group_size": 15,
+    },
+}
 #: ``TrainConfig`` defaults shown in the form (the paper's batch layout: 30 blocks, 2 x 15).
 DEFAULTS: dict[str, Any] = {
     "loss": "intra+inter",
     "distance": "gaussian",
     "pixel_variance": "paper",
     "steps": 500,
-    "lr_schedule": "cosine",
+    "lr_schedule": "constant",
     "ema": 0.0,
     "batch_size": 30,
     "groups": 2,
@@ -85,11 +110,11 @@ DEFAULTS: dict[str, Any] = {
 DEFAULT_TRAIN_MPP = 4.0
 #: How long closing the viewer waits for the run to save its checkpoint and stop.
 STOP_TIMEOUT_S = 30.0
-#: How often the labels, the loss curve and napari's progress bar are redrawn. Every redraw
-#: makes Qt composite the window with napari's OpenGL canvas; with software OpenGL (Xvfb,
-#: remote desktops) the GUI thread waits tens of ms for that when the CPUs are busy
-#: training, so redraws are rare (see benchmarks/gui_stall.py).
-REFRESH_MS = 250
+#: How often the labels, the progress bars and the loss curve are redrawn, all in one tick
+#: (one window flush). Every flush makes Qt composite the window with napari's OpenGL
+#: canvas: about 25 ms of CPU with software OpenGL (Xvfb, llvmpipe), 40-80 ms of waiting
+#: when training keeps the CPUs busy; so once a second (see benchmarks/gui_stall.py).
+REFRESH_MS = 1000
 CURVE_MS = 1000
 PBAR_MS = 1000
 #: Where a slide layer's labels CSV is looked for beside the slide, ``{stem}`` replaced.
@@ -344,7 +369,8 @@ def _gc_freeze() -> None:
 
     A full collection in the training thread walks every Python object of napari (hundreds
     of ms) while holding the GIL: the GUI stalls. Frozen objects are not walked, so the
-    collections a run triggers stay short. GUI thread only.
+    collections a run triggers stay short. Unfrozen when the run ends, so that cyclic garbage
+    made before the run (a closed layer, say) is still collected afterwards. GUI thread only.
     """
     global _gc_frozen
     if _gc_frozen == 0:
@@ -395,7 +421,7 @@ class LossCurve(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setMinimumHeight(140)
+        self.setMinimumHeight(110)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.clear()
 
@@ -508,6 +534,22 @@ class _TrainProgress(cancelable_progress):
             self.cancel_callback()
 
 
+#: Substrings of GL_RENDERER that mean software rendering.
+SOFTWARE_GL = ("llvmpipe", "softpipe", "swrast", "swiftshader", "software", "basic render")
+
+
+def _software_opengl(viewer: napari.viewer.Viewer) -> bool:
+    """Whether napari's canvas renders with software OpenGL (False when it cannot tell)."""
+    try:
+        from vispy.gloo import gl
+
+        viewer.window._qt_viewer.canvas._scene_canvas.set_current()
+        renderer = str(gl.glGetParameter(gl.GL_RENDERER)).lower()
+    except Exception:
+        return False
+    return any(k in renderer for k in SOFTWARE_GL)
+
+
 def _fmt_duration(seconds: float) -> str:
     if not math.isfinite(seconds) or seconds < 0:
         return "–"
@@ -600,6 +642,12 @@ class TrainingWidget(QWidget):
     #: one, at least 1), 0 keeps torch's default, n > 0 uses n. See benchmarks/gui_stall.py.
     torch_threads: int | None = None  # None: leave a core for the GUI; 0: torch's default
 
+    #: Show the run in napari's activity dock too (progress bar with Cancel). None (auto):
+    #: yes, unless napari's canvas renders with software OpenGL: napari animates a 33 Hz
+    #: spinner while a bar is open, and each frame makes Qt composite the window in software
+    #: (about 80 % of a core, training 3x slower, GUI stalls; benchmarks/gui_stall.py).
+    napari_progress: bool | None = None
+
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
@@ -622,9 +670,12 @@ class TrainingWidget(QWidget):
         self._resume_target: Path | None = None
         self._final_status = ""
         self._device = ""
+        self._software_gl: bool | None = None
         #: True once torch is imported and warmed up in the background (devices listed).
         self.warmed_up = False
         self._build()
+        self.hub = hub_for(napari_viewer)  # the project shared with the other widgets
+        self.hub.subscribe(self._on_hub)
         self._timer = QTimer(self)
         self._timer.setInterval(REFRESH_MS)
         self._timer.timeout.connect(self._refresh)
@@ -632,6 +683,8 @@ class TrainingWidget(QWidget):
         events = self.viewer.layers.events
         events.inserted.connect(self._sync_layers)
         events.removed.connect(self._sync_layers)
+        if self.hub.project is not None:
+            self.set_project(self.hub.project, publish=False)
         self._sync_layers()
         app = QApplication.instance()
         if app is not None:
@@ -641,16 +694,26 @@ class TrainingWidget(QWidget):
     # -- building ----------------------------------------------------------------------
 
     def _build(self) -> None:
+        # Settings scroll above; progress and models below, always in view (a splitter).
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.setChildrenCollapsible(False)
+        outer.addWidget(self.splitter)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         body = QWidget()
         scroll.setWidget(body)
-        outer.addWidget(scroll)
+        self.splitter.addWidget(scroll)
         lay = QVBoxLayout(body)
         lay.setContentsMargins(4, 4, 4, 4)
+        bottom = QWidget()
+        low = QVBoxLayout(bottom)
+        low.setContentsMargins(4, 0, 4, 4)
+        self.splitter.addWidget(bottom)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self._scroll, self._body = scroll, body
 
         # Data: project, slides, prior
         data = QGroupBox("Data")
@@ -664,7 +727,7 @@ class TrainingWidget(QWidget):
         g.addWidget(self.project_label, 0, 1)
         g.addWidget(self.project_btn, 0, 2)
         self.slide_list = QListWidget()
-        self.slide_list.setMaximumHeight(90)
+        self.slide_list.setMaximumHeight(62)
         self.slide_list.setToolTip(
             "Slides to train on: the project's, and slide layers open in the viewer.\n"
             "Double-click a slide to choose its low-resolution labels CSV."
@@ -731,9 +794,7 @@ class TrainingWidget(QWidget):
         self.lr_edit.setToolTip("RMSprop learning rate; the paper: 1e-5 intra, 1e-3 intra+inter")
         self.schedule_combo = QComboBox()
         self.schedule_combo.addItems(LR_SCHEDULES)
-        self.schedule_combo.setToolTip(
-            "cosine: decay to LR/20 (napari-lsr's default: less seed noise); constant: the paper"
-        )
+        self.schedule_combo.setToolTip("constant: the paper; cosine: decay to LR/20")
         self.ema_spin = QDoubleSpinBox()
         self.ema_spin.setRange(0.0, 0.9999)
         self.ema_spin.setDecimals(4)
@@ -764,7 +825,7 @@ class TrainingWidget(QWidget):
         self.width_spin = _spin(1, 256, d["width"], "U-Net width (channels at the top level)")
         self.mpp_spin = QDoubleSpinBox()
         self.mpp_spin.setRange(0.0, 100.0)
-        self.mpp_spin.setDecimals(3)
+        self.mpp_spin.setDecimals(2)
         self.mpp_spin.setValue(DEFAULT_TRAIN_MPP)
         self.mpp_spin.setSuffix(" µm/px")
         self.mpp_spin.setToolTip("training resolution (paper: about 4.2 µm/px); 0: from block px")
@@ -773,11 +834,15 @@ class TrainingWidget(QWidget):
         self.augment_check = QCheckBox("augment")
         self.augment_check.setChecked(d["augment"])
         self.augment_check.setToolTip("random flips, rotations and stain jitter")
-        self.paper_btn = QPushButton("Paper settings")
-        self.paper_btn.setToolTip(
-            "the paper's settings for this loss: its LR, batch layout, constant LR, no EMA"
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItems(list(PRESETS))
+        self.preset_combo.setToolTip(
+            "fill LR, schedule, EMA and batch layout: the paper's settings for the loss "
+            "(1e-5 intra, 1e-3 inter/intra+inter), or napari-lsr's from its benchmarks "
+            f"({CLI_DEFAULT_LR:g} for every loss: 1e-5 barely moves a network in hundreds "
+            "of steps)"
         )
-        self.paper_btn.clicked.connect(self.apply_paper_settings)
+        self.preset_combo.activated.connect(self._on_preset)
         rows = [
             ("Steps", self.steps_spin, "LR", self.lr_edit),
             ("Schedule", self.schedule_combo, "EMA", self.ema_spin),
@@ -793,7 +858,7 @@ class TrainingWidget(QWidget):
             g.addWidget(QLabel(lb), i, 2)
             g.addWidget(wb, i, 3)
         g.addWidget(self.augment_check, len(rows) + 1, 1)
-        g.addWidget(self.paper_btn, len(rows) + 1, 2, 1, 2)
+        g.addWidget(self.preset_combo, len(rows) + 1, 2, 1, 2)
         g.setColumnStretch(1, 1)
         g.setColumnStretch(3, 1)
         lay.addWidget(hyper)
@@ -802,6 +867,7 @@ class TrainingWidget(QWidget):
         run = QGroupBox("Run")
         g = QGridLayout(run)
         self.device_combo = QComboBox()
+        self.device_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.device_combo.addItems(["auto", "cpu"])
         self.device_combo.setToolTip("auto: CUDA, then MPS, then CPU; only devices found here")
         self.name_edit = QLineEdit()
@@ -816,7 +882,7 @@ class TrainingWidget(QWidget):
         self.cancel_btn.clicked.connect(self.cancel)
         self.resume_btn = QPushButton("Resume")
         self.resume_btn.setToolTip("continue the selected (or last cancelled) run")
-        self.resume_btn.clicked.connect(lambda: self.resume())
+        self.resume_btn.clicked.connect(self._on_resume_clicked)
         g.addWidget(QLabel("Device"), 0, 0)
         g.addWidget(self.device_combo, 0, 1)
         g.addWidget(QLabel("Name"), 0, 2)
@@ -827,7 +893,7 @@ class TrainingWidget(QWidget):
             buttons.addWidget(b)
         g.addLayout(buttons, 2, 0, 1, 4)
         g.setColumnStretch(3, 1)
-        lay.addWidget(run)
+        low.addWidget(run)
 
         # Progress
         prog = QGroupBox("Progress")
@@ -840,8 +906,13 @@ class TrainingWidget(QWidget):
             w.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             v.addWidget(w)
         self.curve = LossCurve()
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setTextVisible(True)
+        v.insertWidget(1, self.progress_bar)
         v.addWidget(self.curve, 1)
-        lay.addWidget(prog, 1)
+        low.addWidget(prog, 1)
 
         # Models
         models = QGroupBox("Models")
@@ -849,11 +920,15 @@ class TrainingWidget(QWidget):
         self.models_tree = QTreeWidget()
         self.models_tree.setHeaderLabels(["name", "loss", "distance", "steps", "final", "status"])
         self.models_tree.setRootIsDecorated(False)
-        self.models_tree.setMaximumHeight(110)
+        self.models_tree.setMaximumHeight(96)
         self.models_tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.models_tree.itemSelectionChanged.connect(self._update_buttons)
         v.addWidget(self.models_tree)
-        lay.addWidget(models)
+        low.addWidget(models)
+        lay.addStretch(1)
+        scroll.setMinimumHeight(160)
+        self.splitter.setSizes([450, 550])  # proportions: settings above get 45 % at first
+        self._on_distance_changed()
         self._update_buttons()
 
     def _start_device_probe(self) -> Any:
@@ -862,8 +937,6 @@ class TrainingWidget(QWidget):
 
         worker = FunctionWorker(_warm_up)
         worker.returned.connect(self._set_devices)
-        worker.finished.connect(_gc_unfreeze)
-        _gc_freeze()
         worker.start()
         return worker
 
@@ -878,8 +951,11 @@ class TrainingWidget(QWidget):
 
     # -- project, slides and prior -----------------------------------------------------------
 
-    def set_project(self, folder: str | os.PathLike | Project | None) -> None:
-        """Use a project: its slides, prior, training resolution and models folder."""
+    def set_project(self, folder: str | os.PathLike | Project | None, publish: bool = True) -> None:
+        """Use a project: its slides, prior, training resolution and models folder.
+
+        With ``publish`` the other napari-lsr widgets of the viewer switch to it too.
+        """
         from ..project import Project
 
         if folder is None:
@@ -887,6 +963,8 @@ class TrainingWidget(QWidget):
         else:
             self.project = folder if isinstance(folder, Project) else Project.open(folder)
         p = self.project
+        if publish and p is not None and self.hub.project is not p:
+            self.hub.set_project(p)
         self.project_label.setText(str(p.folder) if p else "no project")
         self.project_label.setToolTip(str(p.folder) if p else "")
         for i in reversed(range(self.slide_list.count())):
@@ -894,9 +972,8 @@ class TrainingWidget(QWidget):
                 self.slide_list.takeItem(i)
         if p is not None:
             for entry in p.slides:
-                self._add_source(
-                    SlideSource(entry.path, entry.labels, entry.mpp, "project"), checked=True
-                )
+                source = SlideSource(entry.path, entry.labels, entry.mpp, "project")
+                self._add_source(source, checked=True, replace=True)
             training = p.config.get("training", {})
             if training.get("mpp"):
                 self.mpp_spin.setValue(float(training["mpp"]))
@@ -905,6 +982,10 @@ class TrainingWidget(QWidget):
             self.set_models_dir(p.models_dir)
         self._sync_layers()
         self._fill_priors()
+
+    def _on_hub(self, kind: str) -> None:
+        if kind == "project" and self.hub.project is not self.project and not self.is_running:
+            self.set_project(self.hub.project, publish=False)
 
     def set_models_dir(self, folder: str | os.PathLike) -> None:
         """Where models are written (a project's ``models/``; the block cache goes beside)."""
@@ -929,9 +1010,13 @@ class TrainingWidget(QWidget):
         where = "project" if s.origin == "project" else "layer"
         return f"{Path(s.slide).stem}  ({where}; {labels})"
 
-    def _add_source(self, source: SlideSource, checked: bool) -> None:
+    def _add_source(self, source: SlideSource, checked: bool, replace: bool = False) -> None:
         for i in range(self.slide_list.count()):
-            if self._source(self.slide_list.item(i)).key == source.key:
+            item = self.slide_list.item(i)
+            if self._source(item).key == source.key:
+                if replace:  # a project's entry wins over the same slide's layer
+                    item.setData(Qt.ItemDataRole.UserRole, source)
+                    item.setText(self._item_text(source))
                 return
         item = QListWidgetItem(self._item_text(source))
         item.setData(Qt.ItemDataRole.UserRole, source)
@@ -970,8 +1055,8 @@ class TrainingWidget(QWidget):
         if self.project is None:
             for p in paths:
                 if (p.parent / "project.toml").is_file():
-                    try:
-                        self.set_project(p.parent)
+                    try:  # tell the other widgets only if they have no project yet
+                        self.set_project(p.parent, publish=self.hub.project is None)
                     except Exception:
                         continue
                     return  # set_project calls back here
@@ -1106,7 +1191,8 @@ class TrainingWidget(QWidget):
 
     def _on_loss_changed(self, *_: Any) -> None:
         loss = self.loss_combo.currentText()
-        self.lr_edit.setText(f"{PAPER_LR[loss]:g}")
+        preset = PRESETS[self.preset_combo.currentText()]
+        self.lr_edit.setText(f"{preset['lr'][loss]:g}")
         self.batch_stack.setCurrentIndex(0 if loss == "intra" else 1)
         self._suggest_name()
 
@@ -1114,15 +1200,20 @@ class TrainingWidget(QWidget):
         self.distance_hint.setVisible(self.distance_combo.currentText() == "paper")
         self._suggest_name()
 
-    def apply_paper_settings(self) -> None:
-        """The paper's settings for the chosen loss (Sec. 3.3): LR, batch layout, constant LR."""
-        loss = self.loss_combo.currentText()
-        self.lr_edit.setText(f"{PAPER_LR[loss]:g}")
-        self.batch_spin.setValue(30)
-        self.groups_spin.setValue(2)
-        self.group_size_spin.setValue(15)
-        self.schedule_combo.setCurrentText("constant")
-        self.ema_spin.setValue(0.0)
+    def _on_preset(self, *_: Any) -> None:
+        self.apply_preset()
+
+    def apply_preset(self, name: str | None = None) -> None:
+        """Fill LR, schedule, EMA and batch layout from a preset (default: the selected one)."""
+        if name is not None:
+            self.preset_combo.setCurrentText(name)
+        preset = PRESETS[self.preset_combo.currentText()]
+        self.lr_edit.setText(f"{preset['lr'][self.loss_combo.currentText()]:g}")
+        self.schedule_combo.setCurrentText(preset["lr_schedule"])
+        self.ema_spin.setValue(preset["ema"])
+        self.batch_spin.setValue(preset["batch_size"])
+        self.groups_spin.setValue(preset["groups"])
+        self.group_size_spin.setValue(preset["group_size"])
 
     def _on_name_edited(self, text: str) -> None:
         self._name_edited = bool(text.strip())
@@ -1247,6 +1338,9 @@ class TrainingWidget(QWidget):
         self._launch(plan, f"resuming {path.stem}")
         return True
 
+    def _on_resume_clicked(self, *_: Any) -> None:
+        self.resume()
+
     def _resume_candidate(self) -> Path | None:
         items = self.models_tree.selectedItems()
         if items:
@@ -1273,9 +1367,12 @@ class TrainingWidget(QWidget):
         self._set_status(f"{what}: starting")
         self.destroyed.connect(lambda *_: handle.stop())  # not a method: self is gone then
         self._register_task(what, handle)
-        # Made here, not in a slot: napari calls processEvents() when it adds a bar.
-        self._pbar = _TrainProgress(total=100, cancel_callback=self.cancel)
-        self._pbar.set_description(f"napari-lsr: {what}")
+        self.progress_bar.setRange(0, 100)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("%p%")
+        if self._use_napari_progress():  # made here, not in a slot: napari processes events
+            self._pbar = _TrainProgress(total=100, cancel_callback=self.cancel)
+            self._pbar.set_description(f"napari-lsr: {what}")
         self._update_buttons()
         self._timer.start()
         _gc_freeze()
@@ -1318,6 +1415,12 @@ class TrainingWidget(QWidget):
     def _stop_for_exit(self) -> None:
         if self._handle is not None:
             self._handle.stop()
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+        # As wide as the settings need, measured once napari's style sheet applies.
+        bar = self._scroll.verticalScrollBar().sizeHint().width()
+        self._scroll.setMinimumWidth(self._body.minimumSizeHint().width() + bar + 2)
+        super().showEvent(event)
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
         self._stop_for_exit()
@@ -1363,10 +1466,28 @@ class TrainingWidget(QWidget):
                 self._dirty = True
         self.run_event.emit(ev)
 
-    def _progress_to(self, n: int, total: int | None = None, desc: str | None = None) -> None:
-        """Move napari's progress bar (one per run, made in ``_launch``)."""
+    def _use_napari_progress(self) -> bool:
+        if self.napari_progress is not None:
+            return self.napari_progress
+        if self._software_gl is None:
+            self._software_gl = _software_opengl(self.viewer)
+        return not self._software_gl
+
+    def _progress_to(
+        self,
+        n: int,
+        total: int | None = None,
+        desc: str | None = None,
+        napari_too: bool = True,
+    ) -> None:
+        """Move the widget's progress bar and napari's (one per run, made in ``_launch``)."""
+        bar = self.progress_bar
+        if total is not None:
+            bar.setRange(0, max(1, total))
+            bar.setFormat("%v / %m steps")
+        bar.setValue(min(n, bar.maximum()))
         pbar = self._pbar
-        if pbar is None:
+        if pbar is None or not napari_too:
             return
         if total is not None and total != pbar.total:
             pbar.total = total
@@ -1392,10 +1513,10 @@ class TrainingWidget(QWidget):
             f"elapsed {_fmt_duration(time.perf_counter() - self._t0)} · {ev.device}"
         )
         now = time.perf_counter()
-        if self._pbar is not None and ev.step > self._pbar.n:
-            if now - self._pbar_updated >= PBAR_MS / 1000 or not self.is_running:
-                self._pbar_updated = now
-                self._progress_to(ev.step)
+        napari_too = now - self._pbar_updated >= PBAR_MS / 1000 or not self.is_running
+        if napari_too:
+            self._pbar_updated = now
+        self._progress_to(ev.step, napari_too=napari_too)
         if now - self._curve_drawn >= CURVE_MS / 1000 or not self.is_running:
             self._curve_drawn = now
             self.curve.update()
@@ -1437,6 +1558,7 @@ class TrainingWidget(QWidget):
         running = self.is_running
         cancelling = running and self._handle is not None and self._handle.cancel.is_set()
         self.train_btn.setEnabled(not running)
+        self.project_btn.setEnabled(not running)
         self.cancel_btn.setEnabled(running and not cancelling)
         can_resume = False
         if not running:
