@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from .formats import LowResLabels
-from .slide import Slide
+from .slide import Slide, shared_slide
 
 TISSUE_MIN_SATURATION = 0.07
 TISSUE_MAX_BRIGHTNESS = 220.0
@@ -151,11 +151,11 @@ def _extract_task(
     """Read blocks into rows of the memory map; return their tissue fractions."""
     out = np.load(out_path, mmap_mode="r+")
     fracs = np.empty(len(rows), np.float32)
-    with Slide(slide_path, mpp=slide_mpp) as slide:
-        for k, (row, (x, y, w, h)) in enumerate(zip(rows, boxes)):
-            img = slide.read_region(int(x), int(y), int(w), int(h), size=(block_size, block_size))
-            out[row] = img
-            fracs[k] = tissue_fraction(img)
+    slide = shared_slide(slide_path, slide_mpp)
+    for k, (row, (x, y, w, h)) in enumerate(zip(rows, boxes)):
+        img = slide.read_region(int(x), int(y), int(w), int(h), size=(block_size, block_size))
+        out[row] = img
+        fracs[k] = tissue_fraction(img)
     out.flush()
     del out
     return fracs

@@ -28,7 +28,7 @@ import numpy as np
 
 from .blocks import tissue_mask
 from .formats import write_prediction
-from .slide import Slide
+from .slide import Slide, shared_slide
 
 DEFAULT_TILE = 512
 #: Thumbnail pixels per output tile side used to find background tiles.
@@ -38,7 +38,6 @@ Progress = Callable[[str, float], None]
 
 _MODEL_CACHE: dict[tuple[str, int, str], Any] = {}
 _MODEL_LOCK = threading.Lock()
-_SLIDE_CACHE: dict[tuple[str, float | None], Slide] = {}
 
 
 class InferenceError(ValueError):
@@ -54,15 +53,6 @@ def _cached_model(path: str, device: str) -> Any:
         if key not in _MODEL_CACHE:
             _MODEL_CACHE[key] = load_model(path, device)[0]
         return _MODEL_CACHE[key]
-
-
-def _cached_slide(path: str, mpp: float | None) -> Slide:
-    key = (path, mpp)
-    with _MODEL_LOCK:
-        s = _SLIDE_CACHE.get(key)
-        if s is None or s.closed:
-            s = _SLIDE_CACHE[key] = Slide(path, mpp=mpp)
-        return s
 
 
 def output_geometry(slide: Slide, model_mpp: float) -> tuple[float, int, int]:
@@ -100,7 +90,7 @@ def predict_chunk(
     if not todo:
         return out
     model = _cached_model(model_path, device)
-    slide = _cached_slide(slide_path, slide_mpp)
+    slide = shared_slide(slide_path, slide_mpp)
     size = tile + 2 * margin
     batch = np.empty((len(todo), size, size, 3), np.uint8)
     for i, k in enumerate(todo):
@@ -239,7 +229,7 @@ def predict_slide(
                         act,
                     )
                 )
-        _run(tasks, scheduler, progress)
+        _run(tasks, scheduler, progress, cpu=dev == "cpu")
         meta = {
             "slide": slide_info["path"],
             "slide_width": slide_info["width"],
@@ -282,7 +272,7 @@ def _store_chunk(zpath: str, *args: Any) -> int:
     return int(out.size)
 
 
-def _run(tasks: list, scheduler: str | None, progress: Progress | None) -> None:
+def _run(tasks: list, scheduler: str | None, progress: Progress | None, cpu: bool = True) -> None:
     """Run the chunk tasks on local threads or on a distributed cluster, with progress."""
     import dask
 
@@ -315,8 +305,19 @@ def _run(tasks: list, scheduler: str | None, progress: Progress | None) -> None:
             done[0] += 1
             progress("tiles", min(1.0, done[0] / n))
 
-    with Callback(posttask=posttask):
-        dask.compute(*tasks, scheduler="threads")
+    import torch
+
+    # On the CPU, tiles run side by side on every core with one torch thread each: the small
+    # convolutions of a tile scale poorly inside torch, but tiles are independent.
+    threads = torch.get_num_threads()
+    workers = os.cpu_count() or 1
+    if cpu:
+        torch.set_num_threads(1)
+    try:
+        with Callback(posttask=posttask):
+            dask.compute(*tasks, scheduler="threads", num_workers=workers)
+    finally:
+        torch.set_num_threads(threads)
     if progress:
         progress("tiles", 1.0)
 

@@ -173,8 +173,9 @@ def _as_blocks(prob: torch.Tensor) -> torch.Tensor:
     if prob.ndim != 3:
         raise ValueError(f"prob must have shape (B, H, W) or (B, 1, H, W), got {tuple(prob.shape)}")
     if prob.shape[0] == 0 or prob.shape[1] * prob.shape[2] == 0:
-        raise ValueError(f"prob must hold at least one block of at least one pixel, got "
-                         f"{tuple(prob.shape)}")
+        raise ValueError(
+            f"prob must hold at least one block of at least one pixel, got {tuple(prob.shape)}"
+        )
     return prob.reshape(prob.shape[0], -1)
 
 
@@ -196,9 +197,7 @@ def block_stats(
     return _flat_block_stats(_as_blocks(prob), pixel_variance)
 
 
-def _flat_block_stats(
-    flat: torch.Tensor, pixel_variance: str
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _flat_block_stats(flat: torch.Tensor, pixel_variance: str) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`block_stats` on already validated probabilities of shape (B, n_pixels)."""
     mu_k = flat.mean(dim=1)
     var_k = (flat * (1.0 - flat)).mean(dim=1)
@@ -213,8 +212,9 @@ def _check_index(name: str, index: torch.Tensor, n_blocks: int) -> None:
     if index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor, got dtype {index.dtype}")
     if index.ndim != 1 or index.shape[0] != n_blocks:
-        raise ValueError(f"{name} must have shape ({n_blocks},) (one entry per block), got "
-                         f"{tuple(index.shape)}")
+        raise ValueError(
+            f"{name} must have shape ({n_blocks},) (one entry per block), got {tuple(index.shape)}"
+        )
 
 
 def group_index(
@@ -277,7 +277,7 @@ def group_stats(
     if n_groups is None:
         n_groups = int(inverse.max().item()) + 1
     # One-hot membership (G, B): sums by matrix product, deterministic on every device.
-    member = (inverse.unsqueeze(0) == torch.arange(n_groups, device=mu_k.device).unsqueeze(1))
+    member = inverse.unsqueeze(0) == torch.arange(n_groups, device=mu_k.device).unsqueeze(1)
     member = member.to(mu_k.dtype)
     counts = member.sum(dim=1).clamp_min(1.0)
     mu = (member @ mu_k) / counts
@@ -296,16 +296,19 @@ def _as_prior(name: str, values: torch.Tensor, like: torch.Tensor) -> torch.Tens
     if not isinstance(values, torch.Tensor):
         values = torch.as_tensor(values)
     if values.ndim != 1 or values.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (n_bins,) with n_bins >= 1, got "
-                         f"{tuple(values.shape)}")
+        raise ValueError(
+            f"{name} must have shape (n_bins,) with n_bins >= 1, got {tuple(values.shape)}"
+        )
     if not values.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {values.dtype}")
     values = values.to(device=like.device, dtype=like.dtype)
     finite = torch.isfinite(values).all()
     low, high = values.min(), values.max()
     if not bool(finite) or bool(low < 0) or bool(high > 1):
-        raise ValueError(f"{name} must hold finite fractions in [0, 1] (not percent); got values "
-                         f"in [{float(low):g}, {float(high):g}]")
+        raise ValueError(
+            f"{name} must hold finite fractions in [0, 1] (not percent); got values "
+            f"in [{float(low):g}, {float(high):g}]"
+        )
     return values
 
 
@@ -354,13 +357,17 @@ def lsr_loss(
     eta_t = _as_prior("eta", eta, flat)
     rho_t = _as_prior("rho", rho, flat)
     if eta_t.shape != rho_t.shape:
-        raise ValueError(f"eta and rho must have the same shape, got {tuple(eta_t.shape)} and "
-                         f"{tuple(rho_t.shape)}")
+        raise ValueError(
+            f"eta and rho must have the same shape, got {tuple(eta_t.shape)} and "
+            f"{tuple(rho_t.shape)}"
+        )
     n_bins = eta_t.shape[0]
     z = z.to(flat.device).long()
     if bool((z < 0).any()) or bool((z >= n_bins).any()):
-        raise ValueError(f"z must lie in [0, {n_bins - 1}] (n_bins = len(eta) = {n_bins}); got "
-                         f"values in [{int(z.min())}, {int(z.max())}]")
+        raise ValueError(
+            f"z must lie in [0, {n_bins - 1}] (n_bins = len(eta) = {n_bins}); got "
+            f"values in [{int(z.min())}, {int(z.max())}]"
+        )
     if groups is not None:
         _check_index("groups", groups, n_blocks)
 

@@ -430,6 +430,26 @@ def is_slide_file(path: str | os.PathLike) -> bool:
     return _detect_openslide(Path(path)) is not None
 
 
+_SHARED: dict[tuple[str, float | None], tuple[int, Slide]] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_slide(path: str | os.PathLike, mpp: float | None = None) -> Slide:
+    """A process-wide open handle per slide file, for workers that read many regions.
+
+    Threads of a Dask worker (or of the local scheduler) share one handle, so OpenSlide's
+    tile cache serves neighbouring regions. A file changed on disk is reopened. Do not close
+    the returned slide.
+    """
+    key = (str(Path(path).resolve()), mpp)
+    mtime = os.stat(key[0]).st_mtime_ns
+    with _SHARED_LOCK:
+        hit = _SHARED.get(key)
+        if hit is None or hit[0] != mtime or hit[1].closed:
+            _SHARED[key] = (mtime, Slide(key[0], mpp=mpp))
+        return _SHARED[key][1]
+
+
 def open_slide(path: str | os.PathLike, mpp: float | None = None) -> Slide:
     """Open a slide (any OpenSlide format, or a plain image as a one-level slide)."""
     return Slide(path, mpp=mpp)

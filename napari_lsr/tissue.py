@@ -129,8 +129,9 @@ def _noise_pts(key: int, x: np.ndarray, y: np.ndarray, scale: float) -> np.ndarr
     return _lerp(a0, a1, sy)
 
 
-def _tile(rng: np.random.Generator, size: int, mpp: float,
-          *scales: tuple[float, float, float]) -> np.ndarray:
+def _tile(
+    rng: np.random.Generator, size: int, mpp: float, *scales: tuple[float, float, float]
+) -> np.ndarray:
     """A periodic (size x size px) Gaussian texture, zero mean, unit std, float32.
 
     Each ``(l_par, l_perp, theta)`` is an anisotropic Gaussian filter with correlation lengths
@@ -205,8 +206,14 @@ class TissueModel:
     target share of the tissue area inside the tumour mask.
     """
 
-    def __init__(self, width: int, height: int, mpp: float = 1.0, seed: int = 0,
-                 tumour_fraction: float = 0.25) -> None:
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        mpp: float = 1.0,
+        seed: int = 0,
+        tumour_fraction: float = 0.25,
+    ) -> None:
         if int(width) < 1 or int(height) < 1:
             raise ValueError(f"slide size must be positive, got {width} x {height}")
         if not mpp > 0:
@@ -226,12 +233,28 @@ class TissueModel:
     def _key(self, salt: int) -> int:
         return _splitmix((self.seed & _U64) ^ _splitmix(salt))
 
-    def _fbm(self, salt: int, x: np.ndarray, y: np.ndarray, scale: float, octaves: int,
-             grid: bool, gain: float = 0.5) -> np.ndarray:
+    def _fbm(
+        self,
+        salt: int,
+        x: np.ndarray,
+        y: np.ndarray,
+        scale: float,
+        octaves: int,
+        grid: bool,
+        gain: float = 0.5,
+    ) -> np.ndarray:
         return self._fbm_parts(salt, x, y, scale, octaves, grid, gain)[-1]
 
-    def _fbm_parts(self, salt: int, x: np.ndarray, y: np.ndarray, scale: float, octaves: int,
-                   grid: bool, gain: float = 0.5) -> list[np.ndarray]:
+    def _fbm_parts(
+        self,
+        salt: int,
+        x: np.ndarray,
+        y: np.ndarray,
+        scale: float,
+        octaves: int,
+        grid: bool,
+        gain: float = 0.5,
+    ) -> list[np.ndarray]:
         """Fractal value noise, normalised after each octave: [1 octave, 2 octaves, ...]."""
         noise = _noise_grid if grid else _noise_pts
         total, amp, norm, parts = None, 1.0, 0.0, []
@@ -251,8 +274,9 @@ class TissueModel:
         edge = (u2 * u2)[None, :] + (v2 * v2)[:, None] if grid else u2 * u2 + v2 * v2
         return n - np.float32(0.35) * edge
 
-    def _nest_field(self, x: np.ndarray, y: np.ndarray, grid: bool,
-                    low: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def _nest_field(
+        self, x: np.ndarray, y: np.ndarray, grid: bool, low: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Tumour nest field (tumour where > t_nest); with ``low``, also the field less its
         two finest octaves, which differ from it by at most NEST_FINE_AMP."""
         parts = self._fbm_parts(2, x, y, 380.0, NEST_OCTAVES, grid, gain=NEST_GAIN)
@@ -377,8 +401,9 @@ class TissueModel:
                 d1 = np.where(closer, d, d1)
         return f1
 
-    def _worley_grid(self, xs: np.ndarray, ys: np.ndarray,
-                     membrane: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def _worley_grid(
+        self, xs: np.ndarray, ys: np.ndarray, membrane: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """:meth:`_worley` on the grid ys x xs, plus (with ``membrane``) the distance in um
         to the cell wall, (d2 - d1) / 2 of the two nearest seeds. A band of rows sharing a
         cell row at a time: 1-D seed look-ups instead of 2-D gathers."""
@@ -397,7 +422,7 @@ class TissueModel:
         bounds = [0, *(np.flatnonzero(np.diff(cy)) + 1).tolist(), h]
         for r0, r1 in zip(bounds[:-1], bounds[1:], strict=True):
             row0 = int(cy[r0] - gy[0])
-            if not flags[row0 - 1:row0 + 2].any():
+            if not flags[row0 - 1 : row0 + 2].any():
                 continue
             yb = y32[r0:r1, None]
             d1 = np.full((r1 - r0, w), np.inf, f32)
@@ -419,8 +444,9 @@ class TissueModel:
                 wall[r0:r1] = f32(0.5) * (np.sqrt(d2) - np.sqrt(d1))
         return isfat, wall
 
-    def _classes(self, xs: np.ndarray, ys: np.ndarray,
-                 membrane: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _classes(
+        self, xs: np.ndarray, ys: np.ndarray, membrane: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Class map (uint8) on the grid ys x xs (um), the tissue mask and (with ``membrane``,
         where there is fat) the distance to the adipocyte walls."""
         tissue = self._tissue_field(xs, ys, True) > self.t_tissue
@@ -452,14 +478,14 @@ class TissueModel:
         out = np.zeros((ny, nx), np.uint8 if what == "class" else bool)
         rows = max(1, (1 << 20) // nx)
         for r0 in range(0, ny, rows):
-            ys = ys_all[r0:r0 + rows]
+            ys = ys_all[r0 : r0 + rows]
             if what == "class":
-                out[r0:r0 + rows] = self._classes(xs, ys)[0]
+                out[r0 : r0 + rows] = self._classes(xs, ys)[0]
                 continue
             t = self._tissue_field(xs, ys, True) > self.t_tissue
             if what == "tumour":
                 t &= self._nest_field(xs, ys, True) > self.t_nest
-            out[r0:r0 + rows] = t
+            out[r0 : r0 + rows] = t
         return out
 
     # ------------------------------------------------------------------ public masks
@@ -502,8 +528,8 @@ class TissueModel:
             for bx in range(0, w, BLOCK):
                 bw, bh = min(BLOCK, w - bx), min(BLOCK, h - by)
                 c, m = self._render(x + bx, y + by, bw, bh)
-                rgb[by:by + bh, bx:bx + bw] = c
-                mask[by:by + bh, bx:bx + bw] = m
+                rgb[by : by + bh, bx : bx + bw] = c
+                mask[by : by + bh, bx : bx + bw] = m
         return rgb, mask
 
     def _render(self, x0: int, y0: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
@@ -560,8 +586,7 @@ class TissueModel:
         idx = np.clip(od * f32(1024.0) + f32(0.5), 0, self._lut.size - 1).astype(np.int32)
         return self._lut[idx], tumour
 
-    def _fibre(self, xs: np.ndarray, ys: np.ndarray, px: np.ndarray,
-               py: np.ndarray) -> np.ndarray:
+    def _fibre(self, xs: np.ndarray, ys: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
         """Oriented collagen texture (zero mean, about unit std) on the block grid.
 
         N_ORIENT periodic textures streaked at k * 180 / N_ORIENT degrees, cross-faded by the
@@ -590,8 +615,9 @@ class TissueModel:
         return a / n, b / n
 
     # ------------------------------------------------------------------ nuclei
-    def _candidates(self, pop: _Pop, lo: tuple[float, float],
-                    hi: tuple[float, float]) -> dict[str, np.ndarray]:
+    def _candidates(
+        self, pop: _Pop, lo: tuple[float, float], hi: tuple[float, float]
+    ) -> dict[str, np.ndarray]:
         """Candidate nuclei of the cells covering [lo, hi] (um), in row-major cell order."""
         c = pop.cell
         gx = np.arange(int(np.floor(lo[0] / c)), int(np.floor(hi[0] / c)) + 1)
@@ -622,8 +648,9 @@ class TissueModel:
         out["h"] = pop.h_lo + (pop.h_hi - pop.h_lo) * u(12)
         return out
 
-    def _nuclei(self, x0: int, y0: int, w: int, h: int, xs: np.ndarray,
-                ys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _nuclei(
+        self, x0: int, y0: int, w: int, h: int, xs: np.ndarray, ys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Nuclear coverage, haematoxylin density and its chromatin-textured share (float32,
         h x w) of the block."""
         cov = np.zeros(h * w, np.float64)
@@ -671,8 +698,18 @@ class TissueModel:
             isfat &= p.tissue & ~p.tumour & ~p.near_tumour & ~p.lymph
         return {key: v[~isfat] for key, v in sel.items()}
 
-    def _splat(self, pop: _Pop, nuc: dict[str, np.ndarray], x0: int, y0: int, w: int, h: int,
-               cov: np.ndarray, hn: np.ndarray, tn: np.ndarray) -> None:
+    def _splat(
+        self,
+        pop: _Pop,
+        nuc: dict[str, np.ndarray],
+        x0: int,
+        y0: int,
+        w: int,
+        h: int,
+        cov: np.ndarray,
+        hn: np.ndarray,
+        tn: np.ndarray,
+    ) -> None:
         """Add the nuclei's soft elliptical, wobbly-contoured footprints to the block.
 
         Sums run in the nuclei's global (row-major cell) order, so every block that holds a
@@ -699,8 +736,13 @@ class TissueModel:
         inv = f32(1) / np.maximum(r, f32(1e-6))
         c, s = un * inv, vn * inv
         cc, ss = c * c, s * s
-        rb = (f32(1) + p["c2"] * (cc - ss) + p["s2"] * (f32(2) * c * s)
-              + p["c3"] * c * (f32(4) * cc - f32(3)) + p["s3"] * s * (f32(3) - f32(4) * ss))
+        rb = (
+            f32(1)
+            + p["c2"] * (cc - ss)
+            + p["s2"] * (f32(2) * c * s)
+            + p["c3"] * c * (f32(4) * cc - f32(3))
+            + p["s3"] * s * (f32(3) - f32(4) * ss)
+        )
         soft = f32(max(0.45, 0.7 * mpp))
         edge = np.clip((rb - r) * (p["b"] / soft) + f32(0.5), f32(0), f32(1))
         q = r / rb

@@ -280,3 +280,28 @@ def test_project_is_shared_with_the_other_widgets(make_napari_viewer, project_co
     assert w.project is other  # and when it changes
     w.set_project(project_copy.folder)  # opened here: the others follow
     assert hub.project is w.project
+
+
+def test_cancel_is_honoured_at_the_next_step(project_copy) -> None:
+    """The worker's generator stops at the step after cancel, with a checkpoint and card."""
+    from napari_lsr.training import TrainConfig
+
+    entry = project_copy.slides[0]
+    plan = tw.RunPlan(
+        out=project_copy.models_dir / "c.pt",
+        cache_dir=project_copy.cache_dir,
+        config=TrainConfig(depth=2, width=4, group_size=4, steps=1000, checkpoint_every=0),
+        sources=[tw.SlideSource(entry.path, entry.labels)],
+        prior=project_copy.prior(),
+        mpp=4.0,
+        block_size=32,
+    )
+    cancel = threading.Event()
+    events = []
+    for ev in tw.run_training(plan, cancel):
+        events.append(ev)
+        if getattr(ev, "kind", "") == "step" and ev.step == 3:
+            cancel.set()
+    assert events[-1].kind == "cancelled" and events[-1].step == 3
+    card = json.loads(plan.out.with_suffix(".json").read_text())
+    assert card["status"] == "cancelled" and card["steps"] == 3

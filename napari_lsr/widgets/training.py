@@ -115,8 +115,6 @@ STOP_TIMEOUT_S = 30.0
 #: canvas: about 25 ms of CPU with software OpenGL (Xvfb, llvmpipe), 40-80 ms of waiting
 #: when training keeps the CPUs busy; so once a second (see benchmarks/gui_stall.py).
 REFRESH_MS = 1000
-CURVE_MS = 1000
-PBAR_MS = 1000
 #: Where a slide layer's labels CSV is looked for beside the slide, ``{stem}`` replaced.
 LABEL_CANDIDATES = ("{stem}_lowres.csv", "{stem}_labels.csv", "{stem}.csv")
 
@@ -662,8 +660,6 @@ class TrainingWidget(QWidget):
         self._last_step: TrainEvent | None = None
         self._status = ""
         self._dirty = False
-        self._curve_drawn = 0.0
-        self._pbar_updated = 0.0
         self._bps = math.nan
         self._t0 = 0.0
         self._name_edited = False
@@ -1473,13 +1469,7 @@ class TrainingWidget(QWidget):
             self._software_gl = _software_opengl(self.viewer)
         return not self._software_gl
 
-    def _progress_to(
-        self,
-        n: int,
-        total: int | None = None,
-        desc: str | None = None,
-        napari_too: bool = True,
-    ) -> None:
+    def _progress_to(self, n: int, total: int | None = None, desc: str | None = None) -> None:
         """Move the widget's progress bar and napari's (one per run, made in ``_launch``)."""
         bar = self.progress_bar
         if total is not None:
@@ -1487,7 +1477,7 @@ class TrainingWidget(QWidget):
             bar.setFormat("%v / %m steps")
         bar.setValue(min(n, bar.maximum()))
         pbar = self._pbar
-        if pbar is None or not napari_too:
+        if pbar is None:
             return
         if total is not None and total != pbar.total:
             pbar.total = total
@@ -1502,7 +1492,7 @@ class TrainingWidget(QWidget):
             self._pbar = None
 
     def _refresh(self) -> None:
-        """Redraw labels, progress bar and (throttled) the curve; runs on a timer, not per step."""
+        """Redraw labels, progress bars and curve: on a timer (REFRESH_MS), never per step."""
         ev = self._last_step
         if not self._dirty or ev is None:
             return
@@ -1512,16 +1502,8 @@ class TrainingWidget(QWidget):
             f"{self._bps:.1f} blocks/s · ETA {_fmt_duration(ev.eta_s)} · "
             f"elapsed {_fmt_duration(time.perf_counter() - self._t0)} · {ev.device}"
         )
-        now = time.perf_counter()
-        napari_too = now - self._pbar_updated >= PBAR_MS / 1000 or not self.is_running
-        if napari_too:
-            self._pbar_updated = now
-        self._progress_to(ev.step, napari_too=napari_too)
-        if now - self._curve_drawn >= CURVE_MS / 1000 or not self.is_running:
-            self._curve_drawn = now
-            self.curve.update()
-        else:
-            self._dirty = True  # draw the curve at the next tick
+        self._progress_to(ev.step)
+        self.curve.update()
 
     def _on_error(self, exc: BaseException) -> None:
         # Notified here: napari 0.9's worker mixin that would relay errors never initialises
