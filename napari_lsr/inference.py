@@ -92,27 +92,36 @@ def predict_chunk(
     model = _cached_model(model_path, device)
     slide = shared_slide(slide_path, slide_mpp)
     size = tile + 2 * margin
-    batch = np.empty((len(todo), size, size, 3), np.uint8)
-    for i, k in enumerate(todo):
-        ox, oy = x0 + k * tile - margin, y0 - margin
-        batch[i] = slide.read_region(
-            int(round(ox * downsample)),
-            int(round(oy * downsample)),
-            int(round(size * downsample)),
-            int(round(size * downsample)),
-            size=(size, size),
+    cuda = device.startswith("cuda")
+    # A GPU takes the chunk's tiles in one batch; on the CPU each worker thread runs one tile
+    # at a time (one torch thread each: batching buys nothing there, and memory stays one
+    # tile's activations per worker whatever the slide's width).
+    step = len(todo) if cuda else 1
+    for a in range(0, len(todo), step):
+        part = todo[a : a + step]
+        batch = np.empty((len(part), size, size, 3), np.uint8)
+        for i, k in enumerate(part):
+            ox, oy = x0 + k * tile - margin, y0 - margin
+            batch[i] = slide.read_region(
+                int(round(ox * downsample)),
+                int(round(oy * downsample)),
+                int(round(size * downsample)),
+                int(round(size * downsample)),
+                size=(size, size),
+            )
+        x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+        with (
+            torch.inference_mode(),
+            torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda),
+        ):
+            prob = torch.sigmoid(model(x).float())
+        prob = (prob[:, margin : margin + tile, margin : margin + tile] * 255.0 + 0.5).to(
+            torch.uint8
         )
-    x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-    with (
-        torch.inference_mode(),
-        torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")),
-    ):
-        prob = torch.sigmoid(model(x).float())
-    prob = (prob[:, margin : margin + tile, margin : margin + tile] * 255.0 + 0.5).to(torch.uint8)
-    prob = prob.cpu().numpy()
-    for i, k in enumerate(todo):
-        cw = min(tile, w - k * tile)
-        out[:, k * tile : k * tile + cw] = prob[i, :h, :cw]
+        prob = prob.cpu().numpy()
+        for i, k in enumerate(part):
+            cw = min(tile, w - k * tile)
+            out[:, k * tile : k * tile + cw] = prob[i, :h, :cw]
     return out
 
 
@@ -192,7 +201,9 @@ def predict_slide(
     del ckpt
     if progress:
         progress("tiles", 0.0)
-    chunk_w = tile * max(1, batch_size)
+    # GPU: a task is a row of batch_size tiles (one forward pass); CPU: one tile per task, so
+    # the workers stay balanced (each tile is its own zarr chunk: tasks never share a chunk)
+    chunk_w = tile * (max(1, batch_size) if dev.startswith("cuda") else 1)
     per_chunk = chunk_w // tile
     tmp = Path(tempfile.mkdtemp(prefix="lsr-pred-", dir=workdir))
     try:
