@@ -305,3 +305,28 @@ def test_cancel_is_honoured_at_the_next_step(project_copy) -> None:
     assert events[-1].kind == "cancelled" and events[-1].step == 3
     card = json.loads(plan.out.with_suffix(".json").read_text())
     assert card["status"] == "cancelled" and card["steps"] == 3
+
+
+def test_gui_keeps_running_while_training(widget, qtbot) -> None:
+    """A loose stall bound (the 50 ms figures are in benchmarks/gui_stall.py): the event loop
+    keeps ticking while the worker trains, with no per-step GUI work or GC pauses blocking it."""
+    import time
+
+    from qtpy.QtCore import QTimer
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    rec = Recorder(widget)
+    widget.steps_spin.setValue(100_000)
+    assert widget.start()
+    qtbot.waitUntil(lambda: len(rec.steps()) >= 1, timeout=30_000)
+    timer.start()
+    qtbot.waitUntil(lambda: len(rec.steps()) >= 15, timeout=30_000)
+    qtbot.wait(300)
+    timer.stop()
+    widget.cancel()
+    qtbot.waitUntil(lambda: bool(rec.finished), timeout=30_000)
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    assert len(gaps) > 20 and max(gaps) < 1.0
