@@ -62,6 +62,7 @@ from ..review import (
     world_center,
 )
 from ..slide import SlideError
+from ._common import project_row
 
 #: Side, in screen pixels, of the block image in the widget.
 IMAGE_SIDE = 288
@@ -200,18 +201,9 @@ class BlockReviewWidget(QWidget):
         root.setContentsMargins(6, 6, 6, 6)
         root.setSpacing(4)
 
-        self.path_edit = QLineEdit()
-        self.path_edit.setPlaceholderText("project folder (holds project.toml)")
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse_project)
-        self.open_button = QPushButton("Open")
-        self.open_button.clicked.connect(lambda: self.open_project(self.path_edit.text()))
-        self.path_edit.returnPressed.connect(self.open_button.click)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("Project"))
-        row.addWidget(self.path_edit, 1)
-        row.addWidget(browse)
-        row.addWidget(self.open_button)
+        row, self.path_edit, self.open_button = project_row(
+            self, "project folder (holds project.toml)", self.open_project
+        )
         root.addLayout(row)
 
         self.csv_edit = QLineEdit()
@@ -388,12 +380,6 @@ class BlockReviewWidget(QWidget):
         self._set_message(text, INFO_STYLE)
 
     # -- opening --------------------------------------------------------------------------------
-
-    def _browse_project(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open a napari-lsr project folder")
-        if folder:
-            self.path_edit.setText(folder)
-            self.open_project(folder)
 
     def _browse_csv(self) -> None:
         path, _ = QFileDialog.getOpenFileName(

@@ -51,6 +51,7 @@ from ..review import (
     hub_for,
     prior_for_saving,
 )
+from ._common import project_row
 
 POOLED = "pooled"
 ANNOTATOR = "annotator"
@@ -112,18 +113,9 @@ class PriorTableWidget(QWidget):
         root.setContentsMargins(6, 6, 6, 6)
         root.setSpacing(4)
 
-        self.path_edit = QLineEdit()
-        self.path_edit.setPlaceholderText("project folder (or open one in Block review)")
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse_project)
-        self.open_button = QPushButton("Open")
-        self.open_button.clicked.connect(lambda: self.open_project(self.path_edit.text()))
-        self.path_edit.returnPressed.connect(self.open_button.click)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("Project"))
-        row.addWidget(self.path_edit, 1)
-        row.addWidget(browse)
-        row.addWidget(self.open_button)
+        row, self.path_edit, self.open_button = project_row(
+            self, "project folder (or open one in Block review)", self.open_project
+        )
         root.addLayout(row)
 
         self.source_combo = QComboBox()
@@ -233,12 +225,6 @@ class PriorTableWidget(QWidget):
             self.set_project(self.hub.project)
         elif kind == "estimates" and self.project is not None:
             self._timer.start()
-
-    def _browse_project(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open a napari-lsr project folder")
-        if folder:
-            self.path_edit.setText(folder)
-            self.open_project(folder)
 
     def open_project(self, folder: str | os.PathLike) -> bool:
         """Open a project folder here (the block review keeps its own)."""
