@@ -178,10 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=30.0, help="probe time per run")
     ap.add_argument(
         "--runs",
-        default="auto:auto,auto:bar,0:auto",
+        default="auto:auto,auto:quiet,auto:bar,0:auto",
         help="training runs, THREADS:BAR each: THREADS auto (the widget's default: all cores "
         "but one), 0 (torch's default) or a number; BAR auto (the widget's default: napari's "
-        "progress bar unless OpenGL is software), bar or nobar",
+        "progress bar unless OpenGL is software), bar, nobar, or quiet (no bar, and the "
+        "widget's once-a-second display refresh off: the engine's own effect)",
     )
     ap.add_argument("--screenshot", help="save a screenshot of the window mid-training here")
     ap.add_argument("--steps-shown", type=int, default=40, help="steps before the screenshot")
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         setting, _, bar = run.partition(":")
         threads = None if setting == "auto" else int(setting)
         TrainingWidget.torch_threads = threads
-        TrainingWidget.napari_progress = {"bar": True, "nobar": False}.get(bar)
+        TrainingWidget.napari_progress = {"bar": True, "nobar": False, "quiet": False}.get(bar)
         shutil.rmtree(project.cache_dir, ignore_errors=True)  # measure extraction too
         name = f"stall-{setting}-{bar or 'bar'}"
         for suffix in (".pt", ".json"):
@@ -268,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         probe.phase = "extract+load"
         t0, cpu0 = time.perf_counter(), time.process_time()
         assert widget.start(), "the widget refused to start"
+        if bar == "quiet":
+            widget._timer.stop()  # no labels, bars or curve redrawn while it trains
         spin(app, args.seconds)
         probe.phase = "cancel"
         t_cancel = time.perf_counter()
@@ -280,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         label = (
             f"training, torch threads {setting} (= {torch_threads_used(threads)}), napari "
             f"progress bar {bar} (= {'shown' if shown else 'not shown'})"
+            + (", display refresh off" if bar == "quiet" else "")
         )
         rows.extend((label, k, v) for k, v in probe.stalls().items())
         train_s = (steps[-1] - steps[0]) if len(steps) > 1 else float("nan")

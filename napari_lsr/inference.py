@@ -280,7 +280,34 @@ def _store_chunk(zpath: str, *args: Any) -> int:
     out = predict_chunk(*args)
     y0, x0 = args[5], args[6]
     zarr.open_array(store=zpath, mode="r+")[y0 : y0 + out.shape[0], x0 : x0 + out.shape[1]] = out
+    _release_freed_memory()
     return int(out.size)
+
+
+#: Tiles between two returns of freed memory to the OS (a return costs system time).
+TRIM_EVERY = 16
+_TILES_DONE = [0]
+
+
+def _release_freed_memory() -> None:
+    """Every TRIM_EVERY tiles, hand freed memory back to the OS: glibc keeps it in per-thread
+    arenas otherwise, and the high-water mark creeps up over hundreds of tiles."""
+    global _MALLOC_TRIM
+    _TILES_DONE[0] += 1
+    if _TILES_DONE[0] % TRIM_EVERY:
+        return
+    if _MALLOC_TRIM is None:
+        try:
+            import ctypes
+
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None
 
 
 def _run(tasks: list, scheduler: str | None, progress: Progress | None, cpu: bool = True) -> None:

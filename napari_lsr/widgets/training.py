@@ -635,6 +635,7 @@ class TrainingWidget(QWidget):
     run_event = Signal(object)
     #: A run ended: (checkpoint path or "", status: done, cancelled, failed).
     run_finished = Signal(str, str)
+    _devices_ready = Signal(list)
 
     #: torch intra-op threads of a run: None leaves one core to the GUI (torch's default less
     #: one, at least 1), 0 keeps torch's default, n > 0 uses n. See benchmarks/gui_stall.py.
@@ -685,7 +686,7 @@ class TrainingWidget(QWidget):
         app = QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self._stop_for_exit)
-        self._device_worker = self._start_device_probe()
+        self._warm_up_thread = self._start_device_probe()
 
     # -- building ----------------------------------------------------------------------
 
@@ -927,14 +928,28 @@ class TrainingWidget(QWidget):
         self._on_distance_changed()
         self._update_buttons()
 
-    def _start_device_probe(self) -> Any:
-        """Warm torch up and list the devices in a worker, so the widget opens at once."""
-        from napari.qt.threading import FunctionWorker
+    def _start_device_probe(self) -> threading.Thread:
+        """Warm torch up and list the devices in a daemon thread, so the widget opens at once.
 
-        worker = FunctionWorker(_warm_up)
-        worker.returned.connect(self._set_devices)
-        worker.start()
-        return worker
+        A plain daemon thread, not a Qt worker: if napari quits within the seconds the torch
+        import takes, a Qt worker would emit into deleted objects during shutdown and abort.
+        """
+        self._devices_ready.connect(self._set_devices)
+        ready = self._devices_ready
+
+        def work() -> None:
+            try:
+                devices = _warm_up()
+            except BaseException:  # e.g. the interpreter shutting down
+                devices = ["auto", "cpu"]
+            try:
+                ready.emit(devices)
+            except RuntimeError:  # the widget is gone
+                pass
+
+        thread = threading.Thread(target=work, name="lsr-warm-up", daemon=True)
+        thread.start()
+        return thread
 
     def _set_devices(self, devices: list[str]) -> None:
         self.warmed_up = True
