@@ -100,7 +100,7 @@ def main() -> None:
         print(rows[-1], file=sys.stderr, flush=True)
     print(f"machine: {machine()}")
     print(
-        "model: U-Net depth 3 width 16 at 4 um/px; slides at 1 um/px (JPEG pyramid); "
+        "model: U-Net depth 3 width 16 at 8 um/px; slides at 1 um/px (JPEG pyramid); "
         "tiles 512 px + margin, batch 8, local Dask threads"
     )
     print(

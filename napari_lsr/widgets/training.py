@@ -18,7 +18,7 @@ import numpy as np
 from napari.qt.threading import GeneratorWorker
 from napari.utils import cancelable_progress
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from qtpy.QtCore import QObject, QPointF, QRectF, Qt, QTimer, Signal
 from qtpy.QtGui import QColor, QDoubleValidator, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -523,6 +523,12 @@ class LossCurve(QWidget):
         p.end()
 
 
+class _Bridge(QObject):
+    """Carries a value from a plain thread to the GUI thread; owned by that thread."""
+
+    ready = Signal(object)
+
+
 class _TrainProgress(cancelable_progress):
     """A napari progress bar whose Cancel button (activity dock) cancels the run at once."""
 
@@ -635,7 +641,6 @@ class TrainingWidget(QWidget):
     run_event = Signal(object)
     #: A run ended: (checkpoint path or "", status: done, cancelled, failed).
     run_finished = Signal(str, str)
-    _devices_ready = Signal(list)
 
     #: torch intra-op threads of a run: None leaves one core to the GUI (torch's default less
     #: one, at least 1), 0 keeps torch's default, n > 0 uses n. See benchmarks/gui_stall.py.
@@ -933,19 +938,18 @@ class TrainingWidget(QWidget):
 
         A plain daemon thread, not a Qt worker: if napari quits within the seconds the torch
         import takes, a Qt worker would emit into deleted objects during shutdown and abort.
+        The result travels through a parentless bridge object that the thread keeps alive (a
+        signal of the widget itself could be emitted after the widget is deleted: a crash).
         """
-        self._devices_ready.connect(self._set_devices)
-        ready = self._devices_ready
+        bridge = _Bridge()
+        bridge.ready.connect(self._set_devices)
 
         def work() -> None:
             try:
                 devices = _warm_up()
             except BaseException:  # e.g. the interpreter shutting down
                 devices = ["auto", "cpu"]
-            try:
-                ready.emit(devices)
-            except RuntimeError:  # the widget is gone
-                pass
+            bridge.ready.emit(devices)
 
         thread = threading.Thread(target=work, name="lsr-warm-up", daemon=True)
         thread.start()
