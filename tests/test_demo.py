@@ -13,8 +13,11 @@ def test_headless_demo(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Low resolution model" in out and "Intra+inter-instance" in out
     rows = json.loads((tmp_path / "metrics.json").read_text())
-    assert [r["name"] for r in rows] == ["Low resolution model", "Intra-instance",
-                                         "Intra+inter-instance"]
+    assert [r["name"] for r in rows] == [
+        "Low resolution model",
+        "Intra-instance",
+        "Intra+inter-instance",
+    ]
     for loss in ("intra", "intra+inter"):
         assert (tmp_path / "project" / "models" / f"{loss}.pt").exists()
         assert (tmp_path / "project" / "predictions" / f"{loss}.tiff").exists()

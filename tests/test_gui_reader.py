@@ -27,8 +27,9 @@ def test_viewer_opens_real_svs(make_napari_viewer):
     assert np.asarray(layer.data[-1]).std() > 5  # real pixels, not a blank canvas
 
 
-def test_viewer_broken_slide_is_a_notification_not_a_crash(make_napari_viewer, tmp_path,
-                                                           monkeypatch):
+def test_viewer_broken_slide_is_a_notification_not_a_crash(
+    make_napari_viewer, tmp_path, monkeypatch
+):
     import napari.utils.notifications as notes
 
     shown = []

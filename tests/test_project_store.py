@@ -71,7 +71,8 @@ def test_prior_from_values_and_flags(tiny_project):
     pct = np.array([0.0, 2.0, 4.0, 80.0, 60.0, 30.0])
     prior = prior_from_values(bins, z, pct)
     assert prior.mean_pct[0] == pytest.approx(2.0) and prior.std_pct[0] == pytest.approx(
-        np.std([0, 2, 4]))
+        np.std([0, 2, 4])
+    )
     assert prior.n.tolist()[:1] == [3] and prior.n[1] == 0
     assert prior.mean_pct[1] == 1.0  # unmeasured bin falls back to the paper's Table 1
     flags = check_prior(prior)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import tifffile
 
-from conftest import shared_file
 from napari_lsr._reader import napari_get_reader, read_slide_layers
+
+from conftest import shared_file
 
 
 def test_reader_opens_synthetic_slide(tiny_project):

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import shared_file
 from napari_lsr.slide import MppUnknownError, Slide, SlideError
+
+from conftest import shared_file
 
 
 def test_synthetic_slide_opens_with_openslide(tiny_project):
