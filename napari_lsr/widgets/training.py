@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import gc
 import io
 import math
@@ -381,6 +382,28 @@ def _gc_unfreeze() -> None:
     _gc_frozen = max(0, _gc_frozen - 1)
     if _gc_frozen == 0:
         gc.unfreeze()
+
+
+#: Background threads and runs still going, stopped and joined at interpreter exit: a thread
+#: left inside torch while Python and C++ tear down aborts the process.
+_WARM_UPS: list[threading.Thread] = []
+_RUNS: set[RunHandle] = set()
+
+
+@atexit.register
+def _stop_background_work(timeout: float = STOP_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    runs = list(_RUNS)
+    for handle in runs:
+        handle.cancel.set()
+    for handle in runs:
+        handle.finished.wait(max(0.0, deadline - time.monotonic()))
+    if runs:  # and let the Qt worker emit its last signals before Python goes away
+        from qtpy.QtCore import QThreadPool
+
+        QThreadPool.globalInstance().waitForDone(int(1000 * max(0.0, deadline - time.monotonic())))
+    for thread in list(_WARM_UPS):
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class RunHandle:
@@ -952,6 +975,7 @@ class TrainingWidget(QWidget):
             bridge.ready.emit(devices)
 
         thread = threading.Thread(target=work, name="lsr-warm-up", daemon=True)
+        _WARM_UPS[:] = [t for t in _WARM_UPS if t.is_alive()] + [thread]
         thread.start()
         return thread
 
@@ -1365,12 +1389,14 @@ class TrainingWidget(QWidget):
 
     def _launch(self, plan: RunPlan, what: str) -> None:
         handle = RunHandle()
+        _RUNS.add(handle)
         worker = _TrainWorker(run_training, plan, handle.cancel, handle.finished)
         worker.handle = handle
         worker.yielded.connect(self._on_event)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         worker.finished.connect(_gc_unfreeze)  # a function: runs even if the widget is gone
+        worker.finished.connect(lambda: _RUNS.discard(handle))
         self._worker, self._handle, self._out = worker, handle, plan.out
         self._last, self._last_step = None, None
         self._bps, self._t0 = math.nan, time.perf_counter()
