@@ -29,7 +29,7 @@ from .formats import (
 )
 from .layers import BOUNDARY_COLORS, OTHER_COLORS, _placement, boundary_layer_data
 from .metrics import band_mask, masked_scores
-from .slide import Slide
+from .slide import Slide, first_line
 
 #: Row name of the low-resolution model in the metrics table (the paper's Table 2).
 LOWRES_NAME = "Low resolution model"
@@ -47,10 +47,7 @@ HEATMAP_OPACITY = 0.5
 LayerData = tuple[Any, dict[str, Any], str]
 
 
-def one_line(exc: BaseException) -> str:
-    """The first line of an error's message (the type name when it has none)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+one_line = first_line  # one-line error messages, as the slide reader words them
 
 
 # -- models and their colours --------------------------------------------------------------

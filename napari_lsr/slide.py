@@ -121,7 +121,7 @@ class Slide:
         try:
             osr = openslide.OpenSlide(str(self.path))
         except openslide.OpenSlideError as exc:
-            raise SlideError(f"{self.path}: OpenSlide cannot read it ({_first_line(exc)})") from exc
+            raise SlideError(f"{self.path}: OpenSlide cannot read it ({first_line(exc)})") from exc
         self._osr = osr
         self.vendor = fmt
         props = osr.properties
@@ -152,7 +152,7 @@ class Slide:
                 resolution = _tiff_resolution_mpp(img)
                 arr = np.asarray(img.convert("RGBA"))
         except Exception as exc:  # PIL raises many types for corrupt files
-            raise SlideError(f"{self.path}: cannot read image ({_first_line(exc)})") from exc
+            raise SlideError(f"{self.path}: cannot read image ({first_line(exc)})") from exc
         self._array = _composite(arr, self.background)
         self.height, self.width = self._array.shape[:2]
         self.native_downsamples = [1.0]
@@ -271,7 +271,7 @@ class Slide:
         except Exception as exc:
             if self._closed:
                 raise SlideError(f"{self.path}: slide is closed") from exc
-            raise SlideError(f"{self.path}: read failed at ({x}, {y}): {_first_line(exc)}") from exc
+            raise SlideError(f"{self.path}: read failed at ({x}, {y}): {first_line(exc)}") from exc
         rgb = _composite(rgba, self.background)
         return _resize(rgb, out_w, out_h)
 
@@ -383,7 +383,8 @@ def _crop_padded(
     return out
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (the type name when it has none)."""
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
 
@@ -405,7 +406,7 @@ def _openslide_reason(path: Path) -> str:
     try:
         openslide.OpenSlide(str(path)).close()
     except Exception as exc:
-        return _first_line(exc)
+        return first_line(exc)
     return "unknown format"
 
 
