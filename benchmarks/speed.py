@@ -7,7 +7,8 @@
 4. inference: predict_slide vs the bare forward over the same input tiles, and vs a naive
    single-threaded tile loop with the same model.
 
-Usage: python benchmarks/speed.py [--size 8192] [--steps 30] [--out bench_out]
+Usage: python benchmarks/speed.py [--size 8192] [--steps 30] [--out bench_out] [--rounds 3]
+       [--inference-only]
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=8192, help="sample slide side, px at 1 um/px")
     ap.add_argument("--steps", type=int, default=30, help="measured training steps")
     ap.add_argument("--block-size", type=int, default=64, help="training block px (64)")
+    ap.add_argument(
+        "--inference-only",
+        action="store_true",
+        help="only part 4, with the model a previous full run left in --out",
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="timed inference rounds (3)")
     args = ap.parse_args()
 
     import torch
@@ -65,115 +72,127 @@ def main() -> None:
 
     import dask  # noqa: F401  (imported before timing: its import is not extraction)
 
-    # 1. extraction (naive first, so the Dask run gets no warmer OpenSlide cache) -----------
-    t0 = time.perf_counter()
-    with Slide(entry.path) as s:
-        for x, y, w, h in labels.boxes():
-            s.read_region(int(x), int(y), int(w), int(h), size=(bs, bs))
-    t_naive = time.perf_counter() - t0
-    cache = out / "cache-bench"
-    shutil.rmtree(cache, ignore_errors=True)
-    t0 = time.perf_counter()
-    blocks = extract_blocks([SlideBlocks(entry.path, labels)], cache, bs, mpp)
-    t_dask = time.perf_counter() - t0
-    n = len(labels)
-    rows.append(
-        [
-            "block extraction into the cache (Dask threads, tissue check)",
-            f"{n / t_dask:.0f} blocks/s",
-            "naive read_region loop (no check, nothing written)",
-            f"{n / t_naive:.0f} blocks/s",
-            t_naive / t_dask,
-        ]
-    )
-
-    # 2. training step vs bare step, interleaved so both see the same machine state ---------
-    cfg = TrainConfig(loss="intra+inter", steps=args.steps + 5, checkpoint_every=0, lr=3e-3)
     ckpt = out / "bench-model.pt"
-    bare_model = build_model(UNetConfig(depth=cfg.depth, width=cfg.width))
-    opt = torch.optim.RMSprop(bare_model.parameters(), lr=3e-3, alpha=0.9)
-    sampler = GroupSampler(blocks.z, 2, 15)
-    rng = np.random.default_rng(0)
-    idx, _gid = sampler.sample(rng)
-    x = torch.from_numpy(augment(np.asarray(blocks.images[idx]), rng)).permute(0, 3, 1, 2)
-    trainer_steps, bare = [], []
-    resumed = None
-    for ev in train(blocks, prior, cfg, ckpt):
-        if ev.kind != "step":
-            continue
-        if resumed is not None and ev.step > 5:
-            trainer_steps.append(time.perf_counter() - resumed)
+    if args.inference_only:
+        if not ckpt.exists():
+            sys.exit(f"{ckpt} is missing: run once without --inference-only")
+        model, _ = load_model(ckpt)
+    else:
+        # 1. extraction (naive first, so the Dask run gets no warmer OpenSlide cache) -----------
         t0 = time.perf_counter()
-        loss = torch.sigmoid(bare_model(x)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if ev.step > 5:
-            bare.append(time.perf_counter() - t0)
-        resumed = time.perf_counter()
-    model, _ = load_model(ckpt)
-    med_tr, med_bare = statistics.median(trainer_steps), statistics.median(bare)
-    rows.append(
-        [
-            "training step (intra+inter, 2x15)",
-            f"{med_tr * 1e3:.0f} ms",
-            "bare fwd+bwd+RMSprop, same batch",
-            f"{med_bare * 1e3:.0f} ms",
-            med_tr / med_bare,
-        ]
-    )
-    consumed = 30 / med_tr
+        with Slide(entry.path) as s:
+            for x, y, w, h in labels.boxes():
+                s.read_region(int(x), int(y), int(w), int(h), size=(bs, bs))
+        t_naive = time.perf_counter() - t0
+        cache = out / "cache-bench"
+        shutil.rmtree(cache, ignore_errors=True)
+        t0 = time.perf_counter()
+        blocks = extract_blocks([SlideBlocks(entry.path, labels)], cache, bs, mpp)
+        t_dask = time.perf_counter() - t0
+        n = len(labels)
+        rows.append(
+            [
+                "block extraction into the cache (Dask threads, tissue check)",
+                f"{n / t_dask:.0f} blocks/s",
+                "naive read_region loop (no check, nothing written)",
+                f"{n / t_naive:.0f} blocks/s",
+                t_naive / t_dask,
+            ]
+        )
 
-    # 3. cached block loading -----------------------------------------------------------------
-    k = 50
-    t0 = time.perf_counter()
-    for _ in range(k):
-        idx, _ = sampler.sample(rng)
-        augment(np.asarray(blocks.images[np.sort(idx)]), rng)
-    loader = 30 * k / (time.perf_counter() - t0)
-    rows.append(
-        [
-            "cached batches (sample+read+augment)",
-            f"{loader:.0f} blocks/s",
-            "training consumption",
-            f"{consumed:.0f} blocks/s",
-            loader / consumed,
-        ]
-    )
+        # 2. training step vs bare step, interleaved so both see the same machine state ---------
+        cfg = TrainConfig(loss="intra+inter", steps=args.steps + 5, checkpoint_every=0, lr=3e-3)
+        bare_model = build_model(UNetConfig(depth=cfg.depth, width=cfg.width))
+        opt = torch.optim.RMSprop(bare_model.parameters(), lr=3e-3, alpha=0.9)
+        sampler = GroupSampler(blocks.z, 2, 15)
+        rng = np.random.default_rng(0)
+        idx, _gid = sampler.sample(rng)
+        x = torch.from_numpy(augment(np.asarray(blocks.images[idx]), rng)).permute(0, 3, 1, 2)
+        trainer_steps, bare = [], []
+        resumed = None
+        for ev in train(blocks, prior, cfg, ckpt):
+            if ev.kind != "step":
+                continue
+            if resumed is not None and ev.step > 5:
+                trainer_steps.append(time.perf_counter() - resumed)
+            t0 = time.perf_counter()
+            loss = torch.sigmoid(bare_model(x)).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if ev.step > 5:
+                bare.append(time.perf_counter() - t0)
+            resumed = time.perf_counter()
+        model, _ = load_model(ckpt)
+        med_tr, med_bare = statistics.median(trainer_steps), statistics.median(bare)
+        rows.append(
+            [
+                "training step (intra+inter, 2x15)",
+                f"{med_tr * 1e3:.0f} ms",
+                "bare fwd+bwd+RMSprop, same batch",
+                f"{med_bare * 1e3:.0f} ms",
+                med_tr / med_bare,
+            ]
+        )
+        consumed = 30 / med_tr
+
+        # 3. cached block loading -----------------------------------------------------------------
+        k = 50
+        t0 = time.perf_counter()
+        for _ in range(k):
+            idx, _ = sampler.sample(rng)
+            augment(np.asarray(blocks.images[np.sort(idx)]), rng)
+        loader = 30 * k / (time.perf_counter() - t0)
+        rows.append(
+            [
+                "cached batches (sample+read+augment)",
+                f"{loader:.0f} blocks/s",
+                "training consumption",
+                f"{consumed:.0f} blocks/s",
+                loader / consumed,
+            ]
+        )
 
     # 4. inference ----------------------------------------------------------------------------
+    # Three methods over the same output, each run once untimed (model loaded, oneDNN primed,
+    # OpenSlide cache warm), then --rounds timed rounds in rotating order so that all three
+    # see the same machine; medians reported (this VM's speed drifts by 30 % from minute to
+    # minute, so single runs mislead).
     model.eval()
     pred = out / "bench-pred.tiff"
     tile, batch = 512, 8
-    t0 = time.perf_counter()
     info = predict_slide(ckpt, entry.path, pred, tile=tile, batch_size=batch, skip_background=False)
-    t_ours = time.perf_counter() - t0
+    d = info["downsample"]
+    margin = int(math.ceil(model.receptive_radius / model.multiple) * model.multiple)
+    size = tile + 2 * margin
     with Slide(entry.path) as s:
-        d = info["downsample"]
-        margin = int(math.ceil(model.receptive_radius / model.multiple) * model.multiple)
-        size = tile + 2 * margin
-        tiles = []
-        for ty in range(0, info["height"], tile):
-            for tx in range(0, info["width"], tile):
-                tiles.append(
-                    s.read_region(
-                        int((tx - margin) * d),
-                        int((ty - margin) * d),
-                        int(size * d),
-                        int(size * d),
-                        size=(size, size),
-                    )
-                )
-        t0 = time.perf_counter()
+        tiles = [
+            s.read_region(
+                int((tx - margin) * d),
+                int((ty - margin) * d),
+                int(size * d),
+                int(size * d),
+                size=(size, size),
+            )
+            for ty in range(0, info["height"], tile)
+            for tx in range(0, info["width"], tile)
+        ]
+
+    def run_ours() -> None:
+        predict_slide(ckpt, entry.path, pred, tile=tile, batch_size=batch, skip_background=False)
+
+    def run_bare() -> None:
+        # the model's forward over the same input tiles (already in memory), torch's threads
         with torch.inference_mode():
             for a in range(0, len(tiles), batch):
                 xb = torch.from_numpy(np.stack(tiles[a : a + batch])).permute(0, 3, 1, 2)
                 torch.sigmoid(model(xb.float() / 255.0))
-        t_bare = time.perf_counter() - t0
+
+    def run_naive() -> None:
+        # one thread, tile after tile, row after row, with predict_chunk: read, forward, crop
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            t0 = time.perf_counter()
             full = np.zeros((info["height"], info["width"]), np.uint8)
             for ty in range(0, info["height"], tile):
                 row = predict_chunk(
@@ -191,9 +210,21 @@ def main() -> None:
                     [True] * math.ceil(info["width"] / tile),
                 )
                 full[ty : ty + row.shape[0]] = row
-            t_loop = time.perf_counter() - t0
         finally:
             torch.set_num_threads(threads)
+
+    methods = {"ours": run_ours, "bare": run_bare, "naive": run_naive}
+    for fn in methods.values():  # warm-up, untimed
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in methods}
+    order = list(methods)
+    for r in range(args.rounds):
+        for name in order[r % 3 :] + order[: r % 3]:
+            t0 = time.perf_counter()
+            methods[name]()
+            times[name].append(time.perf_counter() - t0)
+    t_ours, t_bare, t_loop = (statistics.median(times[k]) for k in ("ours", "bare", "naive"))
+    per_round = [n / o for n, o in zip(times["naive"], times["ours"])]
     px = info["width"] * info["height"]
     rows.append(
         [
@@ -217,7 +248,9 @@ def main() -> None:
         act = tissue_tiles(s, info["downsample"], info["height"], info["width"], tile, margin)
     print(f"machine: {machine()}")
     print(
-        f"sample: {args.size} px at 1 um/px, {n} blocks ({len(blocks)} tissue), training "
+        f"sample: {args.size} px at 1 um/px, "
+        + ("" if args.inference_only else f"{n} blocks ({len(blocks)} tissue), ")
+        + f"training "
         f"blocks {bs} px at {mpp:g} um/px, U-Net depth 3 width 16; inference output "
         f"{info['width']}x{info['height']} px at {info['mpp']:g} um/px, tiles {tile}+2x{margin} "
         f"px, batch {batch}, {int(act.sum())}/{act.size} tiles hold tissue"
@@ -233,6 +266,12 @@ def main() -> None:
             ],
             rows,
         )
+    )
+    print(
+        f"inference: median of {args.rounds} rounds after a warm-up; seconds per round: "
+        + "; ".join(f"{k} " + ", ".join(f"{t:.2f}" for t in v) for k, v in times.items())
+        + "; naive/ours per round: "
+        + ", ".join(f"{x:.2f}" for x in per_round)
     )
 
 

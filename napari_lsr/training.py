@@ -224,8 +224,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[UNet, dict]:
     """The trained network (EMA weights when the run kept them) in eval mode, and its metadata."""
     ckpt = load_checkpoint(path, map_location="cpu")
-    model = build_model(ckpt["unet"])
-    model.load_state_dict(ckpt.get("ema_model") or ckpt["model"])
+    with torch.device("meta"):  # no random initialisation of weights about to be replaced
+        model = build_model(ckpt["unet"])
+    model.load_state_dict(ckpt.get("ema_model") or ckpt["model"], assign=True)
     model.eval().to(device)
     meta = {
         k: v
