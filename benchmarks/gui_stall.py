@@ -1,11 +1,13 @@
 """GUI stall benchmark: how long napari's event loop stalls while the training widget trains.
 
 A QTimer probe fires every 10 ms on the GUI thread and records when it actually ran; a *stall*
-is how much later than 10 ms a tick came. The probe runs with nothing training (baseline),
-with only a napari progress bar open (napari's activity spinner), then while the widget
-extracts blocks (fresh cache), trains and saves its checkpoint on cancel, once per ``--runs``
-setting (torch threads; napari's progress bar or not). Under Xvfb OpenGL is software
-(llvmpipe): every window flush then costs CPU, which is what most stalls here are.
+is how much later than 10 ms a tick came. The probe runs with nothing training (baselines:
+nothing at all; a napari progress bar open, i.e. napari's activity spinner; the widget's
+once-a-second display refresh fed made-up steps), then while the widget extracts blocks
+(fresh cache), trains and saves its checkpoint on cancel, once per ``--runs`` setting (a child
+process at some CPU priority, or a thread in napari's process; torch threads; napari's
+progress bar or not). Under Xvfb OpenGL is software (llvmpipe): every window flush then
+composites the whole window on the CPU (25-40 ms here), which is what the stalls left are.
 
 Run under a display, e.g. (one line)::
 
@@ -52,12 +54,39 @@ class Probe:
     def _tick(self) -> None:
         self.ticks.append((time.perf_counter(), self.phase))
 
+    def _gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_t0 = time.perf_counter()
+        elif self._gc_t0 is not None:
+            self.gc_pauses.append((info["generation"], time.perf_counter() - self._gc_t0))
+            self._gc_t0 = None
+
     def start(self) -> None:
+        import gc
+
         self.ticks.clear()
+        self.gc_pauses: list[tuple[int, float]] = []
+        self._gc_t0: float | None = None
+        gc.callbacks.append(self._gc)
         self.timer.start()
 
     def stop(self) -> None:
+        import gc
+
         self.timer.stop()
+        if self._gc in gc.callbacks:
+            gc.callbacks.remove(self._gc)
+
+    def gc_note(self) -> str:
+        """Garbage collections in napari's process during the probe, and the longest."""
+        if not self.gc_pauses:
+            return "no garbage collection"
+        full = [t for g, t in self.gc_pauses if g == 2]
+        longest = max(t for _, t in self.gc_pauses)
+        return (
+            f"{len(self.gc_pauses)} garbage collections ({len(full)} full), longest "
+            f"{1000 * longest:.1f} ms"
+        )
 
     def stalls(self) -> dict[str, np.ndarray]:
         """Per phase: lateness of each tick beyond the interval, in ms (a gap belongs to the
@@ -107,11 +136,13 @@ def machine() -> list[str]:
     ]
 
 
-def torch_threads_used(setting: int | None) -> int:
-    """What the widget's torch_threads setting means on this machine (see run_training)."""
+def torch_threads_used(setting: int | None, mode: str) -> int:
+    """What the widget's torch_threads setting means on this machine (see napari_lsr.run)."""
     import torch
 
     default = torch.get_num_threads()
+    if setting is None and mode != "thread":
+        return default
     if setting is None:
         return min(default, max(1, (os.cpu_count() or 2) - 1))
     return setting or default
@@ -178,11 +209,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=30.0, help="probe time per run")
     ap.add_argument(
         "--runs",
-        default="auto:auto,auto:quiet,auto:bar,0:auto",
-        help="training runs, THREADS:BAR each: THREADS auto (the widget's default: all cores "
-        "but one), 0 (torch's default) or a number; BAR auto (the widget's default: napari's "
-        "progress bar unless OpenGL is software), bar, nobar, or quiet (no bar, and the "
-        "widget's once-a-second display refresh off: the engine's own effect)",
+        default="idle:auto:auto,low:auto:auto,idle:auto:bar,thread:auto:auto",
+        help="training runs, MODE:THREADS:BAR each: MODE idle, low or normal (a child process "
+        "at that CPU priority; idle is the widget's default) or thread (in napari's process); "
+        "THREADS auto (the "
+        "widget's default: every core in a process, all but one in a thread), 0 (torch's "
+        "default) or a number; BAR auto (the widget's default: napari's progress bar unless "
+        "OpenGL is software), bar, nobar, or quiet (no bar, and the widget's once-a-second "
+        "display refresh off: the engine's own effect)",
     )
     ap.add_argument("--screenshot", help="save a screenshot of the window mid-training here")
     ap.add_argument("--steps-shown", type=int, default=40, help="steps before the screenshot")
@@ -228,29 +262,59 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, str, np.ndarray]] = []
     notes: list[str] = []
 
-    def control(label: str, with_bar: bool) -> None:
+    def control(label: str, with_bar: bool, redraw: bool = False) -> None:
         bar = progress(total=100, desc="control") if with_bar else None
+        feeder = None
+        if redraw:  # the widget's display refresh with made-up steps, nothing training
+            from qtpy.QtCore import QTimer
+
+            from napari_lsr.training import TrainEvent
+
+            widget.curve.clear()
+            widget.curve.total = 1000
+            k = [0]
+
+            def feed() -> None:
+                k[0] += 1
+                loss = 1.0 / (1 + 0.1 * k[0])
+                widget._on_event(TrainEvent("step", k[0], 1000, loss, 1e-3, 50.0, 60.0, "cpu"))
+
+            feeder = QTimer()
+            feeder.setInterval(500)  # two steps a second, as training does here
+            feeder.timeout.connect(feed)
+            feeder.start()
+            widget._timer.start()
         cpu0, t0 = time.process_time(), time.perf_counter()
         probe.start()
         probe.phase = "idle"
         spin(app, args.seconds)
         probe.stop()
+        if feeder is not None:
+            feeder.stop()
+            widget._timer.stop()
+            widget.curve.clear()
         cpu = (time.process_time() - cpu0) / (time.perf_counter() - t0)
         if bar is not None:
             bar.close()
         rows.extend((label, k, v) for k, v in probe.stalls().items())
-        notes.append(f"{label}: process CPU {100 * cpu:.0f} % of a core")
+        notes.append(
+            f"{label}: napari process CPU {100 * cpu:.0f} % of a core; {probe.gc_note()}"
+        )
 
     control("no training", with_bar=False)
     control("no training, a napari progress bar open", with_bar=True)
+    control("no training, the widget's display refresh (made-up steps)", False, redraw=True)
 
     for run in args.runs.split(","):
-        setting, _, bar = run.partition(":")
+        mode, setting, bar = run.split(":")
         threads = None if setting == "auto" else int(setting)
+        TrainingWidget.isolation = "thread" if mode == "thread" else "process"
+        TrainingWidget.priority = mode if mode in ("idle", "low", "normal") else "idle"
         TrainingWidget.torch_threads = threads
         TrainingWidget.napari_progress = {"bar": True, "nobar": False, "quiet": False}.get(bar)
         shutil.rmtree(project.cache_dir, ignore_errors=True)  # measure extraction too
-        name = f"stall-{setting}-{bar or 'bar'}"
+        spin(app, 10.0)  # the widget readies the next run's child process after each run
+        name = f"stall-{mode}-{setting}-{bar or 'bar'}"
         for suffix in (".pt", ".json"):
             (project.models_dir / f"{name}{suffix}").unlink(missing_ok=True)
         widget.name_edit.setText(name)
@@ -281,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
         widget.run_event.disconnect(on_event)
         shown = widget._use_napari_progress()
         label = (
-            f"training, torch threads {setting} (= {torch_threads_used(threads)}), napari "
+            f"training in {'a thread' if mode == 'thread' else f'a process ({mode} priority)'}, "
+            f"torch threads {setting} "
+            f"(= {torch_threads_used(threads, mode)}), napari "
             f"progress bar {bar} (= {'shown' if shown else 'not shown'})"
             + (", display refresh off" if bar == "quiet" else "")
         )
@@ -292,8 +358,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{label}: {len(steps)} steps ({rate:.2f} steps/s, median "
             f"{np.median(bps) if bps else float('nan'):.0f} blocks/s); first step "
             f"{steps[0] - t0 if steps else float('nan'):.1f} s after Train; cancel took "
-            f"{time.perf_counter() - t_cancel:.2f} s; process CPU {100 * cpu:.0f} % of a core"
+            f"{time.perf_counter() - t_cancel:.2f} s; "
+            f"napari process CPU {100 * cpu:.0f} % of a core; {probe.gc_note()}"
         )
+    TrainingWidget.isolation = "process"
+    TrainingWidget.priority = "idle"
     TrainingWidget.torch_threads = None
     TrainingWidget.napari_progress = None
 

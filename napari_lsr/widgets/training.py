@@ -7,11 +7,8 @@ import gc
 import io
 import math
 import os
-import queue
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,13 +50,22 @@ from ..cli import DEFAULT_LR as CLI_DEFAULT_LR
 from ..formats import Prior, paper_prior, read_prior_csv, resource_path
 from ..models import ModelCard, list_models
 from ..review import hub_for
+from ..run import (  # noqa: F401 (Phase, SlideSource, TrainingFailed, readable_error: the API)
+    Phase,
+    RunPlan,
+    SlideSource,
+    TrainingFailed,
+    prepare_subprocess,
+    readable_error,
+    run_in_subprocess,
+    run_training,
+)
 
 if TYPE_CHECKING:
     import napari
 
-    from ..blocks import BlockSet, SlideBlocks
     from ..project import Project
-    from ..training import TrainConfig, TrainEvent
+    from ..training import TrainEvent
 
 # Choices and defaults, copied here so that opening the widget does not wait for torch (a
 # 4 s import); tests check them against ``losses`` and ``training``.
@@ -118,246 +124,6 @@ STOP_TIMEOUT_S = 30.0
 REFRESH_MS = 1000
 #: Where a slide layer's labels CSV is looked for beside the slide, ``{stem}`` replaced.
 LABEL_CANDIDATES = ("{stem}_lowres.csv", "{stem}_labels.csv", "{stem}.csv")
-
-
-# -- the run, off the GUI thread (no Qt here) -------------------------------------------------
-
-
-class TrainingFailed(Exception):
-    """A run stopped on an error; the message is for the user.
-
-    Deliberately not a RuntimeError: superqt's generator worker swallows RuntimeErrors (it
-    takes them for a deleted worker) and then never emits ``finished``.
-    """
-
-
-class _Cancelled(Exception):
-    """Raised by the block-extraction progress callback once cancel is set."""
-
-
-@dataclass
-class SlideSource:
-    """A slide with its low-res labels CSV, from the project or from a viewer layer."""
-
-    slide: Path
-    labels: Path | None = None
-    mpp: float | None = None
-    origin: str = "project"
-
-    @property
-    def key(self) -> str:
-        return os.path.normcase(str(Path(self.slide).resolve()))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "slide": str(self.slide),
-            "labels": str(self.labels) if self.labels else None,
-            "mpp": self.mpp,
-        }
-
-
-@dataclass
-class Phase:
-    """A report from before the first step: what is happening, and how far (NaN: unknown)."""
-
-    what: str
-    frac: float = math.nan
-    kind: str = "phase"  # "phase", or "cancelled" when stopped before training began
-    history: list = field(default_factory=list)  # a resumed run's (step, loss) so far
-
-
-@dataclass
-class RunPlan:
-    """Everything a run needs, made on the GUI thread and handed to the worker."""
-
-    out: Path
-    cache_dir: Path
-    config: TrainConfig
-    sources: list[SlideSource] = field(default_factory=list)
-    prior: Prior | None = None
-    mpp: float | None = None
-    block_size: int | None = None
-    resume: Path | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-    torch_threads: int | None = None  # None: leave a core for the GUI; 0: torch's default
-
-
-def readable_error(exc: BaseException, name: str, device: str = "") -> str:
-    """A one-paragraph message for a notification, from any exception a run can raise."""
-    from ..blocks import BlockError
-    from ..formats import FormatError
-    from ..slide import SlideError
-
-    text = str(exc).strip()
-    low = text.lower()
-    if (
-        isinstance(exc, MemoryError)
-        or "out of memory" in low
-        or "OutOfMemory" in type(exc).__name__
-    ):
-        where = f" on {device}" if device else ""
-        text = (
-            f"out of memory{where}; lower the batch or group size, the block size or the "
-            "U-Net width, or train on another device"
-        )
-    elif type(exc).__name__ == "TrainingError" or isinstance(
-        exc, (BlockError, FormatError, SlideError, OSError)
-    ):
-        text = text or type(exc).__name__
-    else:
-        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    for flag, words in (
-        ("--lr", "the learning rate"),
-        ("--group-size", "the group size"),
-        ("--mpp", "the training mpp"),
-    ):
-        text = text.replace(flag, words)
-    return f"training {name!r} stopped: {text}"
-
-
-def _sources_from_checkpoint(ckpt: dict[str, Any]) -> list[SlideSource]:
-    info = ckpt.get("info") or {}
-    if info.get("sources"):
-        return [
-            SlideSource(Path(s["slide"]), Path(s["labels"]) if s.get("labels") else None, s["mpp"])
-            for s in info["sources"]
-        ]
-    slides, labels = ckpt.get("slides") or [], info.get("labels") or []
-    if not slides or len(slides) != len(labels):
-        raise TrainingFailed(
-            "the checkpoint does not name its slides and labels; resume it with the command line"
-        )
-    return [SlideSource(Path(s), Path(lab)) for s, lab in zip(slides, labels)]
-
-
-def _extract(
-    sources: list[SlideBlocks],
-    cache_dir: Path,
-    block_size: int,
-    mpp: float,
-    cancel: threading.Event,
-) -> Iterator[Phase]:
-    """Run ``extract_blocks`` in a helper thread, yielding its progress; returns the blocks.
-
-    Returns None when cancelled (checked at each progress report, i.e. every 1/20 of the
-    slides' blocks).
-    """
-    from ..blocks import extract_blocks
-
-    reports: queue.Queue = queue.Queue()
-    box: dict[str, Any] = {}
-
-    def progress(what: str, frac: float) -> None:
-        if cancel.is_set():
-            raise _Cancelled
-        reports.put(Phase(what, frac))
-
-    def work() -> None:
-        try:
-            box["blocks"] = extract_blocks(sources, cache_dir, block_size, mpp, progress=progress)
-        except BaseException as exc:  # handed to the generator below
-            box["error"] = exc
-        finally:
-            reports.put(None)
-
-    thread = threading.Thread(target=work, name="lsr-extract", daemon=True)
-    thread.start()
-    try:
-        while (item := reports.get()) is not None:
-            yield item
-    finally:
-        if thread.is_alive():  # closed early: stop extracting
-            cancel.set()
-        thread.join()
-    err = box.get("error")
-    if isinstance(err, _Cancelled):
-        return None
-    if err is not None:
-        raise err
-    return box["blocks"]
-
-
-def run_training(
-    plan: RunPlan, cancel: threading.Event, finished: threading.Event | None = None
-) -> Iterator[Phase | TrainEvent]:
-    """The worker's generator: read labels, extract blocks, then yield ``train``'s events.
-
-    Cancel (``cancel.set()``) is honoured within one block-extraction chunk or one training
-    step; once training has begun the engine saves a checkpoint and card. Every error is
-    raised as ``TrainingFailed`` with a readable message. ``finished`` is set on exit.
-    """
-    try:
-        yield from _run(plan, cancel)
-    except TrainingFailed:
-        raise
-    except Exception as exc:
-        raise TrainingFailed(readable_error(exc, plan.out.stem, plan.config.device)) from exc
-    finally:
-        if finished is not None:
-            finished.set()
-
-
-def _run(plan: RunPlan, cancel: threading.Event) -> Iterator[Phase | TrainEvent]:
-    import torch
-
-    from ..blocks import SlideBlocks, resolve_geometry
-    from ..formats import read_lowres_csv
-    from ..slide import Slide
-    from ..training import TrainConfig, load_checkpoint, train
-
-    config, prior, sources = plan.config, plan.prior, list(plan.sources)
-    mpp, block_size, info = plan.mpp, plan.block_size, dict(plan.info)
-    if plan.resume is not None:
-        yield Phase(f"reading {plan.resume.name}")
-        ckpt = load_checkpoint(plan.resume)
-        config = TrainConfig.from_dict(ckpt["config"])
-        config.device = plan.config.device
-        prior = Prior.from_dict(ckpt["prior"])
-        info = dict(ckpt.get("info") or {})
-        sources = _sources_from_checkpoint(ckpt)
-        block_size, mpp = int(ckpt["block_size"]), float(ckpt["train_mpp"])
-        history = [tuple(h) for h in ckpt.get("history", [])]
-        yield Phase(f"resuming at step {ckpt['step']}/{config.steps}", history=history)
-        del ckpt
-    if prior is None:
-        raise TrainingFailed("no prior p(c|z) was given")
-    yield Phase("reading the low-resolution labels", 0.0)
-    slide_blocks = []
-    for s in sources:
-        if s.labels is None:
-            raise TrainingFailed(f"{s.slide}: no low-resolution labels CSV for this slide")
-        with Slide(s.slide, mpp=s.mpp) as slide:
-            labels = read_lowres_csv(s.labels, slide.dimensions, prior.bins)
-        slide_blocks.append(SlideBlocks(s.slide, labels, s.mpp))
-    if plan.resume is None:
-        block_size, mpp = resolve_geometry(slide_blocks, mpp, block_size)
-    assert block_size is not None and mpp is not None
-    blocks: BlockSet | None = yield from _extract(
-        slide_blocks, plan.cache_dir, block_size, mpp, cancel
-    )
-    if blocks is None or cancel.is_set():
-        yield Phase("cancelled before training began; nothing was saved", kind="cancelled")
-        return
-    yield Phase(f"{len(blocks)} tissue blocks of {block_size} px at {mpp:.3g} µm/px", 1.0)
-    old_threads = torch.get_num_threads()
-    threads = plan.torch_threads
-    if threads is None:  # leave one core to the GUI (and software OpenGL)
-        threads = min(old_threads, max(1, (os.cpu_count() or 2) - 1))
-    if threads > 0:
-        torch.set_num_threads(threads)
-    gen = train(blocks, prior, config, plan.out, cancel=cancel, resume=plan.resume, info=info)
-    try:
-        for event in gen:
-            try:
-                yield event
-            except GeneratorExit:  # the worker was dropped: stop cleanly, with a checkpoint
-                cancel.set()
-                for _ in gen:
-                    pass
-                raise
-    finally:
-        gen.close()
-        torch.set_num_threads(old_threads)
 
 
 _gc_frozen = 0
@@ -654,8 +420,10 @@ def _spin(lo: int, hi: int, value: int, tip: str = "") -> QSpinBox:
 class TrainingWidget(QWidget):
     """Train a label super-resolution U-Net from the slides, the prior and a loss.
 
-    The run (labels, block extraction, training) happens in a napari generator worker; the
-    GUI only receives its events. Cancel saves a checkpoint and a card (within one step);
+    The run (labels, block extraction, training) happens in a child process at idle CPU
+    priority (``isolation = "process"``, see ``napari_lsr.run``) or in the napari generator
+    worker itself (``"thread"``); either way the worker relays its events and the GUI only
+    receives them. Cancel saves a checkpoint and a card (within one step);
     Resume continues a cancelled run; closing the viewer cancels and waits for the checkpoint.
     Models land in the project's ``models/`` (see ``napari_lsr.models.list_models``).
     """
@@ -665,9 +433,18 @@ class TrainingWidget(QWidget):
     #: A run ended: (checkpoint path or "", status: done, cancelled, failed).
     run_finished = Signal(str, str)
 
-    #: torch intra-op threads of a run: None leaves one core to the GUI (torch's default less
-    #: one, at least 1), 0 keeps torch's default, n > 0 uses n. See benchmarks/gui_stall.py.
-    torch_threads: int | None = None  # None: leave a core for the GUI; 0: torch's default
+    #: Where a run trains: "process" (default), a child Python process at lower CPU priority
+    #: whose events a worker thread relays (``run.run_in_subprocess``): training never holds
+    #: napari's GIL and the GUI always gets the CPU first; or "thread", in napari's own
+    #: process, in the generator worker itself. See benchmarks/gui_stall.py.
+    isolation: str = "process"
+    #: The child process's CPU priority (``run.PRIORITIES``): "idle" by default.
+    priority: str = "idle"
+
+    #: torch intra-op threads of a run: None is automatic (a child process: torch's default,
+    #: every core; a thread: all cores but one, left to the GUI), 0 keeps torch's default,
+    #: n > 0 uses n.
+    torch_threads: int | None = None
 
     #: Show the run in napari's activity dock too (progress bar with Cancel). None (auto):
     #: yes, unless napari's canvas renders with software OpenGL: napari animates a 33 Hz
@@ -967,9 +744,13 @@ class TrainingWidget(QWidget):
         bridge = _Bridge()
         bridge.ready.connect(self._set_devices)
 
+        isolated, priority = self.isolation == "process", self.priority
+
         def work() -> None:
             try:
                 devices = _warm_up()
+                if isolated:  # a child waits with torch imported: Train starts 4 s sooner
+                    prepare_subprocess(priority)
             except BaseException:  # e.g. the interpreter shutting down
                 devices = ["auto", "cpu"]
             bridge.ready.emit(devices)
@@ -1390,12 +1171,22 @@ class TrainingWidget(QWidget):
     def _launch(self, plan: RunPlan, what: str) -> None:
         handle = RunHandle()
         _RUNS.add(handle)
-        worker = _TrainWorker(run_training, plan, handle.cancel, handle.finished)
+        if self.isolation not in ("process", "thread"):
+            raise ValueError(f"isolation must be 'process' or 'thread', not {self.isolation!r}")
+        in_process = self.isolation == "thread"
+        if in_process:
+            worker = _TrainWorker(run_training, plan, handle.cancel, handle.finished)
+        else:
+            worker = _TrainWorker(
+                run_in_subprocess, plan, handle.cancel, handle.finished, priority=self.priority
+            )
         worker.handle = handle
         worker.yielded.connect(self._on_event)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
-        worker.finished.connect(_gc_unfreeze)  # a function: runs even if the widget is gone
+        if in_process:  # the training thread allocates in this process: keep GC pauses short
+            _gc_freeze()
+            worker.finished.connect(_gc_unfreeze)  # a function: runs even if the widget is gone
         worker.finished.connect(lambda: _RUNS.discard(handle))
         self._worker, self._handle, self._out = worker, handle, plan.out
         self._last, self._last_step = None, None
@@ -1416,7 +1207,6 @@ class TrainingWidget(QWidget):
             self._pbar.set_description(f"napari-lsr: {what}")
         self._update_buttons()
         self._timer.start()
-        _gc_freeze()
         worker.start()
 
     def _register_task(self, what: str, handle: RunHandle) -> None:
@@ -1569,6 +1359,11 @@ class TrainingWidget(QWidget):
         saved = out is not None and status in ("done", "cancelled") and out.exists()
         self._resume_target = out if saved and status == "cancelled" else None
         self._worker, self._handle = None, None
+        if self.isolation == "process":  # the next run's child, ready in the background
+            priority = self.priority
+            threading.Thread(
+                target=lambda: prepare_subprocess(priority), name="lsr-standby", daemon=True
+            ).start()
         self._name_edited = False
         self._suggest_name()
         self.refresh_models(select=out if saved else None)

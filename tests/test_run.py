@@ -1,0 +1,181 @@
+"""The training run in a child process (napari_lsr.run): events, cancel, errors, crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from napari_lsr import run
+
+
+def _plan(project, name: str, steps: int, **config) -> run.RunPlan:
+    from napari_lsr.training import TrainConfig
+
+    entry = project.slides[0]
+    return run.RunPlan(
+        out=project.models_dir / f"{name}.pt",
+        cache_dir=project.cache_dir,
+        config=TrainConfig(
+            depth=2, width=4, group_size=4, steps=steps, checkpoint_every=0, **config
+        ),
+        sources=[run.SlideSource(entry.path, entry.labels)],
+        prior=project.prior(),
+        mpp=4.0,
+        block_size=32,
+        info={"trained_with": "test"},
+    )
+
+
+def test_subprocess_run_relays_every_event_and_saves_the_model(project_copy) -> None:
+    plan = _plan(project_copy, "p", steps=5)
+    cancel, finished = threading.Event(), threading.Event()
+    events = list(run.run_in_subprocess(plan, cancel, finished))
+    assert finished.is_set() and not cancel.is_set()
+    assert any(isinstance(e, run.Phase) for e in events)
+    kinds = [getattr(e, "kind", "") for e in events]
+    assert kinds[-1] == "done" and "start" in kinds
+    assert [e.step for e in events if getattr(e, "kind", "") == "step"] == [1, 2, 3, 4, 5]
+    card = json.loads(plan.out.with_suffix(".json").read_text())
+    assert card["status"] == "done" and card["steps"] == 5
+    assert card["device"] == "cpu" and card["slides"] == [str(project_copy.slides[0].path)]
+    from napari_lsr.training import load_checkpoint
+
+    assert load_checkpoint(plan.out)["info"]["trained_with"] == "test"  # the plan arrived whole
+
+
+def test_cancel_reaches_the_child_within_a_step(project_copy) -> None:
+    plan = _plan(project_copy, "c", steps=100_000)
+    cancel = threading.Event()
+    events = []
+    for ev in run.run_in_subprocess(plan, cancel):
+        events.append(ev)
+        if getattr(ev, "kind", "") == "step" and ev.step == 2:
+            cancel.set()
+    last = events[-1]
+    assert last.kind == "cancelled" and last.step <= 3  # the step under way may finish
+    card = json.loads(plan.out.with_suffix(".json").read_text())
+    assert card["status"] == "cancelled" and card["steps"] == last.step
+
+
+def test_closing_the_generator_cancels_and_waits_for_the_checkpoint(project_copy) -> None:
+    plan = _plan(project_copy, "g", steps=100_000)
+    cancel, finished = threading.Event(), threading.Event()
+    gen = run.run_in_subprocess(plan, cancel, finished)
+    for ev in gen:
+        if getattr(ev, "kind", "") == "step":
+            break
+    gen.close()
+    assert finished.is_set() and cancel.is_set()
+    card = json.loads(plan.out.with_suffix(".json").read_text())
+    assert card["status"] == "cancelled"
+
+
+def test_errors_in_the_child_arrive_as_readable_messages(project_copy) -> None:
+    plan = _plan(project_copy, "e", steps=5)
+    plan.config.group_size = 500  # no bin holds such a group
+    with pytest.raises(run.TrainingFailed) as err:
+        list(run.run_in_subprocess(plan, threading.Event()))
+    text = str(err.value)
+    assert text.startswith("training 'e' stopped:") and "the group size" in text
+    assert "Traceback" not in text
+
+
+def test_a_killed_child_is_reported_and_its_checkpoint_kept(project_copy) -> None:
+    plan = _plan(project_copy, "k", steps=100_000)
+    plan.config.checkpoint_every = 2
+    pids = []
+    with pytest.raises(run.TrainingFailed) as err:
+        for ev in run.run_in_subprocess(plan, threading.Event()):
+            if getattr(ev, "kind", "") == "checkpoint" and not pids:
+                pids.append(_child_pid())
+                os.kill(pids[0], signal.SIGKILL)
+    assert pids
+    text = str(err.value)
+    assert "ended unexpectedly" in text and "SIGKILL" in text and "checkpoint" in text
+    assert plan.out.exists()  # the periodic checkpoint survives
+
+
+def _child_pid() -> int:
+    """The pid of this process's running ``napari_lsr.run`` child."""
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == me and b"napari_lsr.run" in cmd:
+            return int(entry.name)
+    raise AssertionError("no training child process found")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses /proc and SIGKILL")
+def test_the_child_saves_a_checkpoint_when_its_parent_dies(project_copy, tmp_path) -> None:
+    """A parent killed outright closes the child's stdin: the child cancels with a checkpoint."""
+    plan = _plan(project_copy, "orphan", steps=100_000)
+    import pickle
+
+    (tmp_path / "plan.pkl").write_bytes(pickle.dumps(plan))
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, pickle, threading
+            from napari_lsr import run
+            plan = pickle.loads(open({str(tmp_path / "plan.pkl")!r}, "rb").read())
+            for ev in run.run_in_subprocess(plan, threading.Event()):
+                if getattr(ev, "kind", "") == "step":
+                    print("STEP", flush=True)
+            """
+        )
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    assert parent.stdout.readline().strip() == "STEP"
+    parent.kill()  # SIGKILL: no cleanup in the parent at all
+    parent.wait()
+    card = plan.out.with_suffix(".json")
+    deadline = time.monotonic() + 60
+    while not card.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert card.exists(), "the orphaned child did not save its checkpoint"
+    assert json.loads(card.read_text())["status"] == "cancelled"
+
+
+def test_exit_descriptions() -> None:
+    assert run._describe_exit(3) == "exit code 3"
+    assert "SIGKILL" in run._describe_exit(-9) and "memory" in run._describe_exit(-9)
+    assert "SIGSEGV" in run._describe_exit(-11)
+
+
+def test_a_prepared_child_runs_the_next_plan_at_idle_priority(project_copy) -> None:
+    run.prepare_subprocess("idle")
+    proc = run._STANDBY["idle"]
+    if hasattr(os, "SCHED_IDLE"):  # set by the child itself as it starts
+        deadline = time.monotonic() + 30
+        while os.sched_getscheduler(proc.pid) != os.SCHED_IDLE and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.sched_getscheduler(proc.pid) == os.SCHED_IDLE
+    run.prepare_subprocess("idle")  # one waits at most
+    assert run._STANDBY["idle"] is proc
+    events = list(run.run_in_subprocess(_plan(project_copy, "s", steps=2), threading.Event()))
+    assert events[-1].kind == "done"
+    assert proc.poll() == 0 and "idle" not in run._STANDBY  # that child ran it, and ended
+
+
+def test_waiting_children_are_let_go_at_exit() -> None:
+    run.prepare_subprocess("low")
+    proc = run._STANDBY["low"]
+    run._close_standby()
+    assert proc.wait(30) == 0 and not run._STANDBY
