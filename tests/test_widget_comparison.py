@@ -323,3 +323,28 @@ def test_project_of_an_open_slide_is_found(make_napari_viewer, project_with_mode
     assert widget.project is not None and widget.project.folder == project_with_model.folder
     assert widget.truth_edit.text() == str(entry.truth)
     assert [e.name for e in widget.entries()] == ["lsr"]
+
+
+def test_a_runtime_error_in_the_run_is_reported(
+    make_napari_viewer, qtbot, project_with_model, monkeypatch
+):
+    """torch raises RuntimeErrors (out of memory among them); superqt's worker would drop
+    them silently, so the widget must still show one."""
+    from napari.utils import notifications
+
+    from napari_lsr.widgets import comparison
+
+    shown: list[str] = []
+    monkeypatch.setattr(notifications, "show_error", shown.append)
+
+    def failing(req):
+        yield "predicting lsr", 0.1
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore details")
+
+    monkeypatch.setattr(comparison, "run_comparison", failing)
+    viewer, widget = make_widget(make_napari_viewer, project_with_model)
+    run_and_wait(qtbot, widget)
+    text = widget.status.text()
+    assert "RuntimeError: CUDA out of memory" in text and "\n" not in text
+    assert shown == [f"napari-lsr: {text}"]
+    assert widget.run_button.isEnabled() and widget.comparison is None

@@ -68,6 +68,20 @@ def _swatch(color: str, w: int = 22, h: int = 10) -> QPixmap:
     return pix
 
 
+class ComparisonFailed(Exception):
+    """A RuntimeError from the run, re-raised as something superqt's worker reports."""
+
+
+def _guarded_comparison(req: Any) -> Any:
+    """``run_comparison`` with RuntimeErrors (torch's, out of memory included) re-raised as
+    ``ComparisonFailed``: superqt's generator worker takes a RuntimeError for a deleted
+    worker and drops it, so the user would see nothing."""
+    try:
+        return (yield from run_comparison(req))
+    except RuntimeError as exc:
+        raise ComparisonFailed(f"{type(exc).__name__}: {one_line(exc)}") from exc
+
+
 class Legend(QWidget):
     """Colour swatches and names of the boundaries on the canvas."""
 
@@ -433,7 +447,7 @@ class ComparisonWidget(QWidget):
             return None
         # Our own "errored" handler: napari/superqt would otherwise re-raise with a traceback.
         worker = thread_worker(
-            run_comparison,
+            _guarded_comparison,
             start_thread=False,
             connect={
                 "yielded": self._on_progress,
@@ -473,7 +487,7 @@ class ComparisonWidget(QWidget):
 
         log.debug("comparison failed", exc_info=exc)
         msg = one_line(exc)
-        known = isinstance(exc, (ValueError, OSError, SlideError, TrainingError))
+        known = isinstance(exc, (ValueError, OSError, SlideError, TrainingError, ComparisonFailed))
         self.show_error(msg if known else f"{type(exc).__name__}: {msg}")
 
     def _on_finished(self) -> None:
