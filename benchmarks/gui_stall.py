@@ -297,9 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         if bar is not None:
             bar.close()
         rows.extend((label, k, v) for k, v in probe.stalls().items())
-        notes.append(
-            f"{label}: napari process CPU {100 * cpu:.0f} % of a core; {probe.gc_note()}"
-        )
+        notes.append(f"{label}: napari process CPU {100 * cpu:.0f} % of a core; {probe.gc_note()}")
 
     control("no training", with_bar=False)
     control("no training, a napari progress bar open", with_bar=True)
