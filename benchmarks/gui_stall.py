@@ -65,6 +65,7 @@ class Probe:
         import gc
 
         self.ticks.clear()
+        self.marks: list[float] = []
         self.gc_pauses: list[tuple[int, float]] = []
         self._gc_t0: float | None = None
         gc.callbacks.append(self._gc)
@@ -87,6 +88,22 @@ class Probe:
             f"{len(self.gc_pauses)} garbage collections ({len(full)} full), longest "
             f"{1000 * longest:.1f} ms"
         )
+
+    def mark(self) -> None:
+        """Note a display refresh of the widget (connected to its refresh timer)."""
+        self.marks.append(time.perf_counter())
+
+    def over_goal_at_refresh(self) -> dict[str, tuple[int, int]]:
+        """Per phase: (stalls over the goal, of which a widget refresh started in the gap)."""
+        marks = np.asarray(self.marks)
+        out: dict[str, list[int]] = {}
+        for (t0, _), (t1, phase) in zip(self.ticks, self.ticks[1:]):
+            if (t1 - t0) * 1000 - INTERVAL_MS > GOAL_MS:
+                hit = bool(((marks >= t0) & (marks <= t1)).any()) if len(marks) else False
+                c = out.setdefault(phase, [0, 0])
+                c[0] += 1
+                c[1] += hit
+        return {k: (v[0], v[1]) for k, v in out.items()}
 
     def stalls(self) -> dict[str, np.ndarray]:
         """Per phase: lateness of each tick beyond the interval, in ms (a gap belongs to the
@@ -259,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     spin(app, 3.0)  # let the window and the first paint settle
 
     probe = Probe()
-    rows: list[tuple[str, str, np.ndarray]] = []
+    widget._timer.timeout.connect(probe.mark)  # when the widget redraws its live display
+    rows: list[tuple[str, str, np.ndarray, tuple[int, int]]] = []
     notes: list[str] = []
 
     def control(label: str, with_bar: bool, redraw: bool = False) -> None:
@@ -296,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         cpu = (time.process_time() - cpu0) / (time.perf_counter() - t0)
         if bar is not None:
             bar.close()
-        rows.extend((label, k, v) for k, v in probe.stalls().items())
+        at = probe.over_goal_at_refresh()
+        rows.extend((label, k, v, at.get(k, (0, 0))) for k, v in probe.stalls().items())
         notes.append(f"{label}: napari process CPU {100 * cpu:.0f} % of a core; {probe.gc_note()}")
 
     control("no training", with_bar=False)
@@ -349,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
             f"progress bar {bar} (= {'shown' if shown else 'not shown'})"
             + (", display refresh off" if bar == "quiet" else "")
         )
-        rows.extend((label, k, v) for k, v in probe.stalls().items())
+        at = probe.over_goal_at_refresh()
+        rows.extend((label, k, v, at.get(k, (0, 0))) for k, v in probe.stalls().items())
         train_s = (steps[-1] - steps[0]) if len(steps) > 1 else float("nan")
         rate = (len(steps) - 1) / train_s if train_s > 0 else float("nan")
         notes.append(
@@ -374,14 +394,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.seconds:.0f} s per run; stall = lateness of a tick beyond {INTERVAL_MS} ms\n"
     )
     print(
-        f"| run | phase | ticks | median ms | p99 ms | max ms | > {GOAL_MS:.0f} ms |\n"
+        f"| run | phase | ticks | median ms | p99 ms | max ms | > {GOAL_MS:.0f} ms "
+        "(at a widget redraw) |\n"
         "|---|---|---:|---:|---:|---:|---:|"
     )
-    for run, phase, v in rows:
+    for run, phase, v, (over, at_redraw) in rows:
         if len(v):
             print(
                 f"| {run} | {phase} | {len(v)} | {np.median(v):.2f} | "
-                f"{np.percentile(v, 99):.1f} | {v.max():.1f} | {int((v > GOAL_MS).sum())} |"
+                f"{np.percentile(v, 99):.1f} | {v.max():.1f} | {over} ({at_redraw}) |"
             )
     print()
     for n in notes:
