@@ -14,9 +14,11 @@ import math
 import os
 import pickle
 import queue
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,8 +284,6 @@ def _describe_exit(code: int | None) -> str:
     if code is None:
         return "still running"
     if code < 0:
-        import signal
-
         try:
             name = signal.Signals(-code).name
         except ValueError:
@@ -309,15 +309,23 @@ def run_in_subprocess(
     """
     try:
         yield from _relay(plan, cancel, priority)
+    except TrainingFailed:
+        raise
+    except Exception as exc:  # never a RuntimeError: superqt's worker would drop it
+        raise TrainingFailed(readable_error(exc, plan.out.stem, plan.config.device)) from exc
     finally:
         if finished is not None:
             finished.set()
 
 
 def _child_env() -> dict[str, str]:
+    import site
+
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)  # napari_lsr importable as in the parent
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    root = str(Path(__file__).resolve().parent.parent)
+    installed = {os.path.normcase(os.path.abspath(p)) for p in site.getsitepackages()}
+    if os.path.normcase(root) not in installed:  # a source tree: make it importable there too
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     env.pop("QT_QPA_PLATFORM", None)  # the child never touches Qt
     return env
 
@@ -331,26 +339,39 @@ def _spawn(priority: str) -> subprocess.Popen:
     if os.name == "nt" and priority != "normal":
         flag = "IDLE_PRIORITY_CLASS" if priority == "idle" else "BELOW_NORMAL_PRIORITY_CLASS"
         kwargs["creationflags"] = getattr(subprocess, flag, 0)
-    return subprocess.Popen(
+    if sys.stderr is None:  # pythonw: nowhere to print; the child must not inherit nothing
+        kwargs["stderr"] = subprocess.DEVNULL
+    proc = subprocess.Popen(
         [sys.executable, "-m", "napari_lsr.run", priority],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=_child_env(),
         **kwargs,
     )
+    _LIVE.add(proc)
+    return proc
 
 
 #: Children started ahead of a run, one per priority (``prepare_subprocess``).
 _STANDBY: dict[str, subprocess.Popen] = {}
 _STANDBY_LOCK = threading.Lock()
+#: How long exit waits for a run's child to save its checkpoint before killing it.
+EXIT_WAIT_S = 15.0
+#: Every child not yet reaped: the last resort at exit kills those still alive.
+_LIVE: set[subprocess.Popen] = set()
+_EXITING = threading.Event()
 
 
 def prepare_subprocess(priority: str = CHILD_PRIORITY) -> None:
     """Start a child now, so that the next run skips Python's and torch's start-up (about
     4 s here; the waiting child holds about 250 MB). Safe to call again: one waits at most."""
     with _STANDBY_LOCK:
+        if _EXITING.is_set():
+            return
         proc = _STANDBY.get(priority)
         if proc is None or proc.poll() is not None:
+            if proc is not None:
+                _release(proc)
             _STANDBY[priority] = _spawn(priority)
 
 
@@ -359,31 +380,54 @@ def _take_child(priority: str) -> subprocess.Popen:
         proc = _STANDBY.pop(priority, None)
     if proc is not None and proc.poll() is None:
         return proc
+    if proc is not None:
+        _release(proc)
     return _spawn(priority)
 
 
+def _release(proc: subprocess.Popen, kill: bool = False) -> None:
+    """Close a child's pipes (a waiting child then exits), optionally kill it, and reap it."""
+    if kill and proc.poll() is None:
+        proc.kill()
+    for f in (proc.stdin, proc.stdout):
+        try:
+            if f is not None:
+                f.close()
+        except OSError:
+            pass
+    if proc.poll() is not None or kill:
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        _LIVE.discard(proc)
+
+
 @atexit.register
-def _close_standby(timeout: float = 5.0) -> None:
-    """Let waiting children go (their stdin closes: they exit without a plan)."""
+def _close_standby() -> None:
+    """At exit: kill the waiting children (they hold nothing to save), and any run's child
+    still alive (the widget has already asked those to stop and waited for them)."""
+    _EXITING.set()
     with _STANDBY_LOCK:
         procs = list(_STANDBY.values())
         _STANDBY.clear()
     for proc in procs:
-        for f in (proc.stdin, proc.stdout):
-            try:
-                if f is not None:
-                    f.close()
-            except OSError:
-                pass
-    for proc in procs:
+        _release(proc, kill=True)
+    runs = [p for p in list(_LIVE) if p.poll() is None]
+    for proc in runs:  # stdin closing cancels a run: it saves its checkpoint and exits
+        _release(proc)
+    deadline = time.monotonic() + EXIT_WAIT_S
+    for proc in runs:
         try:
-            proc.wait(timeout)
+            proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            proc.kill()
+            pass
+        _release(proc, kill=True)
 
 
 def _relay(plan: RunPlan, cancel: threading.Event, priority: str) -> Iterator[Phase | TrainEvent]:
     name = plan.out.stem
+    data = pickle.dumps(_absolute(plan), protocol=pickle.HIGHEST_PROTOCOL)
     try:
         proc = _take_child(priority)
     except OSError as exc:
@@ -407,23 +451,23 @@ def _relay(plan: RunPlan, cancel: threading.Event, priority: str) -> Iterator[Ph
         tell_cancel()
 
     error: str | None = None
+    torn: Exception | None = None
     ended = False
-    try:
-        data = pickle.dumps(_absolute(plan), protocol=pickle.HIGHEST_PROTOCOL)
-        stdin.write(len(data).to_bytes(8, "little") + data)
-        stdin.flush()
-    except OSError:
-        pass  # the child died at once: reported below from its exit code
     watcher = threading.Thread(target=watch, name="lsr-run-cancel", daemon=True)
-    watcher.start()
     try:
+        try:
+            stdin.write(len(data).to_bytes(8, "little") + data)
+            stdin.flush()
+        except OSError:
+            pass  # the child died at once: reported below from its exit code
+        watcher.start()
         while True:
             try:
                 kind, payload = pickle.load(stdout)
             except EOFError:
                 break
             except Exception as exc:  # a torn message: the child died mid-write
-                error = f"training {name!r} stopped: lost contact with the training process ({exc})"
+                torn = exc
                 break
             if kind == "event":
                 try:
@@ -439,25 +483,29 @@ def _relay(plan: RunPlan, cancel: threading.Event, priority: str) -> Iterator[Ph
             elif kind == "end":
                 ended = True
     finally:
-        cancel_on_exit = proc.poll() is None
-        if cancel_on_exit:
+        if proc.poll() is None:
             tell_cancel()
-        try:
-            proc.wait()
-        finally:
-            done.set()  # ends the watcher
+        done.set()  # ends the watcher
+        if watcher.is_alive():
             watcher.join()
-            for f in (stdin, stdout):
-                try:
-                    f.close()
-                except OSError:
-                    pass
+        # Stop reading before waiting: a child still writing gets EPIPE, cancels and exits
+        # instead of blocking on a full pipe.
+        for f in (stdin, stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+        proc.wait()
+        _LIVE.discard(proc)
     if error is not None:
         raise TrainingFailed(error)
     if not ended:
+        why = _describe_exit(proc.returncode)
+        if torn is not None and proc.returncode is not None and proc.returncode >= 0:
+            why = f"lost contact with it: {torn}"
         raise TrainingFailed(
             f"training {name!r} stopped: the training process ended unexpectedly "
-            f"({_describe_exit(proc.returncode)}); the last saved checkpoint, if any, is kept"
+            f"({why}); the last saved checkpoint, if any, is kept"
         )
 
 
@@ -491,7 +539,16 @@ def _child_main(argv: list[str]) -> int:
     byte on stdin, or stdin closing (the parent gone), cancels the run.
     """
     proto = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    if sys.stderr is None:  # e.g. started without a console: print nowhere
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    if hasattr(signal, "SIGINT"):  # Ctrl+C in a terminal is napari's: it cancels the run
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:  # should memory run out, the kernel kills this child rather than napari
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("500")
+    except OSError:
+        pass
     lower_priority(argv[0] if argv else CHILD_PRIORITY)
     fd = sys.stdin.fileno()  # raw reads: a thread blocked in the buffered reader at exit aborts
     broken = threading.Event()
@@ -605,7 +662,9 @@ if __name__ == "__main__":
     from napari_lsr.run import _child_main as main
 
     code = main(sys.argv[1:])
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
     # Everything is saved and the parent told: skip the interpreter's and torch's teardown
     # (a second or more), so that the parent learns at once that the run has ended.
     os._exit(code)

@@ -177,5 +177,49 @@ def test_a_prepared_child_runs_the_next_plan_at_idle_priority(project_copy) -> N
 def test_waiting_children_are_let_go_at_exit() -> None:
     run.prepare_subprocess("low")
     proc = run._STANDBY["low"]
-    run._close_standby()
-    assert proc.wait(30) == 0 and not run._STANDBY
+    try:
+        run._close_standby()  # what atexit runs
+        assert proc.poll() is not None and not run._STANDBY and proc not in run._LIVE
+        run.prepare_subprocess("low")  # exiting: no new waiting child
+        assert not run._STANDBY
+    finally:
+        run._EXITING.clear()
+
+
+def test_a_run_that_outlives_the_interpreter_saves_its_checkpoint(project_copy, tmp_path) -> None:
+    """A script that exits in the middle of a run: the child is told to stop and saves."""
+    import pickle
+
+    plan = _plan(project_copy, "atexit", steps=100_000)
+    (tmp_path / "plan.pkl").write_bytes(pickle.dumps(plan))
+    script = tmp_path / "leave.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, pickle, threading
+            from napari_lsr import run
+            plan = pickle.loads(open({str(tmp_path / "plan.pkl")!r}, "rb").read())
+            gen = run.run_in_subprocess(plan, threading.Event())
+            for ev in gen:
+                if getattr(ev, "kind", "") == "step":
+                    break
+            # exits here with the run going on and the generator suspended
+            """
+        )
+    )
+    subprocess.run([sys.executable, str(script)], check=True, timeout=120)
+    card = json.loads(plan.out.with_suffix(".json").read_text())
+    assert card["status"] == "cancelled"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses /proc")
+def test_ctrl_c_is_for_napari_not_the_child(project_copy) -> None:
+    """SIGINT (Ctrl+C in napari's terminal reaches its whole process group) does not kill the
+    child mid-step; napari handles it and cancels the run itself."""
+    plan = _plan(project_copy, "sigint", steps=6)
+    events = []
+    for ev in run.run_in_subprocess(plan, threading.Event()):
+        events.append(ev)
+        if getattr(ev, "kind", "") == "step" and ev.step == 2:
+            os.kill(_child_pid(), signal.SIGINT)
+    assert events[-1].kind == "done" and events[-1].step == 6
