@@ -4,8 +4,9 @@
 2. training step: the trainer's step vs a bare forward + backward + RMSprop step of the same
    U-Net on the same batch;
 3. block loading: cached batches (sample + read + augment) per second vs what training eats;
-4. inference: predict_slide vs the bare forward over the same input tiles, and vs a naive
-   single-threaded tile loop with the same model.
+4. inference: predict_slide vs the bare forward over the same input tiles, vs a naive
+   single-threaded tile loop with the same model (as ``load_model`` gives it), and vs our own
+   tile function on one thread (one Dask worker's work: the parallel scaling).
 
 Usage: python benchmarks/speed.py [--size 8192] [--steps 30] [--out bench_out] [--rounds 3]
        [--inference-only]
@@ -189,7 +190,35 @@ def main() -> None:
                 torch.sigmoid(model(xb.float() / 255.0))
 
     def run_naive() -> None:
-        # one thread, tile after tile, row after row, with predict_chunk: read, forward, crop
+        # what a user writes: the model as load_model gives it, one torch thread, each tile
+        # read with its margin, forward, centre kept, row after row, into one array
+        h, w = info["height"], info["width"]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            full = np.zeros((h, w), np.uint8)
+            with Slide(entry.path) as s, torch.inference_mode():
+                for ty in range(0, h, tile):
+                    for tx in range(0, w, tile):
+                        rgb = s.read_region(
+                            int((tx - margin) * d),
+                            int((ty - margin) * d),
+                            int(size * d),
+                            int(size * d),
+                            size=(size, size),
+                        )
+                        x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
+                        p = torch.sigmoid(model(x))[
+                            0, margin : margin + tile, margin : margin + tile
+                        ]
+                        ch, cw = min(tile, h - ty), min(tile, w - tx)
+                        full[ty : ty + ch, tx : tx + cw] = (p[:ch, :cw] * 255 + 0.5).byte().numpy()
+        finally:
+            torch.set_num_threads(threads)
+
+    def run_one_worker() -> None:
+        # our own tile function (predict_chunk: NHWC model, crop) on one thread, row after
+        # row: what one Dask worker does, so ours / this is the parallel scaling
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -213,17 +242,20 @@ def main() -> None:
         finally:
             torch.set_num_threads(threads)
 
-    methods = {"ours": run_ours, "bare": run_bare, "naive": run_naive}
+    methods = {"ours": run_ours, "bare": run_bare, "naive": run_naive, "one": run_one_worker}
     for fn in methods.values():  # warm-up, untimed
         fn()
     times: dict[str, list[float]] = {k: [] for k in methods}
     order = list(methods)
     for r in range(args.rounds):
-        for name in order[r % 3 :] + order[: r % 3]:
+        k = r % len(order)
+        for name in order[k:] + order[:k]:
             t0 = time.perf_counter()
             methods[name]()
             times[name].append(time.perf_counter() - t0)
-    t_ours, t_bare, t_loop = (statistics.median(times[k]) for k in ("ours", "bare", "naive"))
+    t_ours, t_bare, t_loop, t_one = (
+        statistics.median(times[k]) for k in ("ours", "bare", "naive", "one")
+    )
     per_round = [n / o for n, o in zip(times["naive"], times["ours"])]
     px = info["width"] * info["height"]
     rows.append(
@@ -239,9 +271,18 @@ def main() -> None:
         [
             "inference (predict_slide, Dask threads)",
             f"{px / t_ours / 1e6:.2f} Mpx/s",
-            "naive 1-thread tile loop",
+            "naive 1-thread tile loop (the model as loaded)",
             f"{px / t_loop / 1e6:.2f} Mpx/s",
             t_loop / t_ours,
+        ]
+    )
+    rows.append(
+        [
+            "inference (predict_slide, Dask threads)",
+            f"{px / t_ours / 1e6:.2f} Mpx/s",
+            "one worker: our tile function on 1 thread",
+            f"{px / t_one / 1e6:.2f} Mpx/s",
+            t_one / t_ours,
         ]
     )
     with Slide(entry.path) as s:
@@ -272,6 +313,8 @@ def main() -> None:
         + "; ".join(f"{k} " + ", ".join(f"{t:.2f}" for t in v) for k, v in times.items())
         + "; naive/ours per round: "
         + ", ".join(f"{x:.2f}" for x in per_round)
+        + "; one worker/ours per round: "
+        + ", ".join(f"{o / t:.2f}" for o, t in zip(times["one"], times["ours"]))
     )
 
 

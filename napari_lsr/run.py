@@ -565,7 +565,7 @@ def _child_main(argv: list[str]) -> int:
 
     cancel = threading.Event()
     try:
-        _warm_imports()
+        warm_up_engine()
     except Exception:  # only a warm-up: the run reports real errors
         pass
     try:
@@ -603,8 +603,16 @@ def _child_main(argv: list[str]) -> int:
     return 0
 
 
-def _warm_imports() -> None:
-    """Import what a run needs before the plan comes (a waiting child is ready at once)."""
+def warm_up_engine() -> None:
+    """Import torch, dask and the engine, and run a tiny Dask task and training step.
+
+    torch imports modules lazily on first use (the first optimiser step imports
+    ``torch._dynamo``, seconds here): a waiting child runs this before its plan comes, and
+    the training widget in its own process (where an import inside a training thread would
+    hold napari's GIL for long stretches).
+    """
+    import io
+
     import dask
     import torch
 
@@ -613,19 +621,23 @@ def _warm_imports() -> None:
     from .unet import UNetConfig, build_model
 
     dask.compute(dask.delayed(int)(1), scheduler="threads")  # what extraction imports
-    # One tiny training step: torch imports modules lazily on the first optimiser step.
     model = build_model(UNetConfig(depth=1, width=2))
     opt = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     prob = torch.sigmoid(model(torch.rand(2, 3, 16, 16)).float())
-    lsr_loss(
+    loss = lsr_loss(
         prob,
         torch.zeros(2, dtype=torch.long),
         torch.full((10,), 0.1),
         torch.full((10,), 0.05),
         statistic="intra",
         distance="gaussian",
-    ).backward()
+    )
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
     opt.step()
+    sched.step()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, io.BytesIO())
 
 
 def lower_priority(priority: str) -> str:

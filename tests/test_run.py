@@ -104,6 +104,21 @@ def test_a_killed_child_is_reported_and_its_checkpoint_kept(project_copy) -> Non
     assert plan.out.exists()  # the periodic checkpoint survives
 
 
+def _parent_script(tmp_path: Path, plan: run.RunPlan, body: str) -> Path:
+    """A Python script that loads ``plan`` and runs ``body`` (a parent process of a run)."""
+    import pickle
+
+    (tmp_path / "plan.pkl").write_bytes(pickle.dumps(plan))
+    script = tmp_path / "parent.py"
+    head = (
+        "import pickle, threading\n"
+        "from napari_lsr import run\n"
+        f"plan = pickle.loads(open({str(tmp_path / 'plan.pkl')!r}, 'rb').read())\n"
+    )
+    script.write_text(head + textwrap.dedent(body))
+    return script
+
+
 def _child_pid() -> int:
     """The pid of this process's running ``napari_lsr.run`` child."""
     me = os.getpid()
@@ -124,21 +139,14 @@ def _child_pid() -> int:
 def test_the_child_saves_a_checkpoint_when_its_parent_dies(project_copy, tmp_path) -> None:
     """A parent killed outright closes the child's stdin: the child cancels with a checkpoint."""
     plan = _plan(project_copy, "orphan", steps=100_000)
-    import pickle
-
-    (tmp_path / "plan.pkl").write_bytes(pickle.dumps(plan))
-    script = tmp_path / "parent.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            import os, pickle, threading
-            from napari_lsr import run
-            plan = pickle.loads(open({str(tmp_path / "plan.pkl")!r}, "rb").read())
-            for ev in run.run_in_subprocess(plan, threading.Event()):
-                if getattr(ev, "kind", "") == "step":
-                    print("STEP", flush=True)
-            """
-        )
+    script = _parent_script(
+        tmp_path,
+        plan,
+        """
+        for ev in run.run_in_subprocess(plan, threading.Event()):
+            if getattr(ev, "kind", "") == "step":
+                print("STEP", flush=True)
+        """,
     )
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     assert parent.stdout is not None
@@ -188,24 +196,17 @@ def test_waiting_children_are_let_go_at_exit() -> None:
 
 def test_a_run_that_outlives_the_interpreter_saves_its_checkpoint(project_copy, tmp_path) -> None:
     """A script that exits in the middle of a run: the child is told to stop and saves."""
-    import pickle
-
     plan = _plan(project_copy, "atexit", steps=100_000)
-    (tmp_path / "plan.pkl").write_bytes(pickle.dumps(plan))
-    script = tmp_path / "leave.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            import os, pickle, threading
-            from napari_lsr import run
-            plan = pickle.loads(open({str(tmp_path / "plan.pkl")!r}, "rb").read())
-            gen = run.run_in_subprocess(plan, threading.Event())
-            for ev in gen:
-                if getattr(ev, "kind", "") == "step":
-                    break
-            # exits here with the run going on and the generator suspended
-            """
-        )
+    script = _parent_script(
+        tmp_path,
+        plan,
+        """
+        gen = run.run_in_subprocess(plan, threading.Event())
+        for ev in gen:
+            if getattr(ev, "kind", "") == "step":
+                break
+        # exits here with the run going on and the generator suspended
+        """,
     )
     subprocess.run([sys.executable, str(script)], check=True, timeout=120)
     card = json.loads(plan.out.with_suffix(".json").read_text())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import gc
-import io
 import math
 import os
 import threading
@@ -59,6 +58,7 @@ from ..run import (  # noqa: F401 (Phase, SlideSource, TrainingFailed, readable_
     readable_error,
     run_in_subprocess,
     run_training,
+    warm_up_engine,
 )
 
 if TYPE_CHECKING:
@@ -366,17 +366,10 @@ def _warm_up() -> list[str]:
     first optimiser step imports ``torch._dynamo``); an import in the training thread holds
     the GIL for long stretches and stalls the GUI, so it happens here instead, once.
     """
-    import dask
-    import torch
-
-    dask.compute(dask.delayed(int)(1), scheduler="threads")  # imports what extraction needs
-
-    from ..losses import lsr_loss
     from ..training import available_devices, select_device
-    from ..unet import UNetConfig, build_model
 
     try:
-        _tiny_step(torch, lsr_loss, build_model(UNetConfig(depth=1, width=2)))
+        warm_up_engine()
     except Exception:  # only a warm-up: the run reports real errors
         pass
     devices = available_devices()
@@ -385,25 +378,6 @@ def _warm_up() -> list[str]:
     except Exception:
         auto = "cpu"
     return [f"auto ({auto})" if d == "auto" else d for d in devices]
-
-
-def _tiny_step(torch: Any, lsr_loss: Any, model: Any) -> None:
-    opt = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-    prob = torch.sigmoid(model(torch.rand(2, 3, 16, 16)).float())
-    loss = lsr_loss(
-        prob,
-        torch.zeros(2, dtype=torch.long),
-        torch.full((10,), 0.1),
-        torch.full((10,), 0.05),
-        statistic="intra",
-        distance="gaussian",
-    )
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    sched.step()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, io.BytesIO())
 
 
 def _spin(lo: int, hi: int, value: int, tip: str = "") -> QSpinBox:
