@@ -360,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         spin(app, 60.0, until=lambda: not widget.is_running)
         probe.stop()
         widget.run_event.disconnect(on_event)
+        for suffix in (".pt", ".json"):  # leave the sample's models folder as it was
+            (project.models_dir / f"{name}{suffix}").unlink(missing_ok=True)
         shown = widget._use_napari_progress()
         label = (
             f"training in {'a thread' if mode == 'thread' else f'a process ({mode} priority)'}, "
