@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -298,6 +298,7 @@ def run_in_subprocess(
     cancel: threading.Event,
     finished: threading.Event | None = None,
     priority: str = CHILD_PRIORITY,
+    started: Callable[[int | None], None] | None = None,
 ) -> Iterator[Phase | TrainEvent]:
     """``run_training`` in a child process at lower priority; yields the child's events.
 
@@ -305,10 +306,11 @@ def run_in_subprocess(
     training step (the child saves a checkpoint and card); errors are raised as
     ``TrainingFailed`` with a readable message, including the child dying (killed for memory,
     say: the last periodic checkpoint stays). Closing the generator early cancels the run and
-    waits for its checkpoint. ``finished`` is set once the child has exited.
+    waits for its checkpoint. ``finished`` is set once the child has exited. ``started`` is
+    called with the child's pid once it has the plan, and with None once it has exited.
     """
     try:
-        yield from _relay(plan, cancel, priority)
+        yield from _relay(plan, cancel, priority, started)
     except TrainingFailed:
         raise
     except Exception as exc:  # never a RuntimeError: superqt's worker would drop it
@@ -425,7 +427,12 @@ def _close_standby() -> None:
         _release(proc, kill=True)
 
 
-def _relay(plan: RunPlan, cancel: threading.Event, priority: str) -> Iterator[Phase | TrainEvent]:
+def _relay(
+    plan: RunPlan,
+    cancel: threading.Event,
+    priority: str,
+    started: Callable[[int | None], None] | None = None,
+) -> Iterator[Phase | TrainEvent]:
     name = plan.out.stem
     data = pickle.dumps(_absolute(plan), protocol=pickle.HIGHEST_PROTOCOL)
     try:
@@ -461,6 +468,8 @@ def _relay(plan: RunPlan, cancel: threading.Event, priority: str) -> Iterator[Ph
         except OSError:
             pass  # the child died at once: reported below from its exit code
         watcher.start()
+        if started is not None:
+            started(proc.pid)
         while True:
             try:
                 kind, payload = pickle.load(stdout)
@@ -497,6 +506,8 @@ def _relay(plan: RunPlan, cancel: threading.Event, priority: str) -> Iterator[Ph
                 pass
         proc.wait()
         _LIVE.discard(proc)
+        if started is not None:
+            started(None)
     if error is not None:
         raise TrainingFailed(error)
     if not ended:

@@ -330,3 +330,29 @@ def test_gui_keeps_running_while_training(widget, qtbot) -> None:
     qtbot.waitUntil(lambda: bool(rec.finished), timeout=30_000)
     gaps = [b - a for a, b in zip(ticks, ticks[1:])]
     assert len(gaps) > 20 and max(gaps) < 1.0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pauses the child with SIGSTOP")
+def test_force_stop_ends_a_run_whose_step_never_finishes(widget, qtbot) -> None:
+    """A child stuck inside a step cannot honour Cancel: after a while the button offers
+    Force stop, which ends the process; the GUI is free again with a clear message."""
+    import os
+    import signal
+
+    rec = Recorder(widget)
+    widget.steps_spin.setValue(100_000)
+    widget.force_stop_after_ms = 500
+    assert widget.start()
+    qtbot.waitUntil(lambda: len(rec.steps()) >= 2, timeout=30_000)
+    pid = widget._handle.child_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # a step that never ends
+    widget.cancel_btn.click()
+    assert widget.cancel_btn.text() == "Cancel" and not widget.cancel_btn.isEnabled()
+    qtbot.waitUntil(lambda: widget.cancel_btn.text() == "Force stop", timeout=5_000)
+    assert widget.cancel_btn.isEnabled() and widget.is_running
+    widget.cancel_btn.click()
+    qtbot.waitUntil(lambda: bool(rec.finished), timeout=30_000)
+    assert rec.finished[-1] == ("", "failed")
+    assert "force-stopped" in widget.status_label.text()
+    assert widget.cancel_btn.text() == "Cancel" and widget.train_btn.isEnabled()

@@ -8,6 +8,7 @@ import math
 import os
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -122,6 +123,7 @@ STOP_TIMEOUT_S = 30.0
 #: canvas: about 25 ms of CPU with software OpenGL (Xvfb, llvmpipe), 40-80 ms of waiting
 #: when training keeps the CPUs busy; so once a second (see benchmarks/gui_stall.py).
 REFRESH_MS = 1000
+CANCEL_TIP = "stop after this step; a checkpoint and a card are saved"
 #: Where a slide layer's labels CSV is looked for beside the slide, ``{stem}`` replaced.
 LABEL_CANDIDATES = ("{stem}_lowres.csv", "{stem}_labels.csv", "{stem}.csv")
 
@@ -178,6 +180,28 @@ class RunHandle:
     def __init__(self) -> None:
         self.cancel = threading.Event()
         self.finished = threading.Event()
+        #: The training child's pid while it runs (process isolation), else None.
+        self.child_pid: int | None = None
+        #: True once ``kill`` has ended the child.
+        self.killed = False
+
+    def set_child(self, pid: int | None) -> None:
+        self.child_pid = pid
+
+    def kill(self) -> bool:
+        """End the training child at once (no new checkpoint); False if there is none."""
+        import signal
+
+        pid = self.child_pid
+        if pid is None:
+            return False
+        self.killed = True
+        self.cancel.set()
+        try:
+            os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
+        except OSError:
+            return False
+        return True
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
         """Ask the run to stop (it saves a checkpoint) and wait up to ``timeout`` seconds."""
@@ -415,6 +439,9 @@ class TrainingWidget(QWidget):
     #: The child process's CPU priority (``run.PRIORITIES``): "idle" by default.
     priority: str = "idle"
 
+    #: How long after Cancel the button turns into Force stop, if the child has not ended.
+    force_stop_after_ms: int = 20_000
+
     #: torch intra-op threads of a run: None is automatic (a child process: torch's default,
     #: every core; a thread: all cores but one, left to the GUI), 0 keeps torch's default,
     #: n > 0 uses n.
@@ -447,6 +474,7 @@ class TrainingWidget(QWidget):
         self._final_status = ""
         self._device = ""
         self._software_gl: bool | None = None
+        self._force_offered = False
         #: True once torch is imported and warmed up in the background (devices listed).
         self.warmed_up = False
         self._build()
@@ -654,8 +682,8 @@ class TrainingWidget(QWidget):
         self.train_btn = QPushButton("Train")
         self.train_btn.clicked.connect(self.start)
         self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setToolTip("stop after this step; a checkpoint and a card are saved")
-        self.cancel_btn.clicked.connect(self.cancel)
+        self.cancel_btn.setToolTip(CANCEL_TIP)
+        self.cancel_btn.clicked.connect(self._on_cancel_clicked)
         self.resume_btn = QPushButton("Resume")
         self.resume_btn.setToolTip("continue the selected (or last cancelled) run")
         self.resume_btn.clicked.connect(self._on_resume_clicked)
@@ -1152,7 +1180,12 @@ class TrainingWidget(QWidget):
             worker = _TrainWorker(run_training, plan, handle.cancel, handle.finished)
         else:
             worker = _TrainWorker(
-                run_in_subprocess, plan, handle.cancel, handle.finished, priority=self.priority
+                run_in_subprocess,
+                plan,
+                handle.cancel,
+                handle.finished,
+                priority=self.priority,
+                started=handle.set_child,
             )
         worker.handle = handle
         worker.yielded.connect(self._on_event)
@@ -1207,11 +1240,45 @@ class TrainingWidget(QWidget):
         self._task_id = None
 
     def cancel(self) -> None:
-        """Ask the run to stop after the current step (it saves a checkpoint and a card)."""
-        if self._handle is not None and not self._handle.cancel.is_set():
-            self._handle.cancel.set()
+        """Ask the run to stop after the current step (it saves a checkpoint and a card).
+
+        Should a child process not have stopped ``force_stop_after_ms`` later (a step stuck in
+        a driver, or starved of CPU), the Cancel button turns into Force stop.
+        """
+        handle = self._handle
+        if handle is not None and not handle.cancel.is_set():
+            handle.cancel.set()
             self._set_status("cancelling after this step…")
             self._update_buttons()
+            if self.isolation == "process":
+                QTimer.singleShot(self.force_stop_after_ms, partial(self._offer_force_stop, handle))
+
+    def _offer_force_stop(self, handle: RunHandle) -> None:
+        if self._handle is not handle or handle.finished.is_set() or handle.child_pid is None:
+            return
+        self._force_offered = True
+        self.cancel_btn.setText("Force stop")
+        self.cancel_btn.setToolTip(
+            "the run has not stopped yet: end its process now (the last saved checkpoint "
+            "is kept, the steps since are lost)"
+        )
+        self._set_status("still cancelling: the current step has not finished")
+        self._update_buttons()
+
+    def _on_cancel_clicked(self, *_: Any) -> None:
+        if self._force_offered:
+            self.force_stop()
+        else:
+            self.cancel()
+
+    def force_stop(self) -> bool:
+        """End the run's child process now (the last saved checkpoint is kept)."""
+        handle = self._handle
+        if handle is None or not handle.kill():
+            return False
+        self._set_status("force-stopping…")
+        self._update_buttons()
+        return True
 
     def wait(self, timeout: float = STOP_TIMEOUT_S) -> bool:
         """Block until the run's generator has returned (for scripts and tests)."""
@@ -1318,6 +1385,12 @@ class TrainingWidget(QWidget):
         # Notified here: napari 0.9's worker mixin that would relay errors never initialises
         # (QRunnable does not chain __init__), so nothing else reports them.
         self._final_status = "failed"
+        if self._handle is not None and self._handle.killed:
+            name = self._out.stem if self._out is not None else "?"
+            text = f"training {name!r} force-stopped; the last saved checkpoint, if any, is kept"
+            self._set_status(text)
+            show_info(f"napari-lsr: {text}")
+            return
         self._set_status(str(exc))
         show_error(f"napari-lsr: {exc}")
 
@@ -1333,6 +1406,9 @@ class TrainingWidget(QWidget):
         saved = out is not None and status in ("done", "cancelled") and out.exists()
         self._resume_target = out if saved and status == "cancelled" else None
         self._worker, self._handle = None, None
+        self._force_offered = False
+        self.cancel_btn.setText("Cancel")
+        self.cancel_btn.setToolTip(CANCEL_TIP)
         if self.isolation == "process":  # the next run's child, ready in the background
             priority = self.priority
             threading.Thread(
@@ -1355,7 +1431,7 @@ class TrainingWidget(QWidget):
         cancelling = running and self._handle is not None and self._handle.cancel.is_set()
         self.train_btn.setEnabled(not running)
         self.project_btn.setEnabled(not running)
-        self.cancel_btn.setEnabled(running and not cancelling)
+        self.cancel_btn.setEnabled(running and (not cancelling or self._force_offered))
         can_resume = False
         if not running:
             items = self.models_tree.selectedItems()
