@@ -194,8 +194,16 @@ def run_training(
     step; once training has begun the engine saves a checkpoint and card. Every error is
     raised as ``TrainingFailed`` with a readable message. ``finished`` is set on exit.
     """
+    yield from _readable_errors(_run(plan, cancel), plan, finished)
+
+
+def _readable_errors(
+    events: Iterator[Phase | TrainEvent], plan: RunPlan, finished: threading.Event | None
+) -> Iterator[Phase | TrainEvent]:
+    """``events``, with every error raised as ``TrainingFailed`` (never a RuntimeError:
+    superqt's worker would drop it) and ``finished`` set on exit."""
     try:
-        yield from _run(plan, cancel)
+        yield from events
     except TrainingFailed:
         raise
     except Exception as exc:
@@ -309,15 +317,7 @@ def run_in_subprocess(
     waits for its checkpoint. ``finished`` is set once the child has exited. ``started`` is
     called with the child's pid once it has the plan, and with None once it has exited.
     """
-    try:
-        yield from _relay(plan, cancel, priority, started)
-    except TrainingFailed:
-        raise
-    except Exception as exc:  # never a RuntimeError: superqt's worker would drop it
-        raise TrainingFailed(readable_error(exc, plan.out.stem, plan.config.device)) from exc
-    finally:
-        if finished is not None:
-            finished.set()
+    yield from _readable_errors(_relay(plan, cancel, priority, started), plan, finished)
 
 
 def _child_env() -> dict[str, str]:
@@ -391,18 +391,22 @@ def _release(proc: subprocess.Popen, kill: bool = False) -> None:
     """Close a child's pipes (a waiting child then exits), optionally kill it, and reap it."""
     if kill and proc.poll() is None:
         proc.kill()
-    for f in (proc.stdin, proc.stdout):
-        try:
-            if f is not None:
-                f.close()
-        except OSError:
-            pass
+    _close_pipes(proc)
     if proc.poll() is not None or kill:
         try:
             proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
         _LIVE.discard(proc)
+
+
+def _close_pipes(proc: subprocess.Popen) -> None:
+    for f in (proc.stdin, proc.stdout):
+        try:
+            if f is not None:
+                f.close()
+        except OSError:
+            pass
 
 
 @atexit.register
@@ -499,11 +503,7 @@ def _relay(
             watcher.join()
         # Stop reading before waiting: a child still writing gets EPIPE, cancels and exits
         # instead of blocking on a full pipe.
-        for f in (stdin, stdout):
-            try:
-                f.close()
-            except OSError:
-                pass
+        _close_pipes(proc)
         proc.wait()
         _LIVE.discard(proc)
         if started is not None:
