@@ -59,3 +59,23 @@ def tiny_model(tiny_project, tmp_path_factory: pytest.TempPathFactory) -> Path:
     for _ in train(blocks, prior, cfg, out):
         pass
     return out
+
+
+def tiny_plan(project, name: str, steps: int, **config):
+    """A training-run plan (``napari_lsr.run.RunPlan``) for the project's first slide on tiny
+    settings (depth 2, width 4, groups of 4, 32 px blocks at 4 um/px, no periodic checkpoint)."""
+    from napari_lsr.run import RunPlan, SlideSource
+    from napari_lsr.training import TrainConfig
+
+    config = {"checkpoint_every": 0, **config}
+    entry = project.slides[0]
+    return RunPlan(
+        out=project.models_dir / f"{name}.pt",
+        cache_dir=project.cache_dir,
+        config=TrainConfig(depth=2, width=4, group_size=4, steps=steps, **config),
+        sources=[SlideSource(entry.path, entry.labels)],
+        prior=project.prior(),
+        mpp=4.0,
+        block_size=32,
+        info={"trained_with": "test"},
+    )

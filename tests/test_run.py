@@ -16,27 +16,11 @@ import pytest
 
 from napari_lsr import run
 
-
-def _plan(project, name: str, steps: int, **config) -> run.RunPlan:
-    from napari_lsr.training import TrainConfig
-
-    entry = project.slides[0]
-    return run.RunPlan(
-        out=project.models_dir / f"{name}.pt",
-        cache_dir=project.cache_dir,
-        config=TrainConfig(
-            depth=2, width=4, group_size=4, steps=steps, checkpoint_every=0, **config
-        ),
-        sources=[run.SlideSource(entry.path, entry.labels)],
-        prior=project.prior(),
-        mpp=4.0,
-        block_size=32,
-        info={"trained_with": "test"},
-    )
+from conftest import tiny_plan
 
 
 def test_subprocess_run_relays_every_event_and_saves_the_model(project_copy) -> None:
-    plan = _plan(project_copy, "p", steps=5)
+    plan = tiny_plan(project_copy, "p", steps=5)
     cancel, finished = threading.Event(), threading.Event()
     events = list(run.run_in_subprocess(plan, cancel, finished))
     assert finished.is_set() and not cancel.is_set()
@@ -53,7 +37,7 @@ def test_subprocess_run_relays_every_event_and_saves_the_model(project_copy) -> 
 
 
 def test_cancel_reaches_the_child_within_a_step(project_copy) -> None:
-    plan = _plan(project_copy, "c", steps=100_000)
+    plan = tiny_plan(project_copy, "c", steps=100_000)
     cancel = threading.Event()
     events = []
     for ev in run.run_in_subprocess(plan, cancel):
@@ -67,7 +51,7 @@ def test_cancel_reaches_the_child_within_a_step(project_copy) -> None:
 
 
 def test_closing_the_generator_cancels_and_waits_for_the_checkpoint(project_copy) -> None:
-    plan = _plan(project_copy, "g", steps=100_000)
+    plan = tiny_plan(project_copy, "g", steps=100_000)
     cancel, finished = threading.Event(), threading.Event()
     gen = run.run_in_subprocess(plan, cancel, finished)
     for ev in gen:
@@ -80,7 +64,7 @@ def test_closing_the_generator_cancels_and_waits_for_the_checkpoint(project_copy
 
 
 def test_errors_in_the_child_arrive_as_readable_messages(project_copy) -> None:
-    plan = _plan(project_copy, "e", steps=5)
+    plan = tiny_plan(project_copy, "e", steps=5)
     plan.config.group_size = 500  # no bin holds such a group
     with pytest.raises(run.TrainingFailed) as err:
         list(run.run_in_subprocess(plan, threading.Event()))
@@ -90,7 +74,7 @@ def test_errors_in_the_child_arrive_as_readable_messages(project_copy) -> None:
 
 
 def test_a_killed_child_is_reported_and_its_checkpoint_kept(project_copy) -> None:
-    plan = _plan(project_copy, "k", steps=100_000)
+    plan = tiny_plan(project_copy, "k", steps=100_000)
     plan.config.checkpoint_every = 2
     pids = []
     with pytest.raises(run.TrainingFailed) as err:
@@ -138,7 +122,7 @@ def _child_pid() -> int:
 @pytest.mark.skipif(sys.platform != "linux", reason="uses /proc and SIGKILL")
 def test_the_child_saves_a_checkpoint_when_its_parent_dies(project_copy, tmp_path) -> None:
     """A parent killed outright closes the child's stdin: the child cancels with a checkpoint."""
-    plan = _plan(project_copy, "orphan", steps=100_000)
+    plan = tiny_plan(project_copy, "orphan", steps=100_000)
     script = _parent_script(
         tmp_path,
         plan,
@@ -177,7 +161,7 @@ def test_a_prepared_child_runs_the_next_plan_at_idle_priority(project_copy) -> N
         assert os.sched_getscheduler(proc.pid) == os.SCHED_IDLE
     run.prepare_subprocess("idle")  # one waits at most
     assert run._STANDBY["idle"] is proc
-    events = list(run.run_in_subprocess(_plan(project_copy, "s", steps=2), threading.Event()))
+    events = list(run.run_in_subprocess(tiny_plan(project_copy, "s", steps=2), threading.Event()))
     assert events[-1].kind == "done"
     assert proc.poll() == 0 and "idle" not in run._STANDBY  # that child ran it, and ended
 
@@ -196,7 +180,7 @@ def test_waiting_children_are_let_go_at_exit() -> None:
 
 def test_a_run_that_outlives_the_interpreter_saves_its_checkpoint(project_copy, tmp_path) -> None:
     """A script that exits in the middle of a run: the child is told to stop and saves."""
-    plan = _plan(project_copy, "atexit", steps=100_000)
+    plan = tiny_plan(project_copy, "atexit", steps=100_000)
     script = _parent_script(
         tmp_path,
         plan,
@@ -217,7 +201,7 @@ def test_a_run_that_outlives_the_interpreter_saves_its_checkpoint(project_copy, 
 def test_ctrl_c_is_for_napari_not_the_child(project_copy) -> None:
     """SIGINT (Ctrl+C in napari's terminal reaches its whole process group) does not kill the
     child mid-step; napari handles it and cancels the run itself."""
-    plan = _plan(project_copy, "sigint", steps=6)
+    plan = tiny_plan(project_copy, "sigint", steps=6)
     events = []
     for ev in run.run_in_subprocess(plan, threading.Event()):
         events.append(ev)

@@ -12,6 +12,8 @@ import pytest
 
 from napari_lsr.widgets import training as tw
 
+from conftest import tiny_plan
+
 pytestmark = pytest.mark.gui
 
 #: Tiny settings: every run takes seconds on a CPU.
@@ -211,18 +213,7 @@ def test_readable_error_for_out_of_memory_and_nan() -> None:
 
 
 def test_cancel_before_training_saves_nothing(project_copy) -> None:
-    from napari_lsr.training import TrainConfig
-
-    entry = project_copy.slides[0]
-    plan = tw.RunPlan(
-        out=project_copy.models_dir / "x.pt",
-        cache_dir=project_copy.cache_dir,
-        config=TrainConfig(depth=2, width=4, group_size=4, steps=5),
-        sources=[tw.SlideSource(entry.path, entry.labels)],
-        prior=project_copy.prior(),
-        mpp=4.0,
-        block_size=32,
-    )
+    plan = tiny_plan(project_copy, "x", steps=5, checkpoint_every=100)
     cancel, finished = threading.Event(), threading.Event()
     cancel.set()
     events = list(tw.run_training(plan, cancel, finished))
@@ -284,18 +275,7 @@ def test_project_is_shared_with_the_other_widgets(make_napari_viewer, project_co
 
 def test_cancel_is_honoured_at_the_next_step(project_copy) -> None:
     """The worker's generator stops at the step after cancel, with a checkpoint and card."""
-    from napari_lsr.training import TrainConfig
-
-    entry = project_copy.slides[0]
-    plan = tw.RunPlan(
-        out=project_copy.models_dir / "c.pt",
-        cache_dir=project_copy.cache_dir,
-        config=TrainConfig(depth=2, width=4, group_size=4, steps=1000, checkpoint_every=0),
-        sources=[tw.SlideSource(entry.path, entry.labels)],
-        prior=project_copy.prior(),
-        mpp=4.0,
-        block_size=32,
-    )
+    plan = tiny_plan(project_copy, "c", steps=1000)
     cancel = threading.Event()
     events = []
     for ev in tw.run_training(plan, cancel):
