@@ -66,9 +66,14 @@ def build_synthetic(work: Path, size: int, block_px: int) -> dict:
         sources.append(SlideBlocks(e.path, labels))
     # blocks are 256 um; trained at block_px px, scored on the truth grid (4 um/px)
     blocks = extract_blocks(sources, work / "cache", block_px, 256.0 / block_px)
+    return _dataset("synthetic", prior, blocks, images, block_px)
+
+
+def _dataset(name: str, prior, blocks, images: list, block_px: int) -> dict:  # noqa: ANN001
+    """What a run needs of a data set: 64 px (truth grid) blocks, scored in a 64 px band."""
     return {
         "scale": 64 / block_px,
-        "name": "synthetic",
+        "name": name,
         "prior": prior,
         "blocks": str(blocks.folder),
         "images": images,
@@ -111,15 +116,7 @@ def build_camelyon(work: Path, block_px: int) -> dict | None:
         all_pct.append(100 * frac)
     prior = prior_from_values(bins, np.concatenate(all_z), np.concatenate(all_pct))
     blocks = extract_blocks(sources, work / "cache", block_px, 64.0 / block_px)
-    return {
-        "scale": 64 / block_px,
-        "name": "camelyon",
-        "prior": prior,
-        "blocks": str(blocks.folder),
-        "images": images,
-        "band": 64.0,
-        "n_blocks": len(blocks),
-    }
+    return _dataset("camelyon", prior, blocks, images, block_px)
 
 
 def score(images: list, preds: list[np.ndarray] | None, band: float) -> dict:
