@@ -53,8 +53,15 @@ def _cached_model(path: str, device: str) -> Any:
         if key not in _MODEL_CACHE:
             import torch
 
-            # NHWC: the tiles arrive in that layout and oneDNN's convolutions run faster on it
-            model = load_model(path, device)[0].to(memory_format=torch.channels_last)
+            model = load_model(path, device)[0]
+            if device == "cpu":
+                # the inference-only form (folded norms, no concatenation copies, channels-last
+                # throughout): 1.2-1.35x faster per tile on the CPU, same outputs (unet.py)
+                from .unet import inference_form
+
+                model = inference_form(model)
+            else:
+                model = model.to(memory_format=torch.channels_last)
             _MODEL_CACHE[key] = model
         return _MODEL_CACHE[key]
 
