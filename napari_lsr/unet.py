@@ -155,7 +155,7 @@ def _scale_shift_relu_(d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     v = d.permute(0, 2, 3, 1)  # a view; contiguous when d is channels-last
     ms = torch.linalg.vector_norm(v, dim=-1, keepdim=True).square_().div_(v.shape[-1])
     v.mul_(ms.add_(eps).rsqrt_())
-    v.mul_(weight).add_(bias)
+    torch.addcmul(bias, v, weight, out=v)  # one pass for the affine
     return d.relu_()
 
 
