@@ -6,7 +6,8 @@
 3. block loading: cached batches (sample + read + augment) per second vs what training eats;
 4. inference: predict_slide vs the bare forward over the same input tiles, vs a naive
    single-threaded tile loop with the same model (as ``load_model`` gives it), and vs our own
-   tile function on one thread (one Dask worker's work: the parallel scaling).
+   tile function (the model's inference form) on one thread (one Dask worker's work: the
+   parallel scaling).
 
 Usage: python benchmarks/speed.py [--size 8192] [--steps 30] [--out bench_out] [--rounds 3]
        [--inference-only]
@@ -217,8 +218,8 @@ def main() -> None:
             torch.set_num_threads(threads)
 
     def run_one_worker() -> None:
-        # our own tile function (predict_chunk: NHWC model, crop) on one thread, row after
-        # row: what one Dask worker does, so ours / this is the parallel scaling
+        # our own tile function (predict_chunk: the inference form, crop) on one thread,
+        # row after row: what one Dask worker does, so ours / this is the parallel scaling
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:

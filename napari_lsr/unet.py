@@ -178,14 +178,42 @@ class _InferenceDoubleConv(nn.Module):
         )
         self.eps1, self.eps2 = norm1.eps, norm2.eps
 
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+    def forward(self, *xs: torch.Tensor, padding: int = 1) -> torch.Tensor:
         # conv(cat([a, b])) == conv(a, W[:, :ca]) + conv(b, W[:, ca:]): no concatenated copy
-        y = F.conv2d(xs[0], self.w1[0], padding=1)
+        y = F.conv2d(xs[0], self.w1[0], padding=padding)
         for x, w in zip(xs[1:], self.w1[1:]):
-            y.add_(F.conv2d(x, w, padding=1))
+            y.add_(F.conv2d(x, w, padding=padding))
         y = _scale_shift_relu_(y, self.n1[0], self.n1[1], self.eps1)
-        y = F.conv2d(y, self.w2, padding=1)
+        y = F.conv2d(y, self.w2, padding=padding)
         return _scale_shift_relu_(y, self.n2[0], self.n2[1], self.eps2)
+
+
+def _valid_plan(depth: int, n: int) -> tuple[list, list, tuple[int, int]]:
+    """Crops for computing only what the output needs ("valid" convolutions), along one axis.
+
+    For an input of n px whose first pixel lies on the pooling grid: for each pooling, the
+    (start, size) crop that keeps it on its grid with an even size; for each decoder level,
+    (skip start, upsampled start, size) of the overlap of its two inputs; and (start, size) of
+    the output in input pixels. Each valid 3x3 conv eats 1 px per side.
+    """
+    o, s = 2, n - 4  # the input double conv
+    skips = [(o, s)]
+    pools = []
+    for _ in range(depth):
+        a = o % 2
+        size = (s - a) - (s - a) % 2
+        pools.append((a, size))
+        o, s = (o + a) // 2 + 2, size // 2 - 4
+        skips.append((o, s))
+    o, s = skips.pop()
+    decs = []
+    for _ in range(depth):
+        o, s = 2 * o, 2 * s  # the 2x2 stride-2 transposed conv: no context
+        so, ss = skips.pop()
+        start, end = max(o, so), min(o + s, so + ss)
+        decs.append((start - so, start - o, end - start))
+        o, s = start + 2, end - start - 4
+    return pools, decs, (o, s)
 
 
 class InferenceUNet(nn.Module):
@@ -236,6 +264,59 @@ class InferenceUNet(nn.Module):
             y = F.conv_transpose2d(y, self.up[2 * i], self.up[2 * i + 1], stride=2)
             y = dec(skips.pop(), y)
         return F.conv2d(y, self.head_w, self.head_b)[:, 0, :h, :w]
+
+    @property
+    def context(self) -> int:
+        """The smallest tile margin (a multiple of ``multiple``) that ``centre`` accepts.
+
+        It is the network's true reach, rounded up: less than ``receptive_radius``, which is
+        an upper bound that ignores where the pooling grid falls.
+        """
+        m = self.multiple
+        while True:
+            fits = True
+            for k in (1, 2, 3):
+                n = 2 * m + k * self.multiple
+                _, _, (o, s) = _valid_plan(self.config.depth, n)
+                fits &= o <= m and o + s >= n - m
+            if fits:
+                return m
+            m += self.multiple
+
+    def centre(self, x: torch.Tensor, margin: int) -> torch.Tensor:
+        """Logits of the centre of tiles that carry ``margin`` px of context on every side.
+
+        Equal to ``forward(x)[:, margin:-margin, margin:-margin]`` when the margin is at least
+        ``context``, but each layer computes only the pixels the centre depends on (unpadded
+        convolutions, crops that keep the pooling grid): about a quarter fewer operations
+        for a 512 px tile. The tile's first pixel must lie on the pooling grid (a multiple of
+        ``multiple`` in slide coordinates), as the tiles of ``inference.predict_slide`` do.
+        """
+        ctx = self.context
+        if margin < ctx or margin % self.multiple:
+            raise ValueError(
+                f"the margin must be a multiple of {self.multiple} and at least {ctx}; got {margin}"
+            )
+        h, w = x.shape[-2] - 2 * margin, x.shape[-1] - 2 * margin
+        if h < self.multiple or w < self.multiple or h % self.multiple or w % self.multiple:
+            raise ValueError(f"the centre must be a multiple of {self.multiple} px; got {h}x{w}")
+        c = margin - ctx  # context beyond the network's reach: never computed
+        x = x[..., c : x.shape[-2] - c, c : x.shape[-1] - c].contiguous(memory_format=_NHWC)
+        depth = self.config.depth
+        ph, dh, (oh, _) = _valid_plan(depth, x.shape[-2])
+        pw, dw, (ow, _) = _valid_plan(depth, x.shape[-1])
+        x = (x - 0.5) / 0.25
+        skips = [self.inc(x, padding=0)]
+        for down, (ah, sh), (aw, sw) in zip(self.down, ph, pw):
+            y = skips[-1][..., ah : ah + sh, aw : aw + sw]
+            skips.append(down(F.max_pool2d(y, 2), padding=0))
+        y = skips.pop()
+        for i, (dec, (sh0, uh0, nh), (sw0, uw0, nw)) in enumerate(zip(self.dec, dh, dw)):
+            y = F.conv_transpose2d(y, self.up[2 * i], self.up[2 * i + 1], stride=2)
+            skip = skips.pop()[..., sh0 : sh0 + nh, sw0 : sw0 + nw]
+            y = dec(skip, y[..., uh0 : uh0 + nh, uw0 : uw0 + nw], padding=0)
+        y = y[..., ctx - oh : ctx - oh + h, ctx - ow : ctx - ow + w]
+        return F.conv2d(y, self.head_w, self.head_b)[:, 0]
 
 
 def inference_form(model: UNet) -> InferenceUNet:

@@ -60,3 +60,43 @@ def test_inference_form_keeps_geometry_and_has_no_gradients():
 def test_inference_form_rejects_other_modules():
     with pytest.raises(TypeError, match="expected a UNet"):
         inference_form(torch.nn.Conv2d(3, 1, 1))
+
+
+@pytest.mark.parametrize(("depth", "width"), [(1, 4), (2, 4), (3, 8), (4, 4)])
+def test_centre_equals_the_cropped_forward(depth, width):
+    model = _randomised(depth, width, seed=depth)
+    fast = inference_form(model)
+    ctx, mult = fast.context, fast.multiple
+    assert ctx % mult == 0 and ctx <= model.receptive_radius + mult
+    for margin, (h, w) in [(ctx, (mult, 3 * mult)), (ctx + mult, (5 * mult, 2 * mult))]:
+        x = torch.rand(2, 3, h + 2 * margin, w + 2 * margin)
+        with torch.inference_mode():
+            ref = model(x)[:, margin : margin + h, margin : margin + w]
+            got = fast.centre(x, margin)
+        assert got.shape == (2, h, w)
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_centre_needs_the_context():
+    fast = inference_form(_randomised(3, 4, seed=2))
+    ctx, mult = fast.context, fast.multiple
+    # the context is the network's reach: one pooling cell less and an input pixel the
+    # centre depends on would be missing
+    assert ctx - mult < 46 <= ctx  # depth 3: 46 px, rounded up to 48
+    for margin in (ctx - mult, ctx + 1):
+        with pytest.raises(ValueError, match="margin must be a multiple"):
+            fast.centre(torch.rand(1, 3, 2 * margin + 16, 2 * margin + 16), margin)
+    with pytest.raises(ValueError, match="centre must be a multiple"):
+        fast.centre(torch.rand(1, 3, 2 * ctx + 12, 2 * ctx + 16), ctx)
+
+
+def test_reach_of_the_network_is_46_px_at_depth_3():
+    """The centre's first pixel changes with an input pixel 46 px away, not 47."""
+    model = _randomised(3, 4, seed=3)
+    x = torch.rand(1, 3, 160, 160)
+    with torch.inference_mode():
+        ref = model(x)[0, 64, 64]
+        for dist, changes in ((46, True), (47, False)):
+            y = x.clone()
+            y[0, :, 64, 64 - dist] += 1.0
+            assert bool((model(y)[0, 64, 64] - ref).abs() > 1e-6) is changes
