@@ -1,15 +1,17 @@
 """Whole-slide prediction: overlapping tiles at the model's mpp, as a Dask graph, to a TIFF.
 
 The output grid is the slide at the model's training mpp (downsample d = model mpp / slide
-mpp). Each Dask task predicts a row of ``batch_size`` output tiles of ``tile`` px in one
-forward pass; each tile is read with ``margin`` px of context on every side and only its centre
-is kept (centre-cropping). The U-Net has no spatial normalisation and tiles start on its pooling
-grid, so with a margin at least its receptive radius the tiled result equals a forward pass
-over the whole slide: no seams. Tiles whose area (with margin) holds no tissue on a thumbnail
-are written as 0 without running the model. Tasks store their chunk straight into an on-disk
-zarr array (so memory does not grow with the slide), which is then streamed into the pyramidal
-TIFF + JSON sidecar of SPEC section 2. ``scheduler`` is None (local threads) or the address of
-a Dask distributed scheduler, whose workers must see the same slide and model paths.
+mpp). Each Dask task predicts one output tile of ``tile`` px on the CPU, a row of
+``batch_size`` tiles in one forward pass on a GPU; each tile is read with ``margin`` px of
+context on every side and only its centre is kept (centre-cropping). The U-Net has no
+spatial normalisation and tiles start on its pooling grid, so with a margin at least its
+reach the tiled result equals a forward pass over the whole slide: no seams. On the CPU,
+``InferenceUNet.centre`` computes only the pixels the centre depends on. Tiles whose area
+(with margin) holds no tissue on a thumbnail are written as 0 without running the model.
+Tasks store their chunk straight into an on-disk zarr array (so memory does not grow with
+the slide), which is then streamed into the pyramidal TIFF + JSON sidecar of SPEC section 2.
+``scheduler`` is None (local threads) or the address of a Dask distributed scheduler, whose
+workers must see the same slide and model paths.
 """
 
 from __future__ import annotations
