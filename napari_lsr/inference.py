@@ -59,7 +59,7 @@ def _cached_model(path: str, device: str) -> Any:
             if device == "cpu":
                 # the inference-only form (folded norms, no concatenation copies, channels-last
                 # throughout, only the tile centre's dependencies computed): same outputs,
-                # 1.4-1.7x faster per tile on the CPU than the model as loaded (unet.py)
+                # 1.4-1.6x faster per tile on the CPU than the model as loaded (unet.py)
                 from .unet import inference_form
 
                 model = inference_form(model)
