@@ -247,7 +247,7 @@ class InferenceUNet(nn.Module):
             self.up.append(nn.Parameter(up.weight.detach().clone(), requires_grad=False))
             self.up.append(nn.Parameter(up.bias.detach().clone(), requires_grad=False))
         self.head_w = nn.Parameter(
-            model.head.weight.detach().contiguous(memory_format=_NHWC), requires_grad=False
+            model.head.weight.detach().clone(memory_format=_NHWC), requires_grad=False
         )
         self.head_b = nn.Parameter(model.head.bias.detach().clone(), requires_grad=False)
         self.eval()
@@ -269,8 +269,9 @@ class InferenceUNet(nn.Module):
     def context(self) -> int:
         """The smallest tile margin (a multiple of ``multiple``) that ``centre`` accepts.
 
-        It is the network's true reach, rounded up: less than ``receptive_radius``, which is
-        an upper bound that ignores where the pooling grid falls.
+        It is the network's true reach, rounded up (48 px at depth 3, where
+        ``receptive_radius``, an upper bound that ignores where the pooling grid falls, gives
+        51 px and the default margin 56 px).
         """
         m = self.multiple
         while True:

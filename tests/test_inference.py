@@ -80,6 +80,33 @@ def test_predict_slide_tiles_equal_one_forward_pass(model, model_rgb, local_pred
     assert diff.max() <= 1
 
 
+def test_margin_below_the_context_uses_the_full_forward(
+    model, model_rgb, tiny_project, tiny_model, tmp_path
+):
+    """A margin narrower than the network's reach: CPU tiles then go through the whole forward
+    pass and are cropped (``InferenceUNet.centre`` refuses such a margin), and equal the
+    plain model's tiles."""
+    from napari_lsr.unet import inference_form
+
+    margin = inference_form(model).context - model.multiple
+    out = tmp_path / "narrow.tiff"
+    predict_slide(
+        tiny_model,
+        tiny_project.slides[0].path,
+        out,
+        tile=TILE,
+        margin=margin,
+        device="cpu",
+        skip_background=False,
+    )
+    pred, meta = read_prediction(out)
+    assert meta["margin"] == margin
+    ref = to_uint8(predict_array(model, model_rgb, tile=TILE, margin=margin))
+    inner = slice(TILE, 384 - TILE)  # tiles whose margin lies inside the image
+    diff = np.abs(pred[inner, inner].astype(int) - ref[inner, inner])
+    assert diff.max() <= 1
+
+
 # -- (b) background tiles are skipped ------------------------------------------------------
 
 
