@@ -386,16 +386,26 @@ def predict_array(
     tile: int = DEFAULT_TILE,
     margin: int | None = None,
     device: str = "cpu",
+    fast: bool = True,
 ) -> np.ndarray:
     """Tiled prediction of an in-memory RGB image (model's resolution); float32 0..1.
 
-    The same centre-cropping as ``predict_slide``, for tests, benchmarks and small images.
+    The same centre-cropping as ``predict_slide``, for tests, benchmarks and small images; on
+    the CPU a UNet runs in its inference form (``InferenceUNet.centre``), as there, unless
+    ``fast`` is False (the model's own forward pass on every tile).
     """
     import torch
+
+    from .unet import UNet, inference_form
 
     mult = model.multiple
     if margin is None:
         margin = int(math.ceil(model.receptive_radius / mult) * mult)
+    if tile % mult:
+        raise ValueError(f"tile must be a multiple of {mult}; got {tile}")
+    if fast and device == "cpu" and isinstance(model, UNet):
+        model = inference_form(model)
+    centre_only = hasattr(model, "centre") and margin >= model.context
     h, w = rgb.shape[:2]
     out = np.zeros((h, w), np.float32)
     pad = np.pad(rgb, ((margin, margin + tile), (margin, margin + tile), (0, 0)), mode="reflect")
@@ -405,7 +415,10 @@ def predict_array(
                 t = pad[y : y + tile + 2 * margin, x : x + tile + 2 * margin]
                 xt = torch.from_numpy(np.ascontiguousarray(t)).to(device)
                 xt = xt.permute(2, 0, 1)[None].float() / 255.0
-                p = torch.sigmoid(model(xt))[0, margin : margin + tile, margin : margin + tile]
+                if centre_only:
+                    p = torch.sigmoid(model.centre(xt, margin))[0]
+                else:
+                    p = torch.sigmoid(model(xt))[0, margin : margin + tile, margin : margin + tile]
                 ch, cw = min(tile, h - y), min(tile, w - x)
                 out[y : y + ch, x : x + cw] = p[:ch, :cw].cpu().numpy()
     return out

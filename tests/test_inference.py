@@ -59,14 +59,17 @@ def interior(a: np.ndarray, margin: int) -> np.ndarray:
 # -- (a) seamless tiling -------------------------------------------------------------------
 
 
-def test_predict_array_tiles_equal_one_forward_pass(model, model_rgb):
+@pytest.mark.parametrize("fast", [True, False])
+def test_predict_array_tiles_equal_one_forward_pass(model, model_rgb, fast):
     ref = whole_image(model, model_rgb)
-    tiled = predict_array(model, model_rgb, tile=2 * TILE)
+    tiled = predict_array(model, model_rgb, tile=2 * TILE, fast=fast)
     assert tiled.shape == ref.shape == model_rgb.shape[:2]
     assert ref.std() > 1e-3  # the maps vary, so equality says something
     m = model.receptive_radius
     diff = np.abs(to_uint8(interior(tiled, m)).astype(int) - to_uint8(interior(ref, m)))
     assert diff.max() <= 1
+    with pytest.raises(ValueError, match="tile must be a multiple"):
+        predict_array(model, model_rgb, tile=2 * TILE + 1, fast=fast)
 
 
 def test_predict_slide_tiles_equal_one_forward_pass(model, model_rgb, local_pred):
@@ -101,7 +104,7 @@ def test_margin_below_the_context_uses_the_full_forward(
     )
     pred, meta = read_prediction(out)
     assert meta["margin"] == margin
-    ref = to_uint8(predict_array(model, model_rgb, tile=TILE, margin=margin))
+    ref = to_uint8(predict_array(model, model_rgb, tile=TILE, margin=margin, fast=False))
     inner = slice(TILE, 384 - TILE)  # tiles whose margin lies inside the image
     diff = np.abs(pred[inner, inner].astype(int) - ref[inner, inner])
     assert diff.max() <= 1
