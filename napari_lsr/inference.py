@@ -111,7 +111,6 @@ def predict_chunk(
     # at a time (one torch thread each: batching buys nothing there, and memory stays one
     # tile's activations per worker whatever the slide's width).
     step = len(todo) if cuda else 1
-    centre_only = hasattr(model, "centre") and margin >= model.context
     for a in range(0, len(todo), step):
         part = todo[a : a + step]
         batch = np.empty((len(part), size, size, 3), np.uint8)
@@ -129,17 +128,26 @@ def predict_chunk(
             torch.inference_mode(),
             torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda),
         ):
-            if centre_only:  # only the pixels the kept centre depends on (InferenceUNet)
-                prob = torch.sigmoid(model.centre(x, margin))
-            else:
-                prob = torch.sigmoid(model(x).float())
-                prob = prob[:, margin : margin + tile, margin : margin + tile]
+            prob = torch.sigmoid(_centre_logits(model, x, margin, tile))
         prob = (prob * 255.0 + 0.5).to(torch.uint8)
         prob = prob.cpu().numpy()
         for i, k in enumerate(part):
             cw = min(tile, w - k * tile)
             out[:, k * tile : k * tile + cw] = prob[i, :h, :cw]
     return out
+
+
+def _centre_logits(model: Any, x: Any, margin: int, tile: int) -> Any:
+    """Float logits of the ``tile`` px centres of (B, 3, tile + 2 margin, ...) tiles.
+
+    An InferenceUNet computes only the pixels the centres depend on when the margin holds the
+    network's reach; otherwise the whole forward pass runs and is cropped.
+    """
+    from .unet import InferenceUNet
+
+    if isinstance(model, InferenceUNet) and margin >= model.context:
+        return model.centre(x, margin)
+    return model(x).float()[:, margin : margin + tile, margin : margin + tile]
 
 
 def tissue_tiles(
@@ -405,7 +413,6 @@ def predict_array(
         raise ValueError(f"tile must be a multiple of {mult}; got {tile}")
     if fast and device == "cpu" and isinstance(model, UNet):
         model = inference_form(model)
-    centre_only = hasattr(model, "centre") and margin >= model.context
     h, w = rgb.shape[:2]
     out = np.zeros((h, w), np.float32)
     pad = np.pad(rgb, ((margin, margin + tile), (margin, margin + tile), (0, 0)), mode="reflect")
@@ -415,10 +422,7 @@ def predict_array(
                 t = pad[y : y + tile + 2 * margin, x : x + tile + 2 * margin]
                 xt = torch.from_numpy(np.ascontiguousarray(t)).to(device)
                 xt = xt.permute(2, 0, 1)[None].float() / 255.0
-                if centre_only:
-                    p = torch.sigmoid(model.centre(xt, margin))[0]
-                else:
-                    p = torch.sigmoid(model(xt))[0, margin : margin + tile, margin : margin + tile]
+                p = torch.sigmoid(_centre_logits(model, xt, margin, tile))[0]
                 ch, cw = min(tile, h - y), min(tile, w - x)
                 out[y : y + ch, x : x + cw] = p[:ch, :cw].cpu().numpy()
     return out

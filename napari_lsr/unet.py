@@ -127,6 +127,9 @@ class UNet(nn.Module):
         return self.head(y)[:, 0, :h, :w]
 
 
+_NHWC = torch.channels_last
+
+
 def _pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
     """Reflect-pad the bottom and right of (B, C, H, W) up to multiples of m."""
     h, w = x.shape[-2:]
@@ -145,9 +148,6 @@ def _centred(w: torch.Tensor) -> torch.Tensor:
     """
     w64 = w.detach().double()
     return (w64 - w64.mean(0, keepdim=True)).to(w.dtype).contiguous(memory_format=_NHWC)
-
-
-_NHWC = torch.channels_last
 
 
 def _scale_shift_relu_(d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):
@@ -216,6 +216,21 @@ def _valid_plan(depth: int, n: int) -> tuple[list, list, tuple[int, int]]:
     return pools, decs, (o, s)
 
 
+def _context(depth: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that, as a margin on every side, holds all the
+    input a tile's centre depends on (see ``_valid_plan``)."""
+    m = multiple
+    while True:
+        fits = True
+        for k in (1, 2, 3):
+            n = 2 * m + k * multiple
+            _, _, (o, s) = _valid_plan(depth, n)
+            fits &= o <= m and o + s >= n - m
+        if fits:
+            return m
+        m += multiple
+
+
 class InferenceUNet(nn.Module):
     """A trained UNet rewritten for inference: the same function with fewer passes over memory.
 
@@ -237,6 +252,11 @@ class InferenceUNet(nn.Module):
         self.config = model.config
         self.multiple = model.multiple
         self.receptive_radius = model.receptive_radius
+        #: The smallest tile margin (a multiple of ``multiple``) that ``centre`` accepts: the
+        #: network's true reach, rounded up (48 px at depth 3, where ``receptive_radius``, an
+        #: upper bound that ignores where the pooling grid falls, gives 51 px and the default
+        #: margin 56 px).
+        self.context = _context(self.config.depth, self.multiple)
         self.inc = _InferenceDoubleConv(model.inc)
         self.down = nn.ModuleList(_InferenceDoubleConv(d) for d in model.down)
         self.dec = nn.ModuleList(
@@ -264,25 +284,6 @@ class InferenceUNet(nn.Module):
             y = F.conv_transpose2d(y, self.up[2 * i], self.up[2 * i + 1], stride=2)
             y = dec(skips.pop(), y)
         return F.conv2d(y, self.head_w, self.head_b)[:, 0, :h, :w]
-
-    @property
-    def context(self) -> int:
-        """The smallest tile margin (a multiple of ``multiple``) that ``centre`` accepts.
-
-        It is the network's true reach, rounded up (48 px at depth 3, where
-        ``receptive_radius``, an upper bound that ignores where the pooling grid falls, gives
-        51 px and the default margin 56 px).
-        """
-        m = self.multiple
-        while True:
-            fits = True
-            for k in (1, 2, 3):
-                n = 2 * m + k * self.multiple
-                _, _, (o, s) = _valid_plan(self.config.depth, n)
-                fits &= o <= m and o + s >= n - m
-            if fits:
-                return m
-            m += self.multiple
 
     def centre(self, x: torch.Tensor, margin: int) -> torch.Tensor:
         """Logits of the centre of tiles that carry ``margin`` px of context on every side.
