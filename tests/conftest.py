@@ -79,3 +79,17 @@ def tiny_plan(project, name: str, steps: int, **config):
         block_size=32,
         info={"trained_with": "test"},
     )
+
+
+def run_cancelled_at(runner, plan, step: int) -> list:
+    """Every event of ``runner(plan, cancel)`` (``run.run_in_subprocess`` or the in-process
+    ``run_training``), with cancel set once the event of ``step`` arrives."""
+    import threading
+
+    cancel = threading.Event()
+    events = []
+    for ev in runner(plan, cancel):
+        events.append(ev)
+        if getattr(ev, "kind", "") == "step" and ev.step == step:
+            cancel.set()
+    return events

@@ -16,7 +16,7 @@ import pytest
 
 from napari_lsr import run
 
-from conftest import tiny_plan
+from conftest import run_cancelled_at, tiny_plan
 
 
 def test_subprocess_run_relays_every_event_and_saves_the_model(project_copy) -> None:
@@ -38,12 +38,7 @@ def test_subprocess_run_relays_every_event_and_saves_the_model(project_copy) -> 
 
 def test_cancel_reaches_the_child_within_a_step(project_copy) -> None:
     plan = tiny_plan(project_copy, "c", steps=100_000)
-    cancel = threading.Event()
-    events = []
-    for ev in run.run_in_subprocess(plan, cancel):
-        events.append(ev)
-        if getattr(ev, "kind", "") == "step" and ev.step == 2:
-            cancel.set()
+    events = run_cancelled_at(run.run_in_subprocess, plan, 2)
     last = events[-1]
     assert last.kind == "cancelled" and last.step <= 3  # the step under way may finish
     card = json.loads(plan.out.with_suffix(".json").read_text())

@@ -12,7 +12,7 @@ import pytest
 
 from napari_lsr.widgets import training as tw
 
-from conftest import tiny_plan
+from conftest import run_cancelled_at, tiny_plan
 
 pytestmark = pytest.mark.gui
 
@@ -276,12 +276,7 @@ def test_project_is_shared_with_the_other_widgets(make_napari_viewer, project_co
 def test_cancel_is_honoured_at_the_next_step(project_copy) -> None:
     """The worker's generator stops at the step after cancel, with a checkpoint and card."""
     plan = tiny_plan(project_copy, "c", steps=1000)
-    cancel = threading.Event()
-    events = []
-    for ev in tw.run_training(plan, cancel):
-        events.append(ev)
-        if getattr(ev, "kind", "") == "step" and ev.step == 3:
-            cancel.set()
+    events = run_cancelled_at(tw.run_training, plan, 3)
     assert events[-1].kind == "cancelled" and events[-1].step == 3
     card = json.loads(plan.out.with_suffix(".json").read_text())
     assert card["status"] == "cancelled" and card["steps"] == 3
