@@ -1,4 +1,4 @@
-"""The ``napari-lsr`` command line: sample, train, predict, evaluate, demo (SPEC section 5)."""
+"""The ``napari-lsr`` command line: sample, train, predict, evaluate, export, demo (SPEC 5)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import config
+
 EPILOG_TRAIN = """\
-paper defaults (Zhao et al., Sec. 3.3): RMSprop with smoothing 0.9; intra: batches of 30
-blocks at lr 1e-5; inter and intra+inter: 2 groups x 15 blocks of one bin each at lr 1e-3;
-240 px blocks at about 4.2 um/px. napari-lsr's defaults differ where the benchmarks say so
-(see README, "Defaults from evidence"): distance gaussian (the printed Eq. 9 collapses), lr
-3e-3 for every loss (1e-5 barely moves a network in hundreds of steps), constant schedule.
+defaults: napari-lsr's recipe (BENCHMARKS.md, "The recipe"): BatchNorm U-Net with its output
+started at the prior's mean, RMSprop (smoothing 0.9) at lr 1e-3 for every loss, flips and
+rotations without colour jitter, distance gaussian; intra batches of 30 blocks, inter groups
+of 2 x 15 blocks of one bin each. --preset "paper (Sec. 3.3)" gives the paper's settings
+(lr 1e-5 intra, 1e-3 inter and intra+inter) on the first engine's per-pixel norm.
 """
 
-#: Learning rate of the command line and the demo, chosen from the benchmarks (README).
-DEFAULT_LR = 3e-3
+TRUST_HELP = (
+    "open a checkpoint that is not plain data (an older napari-lsr file) with the unsafe "
+    "loader, which can run code in the file: only for files from a source you trust"
+)
 
 
 class CliError(Exception):
@@ -88,7 +92,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def _load_training_inputs(args: argparse.Namespace) -> tuple[list, Any]:
     from .blocks import SlideBlocks
-    from .formats import read_lowres_csv, read_prior_csv
+    from .formats import read_prior_csv
+    from .interop import read_lowres
     from .slide import Slide
 
     if len(args.slide) != len(args.labels):
@@ -99,34 +104,79 @@ def _load_training_inputs(args: argparse.Namespace) -> tuple[list, Any]:
     sources = []
     for s, lab in zip(args.slide, args.labels):
         with Slide(s, mpp=args.slide_mpp) as slide:
-            labels = read_lowres_csv(lab, slide.dimensions, prior.bins)
+            labels = read_lowres(
+                lab,
+                slide.dimensions,
+                prior.bins,
+                class_name=getattr(args, "class_name", None),
+                columns=getattr(args, "columns", None),
+            )
         sources.append(SlideBlocks(s, labels, args.slide_mpp))
     return sources, prior
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .blocks import extract_blocks, resolve_geometry
-    from .training import TrainConfig, train
+def _trust(path: str | None, trusted: bool) -> None:
+    """--trust-checkpoint: the user trusts ``path``'s source; the unsafe loader may open it."""
+    if path and trusted and Path(path).is_file():
+        from .training import trust_checkpoint
 
-    sources, prior = _load_training_inputs(args)
-    config = TrainConfig(
+        trust_checkpoint(path)
+
+
+#: TrainConfig fields that the preset fills unless given on the command line.
+_PRESET_FIELDS = (
+    "lr_schedule",
+    "warmup",
+    "optimizer",
+    "ema",
+    "batch_size",
+    "groups",
+    "group_size",
+    "group_draw",
+    "min_group",
+    "intra_steps",
+    "norm",
+    "init_bias",
+    "colour",
+)
+
+
+def train_config(args: argparse.Namespace) -> Any:
+    """The TrainConfig of a ``train`` command line: the preset, then the explicit options."""
+    from .config import LEGACY, PAPER_PRESET, PRESETS, TrainConfig
+
+    preset = PRESETS[args.preset]
+    values: dict[str, Any] = {k: v for k, v in preset.items() if k != "lr"}
+    values["lr"] = preset["lr"][args.loss]
+    if args.preset == PAPER_PRESET:  # the first engine's companions of ChannelNorm
+        values.update({k: LEGACY[k] for k in ("init_bias", "colour")})
+    for key in ("lr", *_PRESET_FIELDS):
+        if getattr(args, key, None) is not None:
+            values[key] = getattr(args, key)
+    return TrainConfig(
         loss=args.loss,
         distance=args.distance,
         pixel_variance=args.pixel_variance,
         steps=args.steps,
-        lr=args.lr,
-        lr_schedule=args.lr_schedule,
-        ema=args.ema,
-        batch_size=args.batch_size,
-        groups=args.groups,
-        group_size=args.group_size,
         seed=args.seed,
         device=args.device,
         depth=args.depth,
         width=args.width,
         augment=not args.no_augment,
         checkpoint_every=args.checkpoint_every,
+        **values,
     )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .blocks import extract_blocks, resolve_geometry
+    from .training import load_checkpoint, train
+
+    if args.resume:  # refuse a checkpoint that is not plain data before any long work
+        _trust(args.resume, args.trust_checkpoint)
+        load_checkpoint(args.resume)
+    sources, prior = _load_training_inputs(args)
+    config = train_config(args)
     block_size, mpp = resolve_geometry(sources, args.mpp, args.block_size)
     out = Path(args.out)
     cache = Path(args.cache) if args.cache else out.parent / "cache"
@@ -192,6 +242,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         slide_mpp=args.slide_mpp,
         batch_size=args.batch_size,
         progress=bar,
+        trust_checkpoint=args.trust_checkpoint,
     )
     print(
         f"wrote {args.out} ({info['width']}x{info['height']} px at {info['mpp']:.3g} um/px, "
@@ -206,6 +257,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if (args.pred is None) == (args.labels is None):
         raise CliError("give exactly one of --pred PRED.tiff or --labels S.csv")
+    if args.pred and args.trust_checkpoint:
+        from .formats import read_prediction_sidecar
+
+        _trust(read_prediction_sidecar(args.pred).get("model"), True)
     result = evaluate_files(
         truth=args.truth,
         slide=args.slide,
@@ -214,6 +269,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         band_um=args.band_um,
         band_px=args.band_px,
         slide_mpp=args.slide_mpp,
+        class_name=args.class_name,
+        columns=args.columns,
     )
     print(format_table([result]))
     if args.json:
@@ -221,6 +278,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         write_json(args.json, result)
         print(f"wrote {args.json}")
+    return 0
+
+
+# -- export ------------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .interop import export_geojson, write_estimates_csv
+
+    if args.pred is None and args.estimates is None:
+        raise CliError("give --pred PRED.tiff --geojson OUT.geojson, or --estimates OUT.csv")
+    if (args.pred is None) != (args.geojson is None):
+        raise CliError("--pred and --geojson go together: the prediction and the file to write")
+    if args.pred is not None:
+        info = export_geojson(
+            args.pred,
+            args.geojson,
+            threshold=args.threshold,
+            min_area_um2=args.min_area_um2,
+            simplify_um=args.simplify_um,
+            slide_mpp=args.slide_mpp,
+        )
+        area = f", {info['area_um2'] / 1e6:.3g} mm²" if info["area_um2"] is not None else ""
+        print(
+            f"wrote {args.geojson}: {info['features']} tumour region(s){area} at threshold "
+            f"{args.threshold:g} (drag it onto the slide in QuPath)"
+        )
+    if args.estimates is not None:
+        from .project import Project
+
+        project = Project.open(args.project)
+        try:
+            n = write_estimates_csv(project, args.estimates)
+        finally:
+            project.close()
+        print(f"wrote {args.estimates}: {n} estimate(s) of {project.folder}")
     return 0
 
 
@@ -272,25 +365,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="low-res CSV of the slide given at the same position (repeatable)",
     )
     t.add_argument("--prior", required=True, help="prior.csv: p(c|z) per bin (mean, std in %%)")
+    d = config.DEFAULTS
     t.add_argument(
         "--loss",
         required=True,
-        choices=["intra", "inter", "intra+inter"],
+        choices=config.LOSSES,
         help="intra: per block (Malkin et al.); inter: across blocks of a bin; "
         "intra+inter: both (the paper's proposal)",
     )
     t.add_argument(
+        "--preset",
+        default=config.RECIPE_PRESET,
+        choices=list(config.PRESETS),
+        help="settings to start from (default: napari-lsr's recipe, from BENCHMARKS.md); the "
+        "paper's preset trained worse than the block labels on real tissue; any option "
+        "given explicitly overrides the preset",
+    )
+    t.add_argument(
         "--distance",
-        default="gaussian",
-        choices=["paper", "gaussian", "kl"],
+        default=d["distance"],
+        choices=config.DISTANCES,
         help="paper: Eq. 5/9 as printed (collapses alone); gaussian: Malkin et al. "
-        "statistics matching (default); kl: KL divergence",
+        f"statistics matching; kl: KL divergence (default {d['distance']})",
     )
     t.add_argument(
         "--pixel-variance",
-        default="paper",
-        choices=["paper", "exact"],
-        help="paper: mean p(1-p) (Eq. 3); exact: divided by the pixel count",
+        default=d["pixel_variance"],
+        choices=config.PIXEL_VARIANCES,
+        help=f"paper: mean p(1-p) (Eq. 3); exact: divided by the pixel count "
+        f"(default {d['pixel_variance']})",
     )
     t.add_argument(
         "--mpp", type=float, default=None, help="training microns per pixel (paper: 4.2)"
@@ -306,36 +409,83 @@ def build_parser() -> argparse.ArgumentParser:
         "--slide-mpp", type=float, default=None, help="mpp of slides that lack it in their metadata"
     )
     g = t.add_mutually_exclusive_group()
-    g.add_argument("--steps", type=int, default=500, help="optimiser steps (default 500)")
+    g.add_argument(
+        "--steps", type=int, default=d["steps"], help=f"optimiser steps (default {d['steps']})"
+    )
     g.add_argument("--epochs", type=float, default=None, help="passes over the blocks instead")
     t.add_argument(
         "--lr",
         type=float,
-        default=DEFAULT_LR,
-        help=f"learning rate (default {DEFAULT_LR:g}, from the benchmarks; the paper's: 1e-5 "
-        "intra, 1e-3 inter/intra+inter)",
+        default=None,
+        help=f"learning rate (default {d['lr']:g} for every loss, from the benchmarks; the "
+        "paper's preset: 1e-5 intra, 1e-3 inter/intra+inter)",
     )
     t.add_argument(
         "--lr-schedule",
-        default="constant",
-        choices=["constant", "cosine"],
-        help="constant (the paper, default) or cosine decay to lr/20",
+        default=None,
+        choices=config.LR_SCHEDULES,
+        help=f"constant or cosine decay to lr/20 (default {d['lr_schedule']})",
+    )
+    t.add_argument("--warmup", type=int, default=None, help="steps of linear lr warm-up")
+    t.add_argument(
+        "--optimizer", default=None, choices=config.OPTIMIZERS, help="default " + d["optimizer"]
     )
     t.add_argument(
-        "--ema", type=float, default=0.0, help="weight-averaging decay, e.g. 0.99 (default 0: off)"
+        "--ema", type=float, default=None, help=f"weight-averaging decay (default {d['ema']:g})"
     )
-    t.add_argument("--batch-size", type=int, default=30, help="intra: blocks per batch (30)")
-    t.add_argument("--groups", type=int, default=2, help="inter: groups per batch (2)")
-    t.add_argument("--group-size", type=int, default=15, help="inter: blocks per group (15)")
-    t.add_argument("--depth", type=int, default=3, help="U-Net pooling levels (default 3)")
-    t.add_argument("--width", type=int, default=16, help="U-Net first-level channels (16)")
+    t.add_argument("--batch-size", type=int, default=None, help="intra: blocks per batch")
+    t.add_argument("--groups", type=int, default=None, help="inter: groups per batch")
+    t.add_argument("--group-size", type=int, default=None, help="inter: blocks per group")
+    t.add_argument(
+        "--group-draw",
+        default=None,
+        choices=config.GROUP_DRAWS,
+        help=f"bins of the inter groups: uniform or by block count (default {d['group_draw']})",
+    )
+    t.add_argument(
+        "--min-group",
+        type=int,
+        default=None,
+        help="smallest bin that may form a group (default: half the group size)",
+    )
+    t.add_argument(
+        "--intra-steps",
+        type=int,
+        default=None,
+        help="inter losses: train with intra for this many steps first (default "
+        f"{d['intra_steps']})",
+    )
+    t.add_argument(
+        "--norm", default=None, choices=config.NORMS, help=f"normalisation (default {d['norm']})"
+    )
+    t.add_argument(
+        "--init-bias",
+        default=None,
+        choices=config.INIT_BIASES,
+        help=f"output start: the prior's mean or p=0.12 (default {d['init_bias']})",
+    )
+    t.add_argument(
+        "--colour",
+        type=float,
+        default=None,
+        help=f"colour jitter strength (default {d['colour']:g})",
+    )
+    t.add_argument("--depth", type=int, default=d["depth"], help="U-Net pooling levels")
+    t.add_argument("--width", type=int, default=d["width"], help="U-Net first-level channels")
     t.add_argument("--no-augment", action="store_true", help="no flips/rotations/colour jitter")
-    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    t.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, mps")
-    t.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    t.add_argument("--seed", type=int, default=d["seed"], help="random seed")
+    t.add_argument("--device", default=d["device"], help="auto (CUDA, MPS, CPU), cpu, cuda, mps")
+    t.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=d["checkpoint_every"],
+        help="steps between checkpoints",
+    )
     t.add_argument("--cache", default=None, help="block cache folder (default: beside --out)")
     t.add_argument("--resume", default=None, help="continue from this checkpoint")
+    t.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     t.add_argument("--out", required=True, help="checkpoint to write (MODEL.pt)")
+    _add_lowres_options(t)
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="tiled whole-slide prediction to a pyramidal TIFF")
@@ -345,8 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--scheduler",
         default=None,
-        help="Dask scheduler address tcp://HOST:PORT (default: local threads)",
+        help="Dask scheduler: tcp://HOST:PORT, tls://HOST:PORT (certificates from Dask's "
+        "config) or a security file FILE.yaml (address, ca-file, cert, key; or Dask's config "
+        "layout); default: local threads",
     )
+    pr.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     pr.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass (8)")
     pr.add_argument("--slide-mpp", type=float, default=None, help="mpp of a slide that lacks it")
@@ -371,7 +524,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--slide-mpp", type=float, default=None, help="mpp of a slide that lacks it")
     ev.add_argument("--json", default=None, help="write the scores as JSON here")
+    ev.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    _add_lowres_options(ev)
     ev.set_defaults(func=cmd_evaluate)
+
+    ex = sub.add_parser(
+        "export",
+        help="prediction regions to QuPath GeoJSON; every estimate to CSV for audit",
+    )
+    ex.add_argument("--pred", default=None, help="prediction TIFF from predict")
+    ex.add_argument("--geojson", default=None, help="GeoJSON to write (QuPath annotations)")
+    ex.add_argument(
+        "--threshold", type=float, default=0.5, help="cancer where probability >= this (0.5)"
+    )
+    ex.add_argument(
+        "--min-area-um2", type=float, default=0.0, help="drop regions smaller than this (um²)"
+    )
+    ex.add_argument(
+        "--simplify-um",
+        type=float,
+        default=None,
+        help="outline simplification tolerance in um (default: half a prediction pixel)",
+    )
+    ex.add_argument("--slide-mpp", type=float, default=None, help="mpp of a slide that lacks it")
+    ex.add_argument("--estimates", default=None, help="CSV to write every estimate of --project to")
+    ex.add_argument("--project", default=".", help="project folder (default: here)")
+    ex.set_defaults(func=cmd_export)
 
     d = sub.add_parser("demo", help="sample -> train -> predict -> evaluate, then napari")
     d.add_argument("out_dir", nargs="?", default="demo_out", help="folder (default demo_out)")
@@ -380,6 +558,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--size", type=int, default=4096, help="sample slide side in px (4096)")
     d.set_defaults(func=cmd_demo)
     return p
+
+
+def _add_lowres_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--class",
+        dest="class_name",
+        default=None,
+        help="class of a WSInfer CSV/GeoJSON to read (default: the tumour/tumor/cancer one)",
+    )
+    p.add_argument(
+        "--columns",
+        default=None,
+        help="columns of another CSV: x=COL,y=COL,width=COL,height=COL,probability=COL",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import colorsys
 import csv
-import json
 import math
 import os
 import queue
@@ -23,10 +22,11 @@ from .formats import (
     Truth,
     atomic_path,
     prediction_sidecar,
-    read_lowres_csv,
     read_prediction,
+    read_prediction_sidecar,
     read_truth,
 )
+from .interop import read_lowres
 from .layers import BOUNDARY_COLORS, OTHER_COLORS, _placement, boundary_layer_data
 from .metrics import band_mask, masked_scores
 from .slide import Slide, first_line
@@ -109,12 +109,13 @@ def model_colors(models: Sequence[ModelEntry]) -> dict[str, str]:
     return out
 
 
-def project_models(folder: str | os.PathLike) -> list[ModelEntry]:
-    """The trained models of a project's ``models/`` folder (``models.list_models`` order)."""
+def project_models(folder: str | os.PathLike, errors: list[str] | None = None) -> list[ModelEntry]:
+    """The trained models of a project's ``models/`` folder (``models.list_models`` order);
+    malformed cards are skipped, their one-line reasons appended to ``errors``."""
     from .models import list_models
 
     out = []
-    for card in list_models(folder):
+    for card in list_models(folder, errors=errors):
         info = dict(card.card)
         loss = info.get("loss")
         if loss and info.get("distance"):
@@ -126,17 +127,9 @@ def project_models(folder: str | os.PathLike) -> list[ModelEntry]:
 def prediction_entry(path: str | os.PathLike) -> ModelEntry:
     """A prediction TIFF (with its sidecar) as a model to compare; named after the file."""
     path = Path(path)
-    side = prediction_sidecar(path)
     if not path.exists():
         raise FormatError(path, "no such file")
-    if not side.exists():
-        raise FormatError(path, f"no sidecar {side.name} beside the prediction")
-    try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(side, f"not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise FormatError(side, "not a prediction sidecar (expected a JSON object)")
+    meta = read_prediction_sidecar(path)
     return ModelEntry(path.stem, meta.get("loss"), prediction=path, card=meta)
 
 
@@ -171,10 +164,8 @@ def reusable_prediction(
     if not (pred.exists() and side.exists() and checkpoint.exists()):
         return False
     try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    if not isinstance(meta, dict):
+        meta = read_prediction_sidecar(pred)
+    except FormatError:
         return False
     if not (_same_file(meta.get("model"), checkpoint) and _same_file(meta.get("slide"), slide)):
         return False
@@ -335,7 +326,7 @@ def run_comparison(req: CompareRequest) -> Generator[tuple[str, float], None, Co
     slide = Slide(req.slide, mpp=req.slide_mpp)
     try:
         truth = read_truth(req.truth, slide.dimensions)
-        labels = read_lowres_csv(req.labels, slide.dimensions) if req.labels else None
+        labels = read_lowres(req.labels, slide.dimensions) if req.labels else None
         models = _unique_names([replace(m, card=dict(m.card)) for m in req.models])
         to_run = []
         for m in models:
@@ -380,11 +371,7 @@ def _unique_names(models: list[ModelEntry]) -> list[ModelEntry]:
 
 
 def _sidecar(path: Path) -> dict[str, Any]:
-    meta = prediction_entry(path).card
-    for key in ("slide", "downsample"):
-        if key not in meta:
-            raise FormatError(prediction_sidecar(path), f"sidecar lacks {key!r}")
-    return meta
+    return prediction_entry(path).card
 
 
 def _compare(

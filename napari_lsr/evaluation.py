@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from .formats import FormatError, read_lowres_csv, read_prediction, read_truth
+from .formats import FormatError, read_prediction, read_truth
+from .interop import read_lowres
 from .metrics import masked_scores, to_json_dict
 from .slide import Slide
 
@@ -54,10 +55,16 @@ def check_prediction_slide(
         )
 
 
-def default_band_px(slide: Slide, labels_path: str | None, meta: dict[str, Any] | None) -> float:
+def default_band_px(
+    slide: Slide,
+    labels_path: str | None,
+    meta: dict[str, Any] | None,
+    class_name: str | None = None,
+    columns: Any = None,
+) -> float:
     """One block width in level-0 px: from the labels, else the model's block size in um."""
     if labels_path is not None:
-        lab = read_lowres_csv(labels_path, slide.dimensions)
+        lab = read_lowres(labels_path, slide.dimensions, class_name=class_name, columns=columns)
         return float(np.median(lab.width))
     if meta is not None and meta.get("model") and Path(meta["model"]).exists():
         from .training import load_checkpoint
@@ -79,8 +86,13 @@ def evaluate_files(
     band_px: float | None = None,
     slide_mpp: float | None = None,
     name: str | None = None,
+    class_name: str | None = None,
+    columns: Any = None,
 ) -> dict[str, Any]:
-    """Masked and unmasked IoU/DICE of one prediction (or the low-res model) on one slide."""
+    """Masked and unmasked IoU/DICE of one prediction (or the low-res model) on one slide.
+
+    ``class_name`` and ``columns`` read low-res labels of other tools (see ``read_lowres``).
+    """
     with Slide(slide, mpp=slide_mpp) as s:
         t = read_truth(truth, s.dimensions)
         meta = None
@@ -91,7 +103,7 @@ def evaluate_files(
             pmask = pmask >= 128  # uint8 0..255: probability >= 0.5
             label = name or str(meta.get("loss") or Path(pred).stem)
         elif labels is not None:
-            lab = read_lowres_csv(labels, s.dimensions)
+            lab = read_lowres(labels, s.dimensions, class_name=class_name, columns=columns)
             pmask = paint_labels(lab, t.mask.shape, t.downsample) >= 0.5
             label = name or "low resolution"
         else:
@@ -101,7 +113,7 @@ def evaluate_files(
         elif band_px is not None:
             band0 = float(band_px)
         else:
-            band0 = default_band_px(s, str(labels) if labels else None, meta)
+            band0 = default_band_px(s, str(labels) if labels else None, meta, class_name, columns)
         scores = masked_scores(pmask, t.mask, band0 / t.downsample)
         result = {
             "name": label,

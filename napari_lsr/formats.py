@@ -573,7 +573,8 @@ def rasterize_geojson(
             xs, ys = ring[:, 0], ring[:, 1]
             if xs.max() >= 0 and ys.max() >= 0 and xs.min() < sw and ys.min() < sh:
                 inside_any = True
-            rr, cc = draw_polygon(ys / downsample, xs / downsample, shape=mask.shape)
+            # Pixel (r, c) covers [c, c + 1) x [r, r + 1) of the grid: test its centre.
+            rr, cc = draw_polygon(ys / downsample - 0.5, xs / downsample - 0.5, shape=mask.shape)
             mask[rr, cc] = k == 0  # exterior fills, holes clear
     if not inside_any:
         raise FormatError(path, f"all polygons fall outside the slide ({sw}x{sh} px)")
@@ -657,22 +658,130 @@ def read_prediction(path: str | os.PathLike, level: int = 0) -> tuple[np.ndarray
     path = Path(path)
     if not path.exists():
         raise FormatError(path, "no such file")
-    side = prediction_sidecar(path)
-    if not side.exists():
-        raise FormatError(path, f"no sidecar {side.name} beside the prediction")
-    try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise FormatError(side, f"not valid JSON ({exc})") from exc
-    for key in ("slide", "downsample"):
-        if key not in meta:
-            raise FormatError(side, f"sidecar lacks {key!r}")
+    meta = read_prediction_sidecar(path)
     try:
         with tifffile.TiffFile(path) as tif:
             arr = tif.pages[level].asarray()
     except Exception as exc:
         raise FormatError(path, f"cannot read prediction TIFF ({exc})") from exc
     return arr, meta
+
+
+# -- JSON cards and sidecars: data, read with a size limit and a schema check -------------------
+
+#: The largest model card or prediction sidecar read (ours are a few kB).
+JSON_LIMIT = 1 << 20
+_NUMBER = (int, float)
+#: Model card (``<model>.json``) entries and their types (None is accepted for each: NaN is
+#: written as null); other entries are kept unchecked.
+CARD_SCHEMA: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "checkpoint": (str,),
+    "status": (str,),
+    "loss": (str,),
+    "distance": (str,),
+    "pixel_variance": (str,),
+    "lr": _NUMBER,
+    "lr_schedule": (str,),
+    "ema": _NUMBER,
+    "steps": (int,),
+    "steps_planned": (int,),
+    "final_loss": _NUMBER,
+    "duration_s": _NUMBER,
+    "device": (str,),
+    "train_mpp": _NUMBER,
+    "block_size": (int,),
+    "blocks": (int,),
+    "slides": (list,),
+    "prior": (str, dict),
+    "seed": (int,),
+    "finished": (str,),
+}
+#: Prediction sidecar entries and their types; ``slide`` and ``downsample`` are required.
+SIDECAR_SCHEMA: dict[str, tuple[type, ...]] = {
+    "slide": (str,),
+    "slide_width": (int,),
+    "slide_height": (int,),
+    "downsample": _NUMBER,
+    "mpp": _NUMBER,
+    "model": (str,),
+    "loss": (str,),
+    "tile": (int,),
+    "margin": (int,),
+}
+
+
+def read_json_object(
+    path: str | os.PathLike,
+    what: str,
+    schema: dict[str, tuple[type, ...]],
+    required: Iterable[str] = (),
+    limit: int = JSON_LIMIT,
+) -> dict[str, Any]:
+    """A JSON object from ``path``, at most ``limit`` bytes, its entries checked against
+    ``schema`` (key: allowed types; None allowed) and ``required``; FormatError (one line,
+    naming the file) otherwise."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(limit + 1)
+    except FileNotFoundError:
+        raise FormatError(path, "no such file") from None
+    except OSError as exc:
+        raise FormatError(path, f"cannot read the {what} ({exc.strerror or exc})") from None
+    if len(raw) > limit:
+        raise FormatError(path, f"too large for a {what} (over {limit} bytes)")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(path, f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise FormatError(path, "not valid JSON (nested too deeply)") from None
+    if not isinstance(data, dict):
+        raise FormatError(path, f"not a {what} (expected a JSON object)")
+    for key in required:
+        if data.get(key) is None:
+            raise FormatError(path, f"{what} lacks {key!r}")
+    for key, types in schema.items():
+        v = data.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+            names = " or ".join(_JSON_TYPE_NAMES.get(t, t.__name__) for t in types)
+            got = _JSON_TYPE_NAMES.get(type(v), type(v).__name__)
+            raise FormatError(path, f"{what} entry {key!r} should be {names}, not {got}")
+    return data
+
+
+_JSON_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true/false",
+    list: "a list",
+    dict: "an object",
+}
+
+
+def read_model_card(path: str | os.PathLike) -> dict[str, Any]:
+    """A model card (``<model>.json`` beside its checkpoint), size-limited and schema-checked.
+
+    Its ``checkpoint`` entry must be a file name in the card's folder (no path)."""
+    card = read_json_object(path, "model card", CARD_SCHEMA)
+    ckpt = card.get("checkpoint")
+    if ckpt is not None and (
+        ckpt in ("", ".", "..") or "/" in ckpt or "\\" in ckpt or Path(ckpt).name != ckpt
+    ):
+        raise FormatError(path, f"model card entry 'checkpoint' is not a file name: {ckpt!r}")
+    return card
+
+
+def read_prediction_sidecar(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON sidecar of prediction ``path`` (a TIFF), size-limited and schema-checked."""
+    side = prediction_sidecar(path)
+    if not side.exists():
+        raise FormatError(path, f"no sidecar {side.name} beside the prediction")
+    return read_json_object(side, "sidecar", SIDECAR_SCHEMA, required=("slide", "downsample"))
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

@@ -10,7 +10,9 @@ reach the tiled result equals a forward pass over the whole slide: no seams. On 
 (with margin) holds no tissue on a thumbnail are written as 0 without running the model.
 Tasks store their chunk straight into an on-disk zarr array (so memory does not grow with
 the slide), which is then streamed into the pyramidal TIFF + JSON sidecar of SPEC section 2.
-``scheduler`` is None (local threads) or the address of a Dask distributed scheduler, whose
+``scheduler`` is None (local threads), the address of a Dask distributed scheduler
+(``tcp://`` or ``tls://``, TLS settings then from Dask's config), or a security file (YAML)
+naming a ``tls://`` scheduler and the certificates to reach it (``scheduler_security``); its
 workers must see the same slide and model paths.
 """
 
@@ -46,8 +48,9 @@ class InferenceError(ValueError):
     """The model cannot be applied to this slide (one-line reason)."""
 
 
-def _cached_model(path: str, device: str) -> Any:
-    """Load a checkpoint once per process (Dask workers included)."""
+def _cached_model(path: str, device: str, trust: bool = False) -> Any:
+    """Load a checkpoint once per process (Dask workers included); ``trust``: the user chose
+    to open a checkpoint that is not plain data (``training.load_checkpoint``)."""
     from .training import load_model
 
     key = (path, os.stat(path).st_mtime_ns, device)
@@ -55,13 +58,13 @@ def _cached_model(path: str, device: str) -> Any:
         if key not in _MODEL_CACHE:
             import torch
 
-            model = load_model(path, device)[0]
-            if device == "cpu":
+            model = load_model(path, device, trust=trust)[0]
+            from .unet import has_inference_form, inference_form
+
+            if device == "cpu" and has_inference_form(model):
                 # the inference-only form (folded norms, no concatenation copies, channels-last
                 # throughout, only the tile centre's dependencies computed): same outputs,
                 # 1.4-1.6x faster per tile on the CPU than the model as loaded (unet.py)
-                from .unet import inference_form
-
                 model = inference_form(model)
             else:
                 model = model.to(memory_format=torch.channels_last)
@@ -94,6 +97,7 @@ def predict_chunk(
     tile: int,
     margin: int,
     active: list[bool],
+    trust: bool = False,
 ) -> np.ndarray:
     """Predict output rows y0..y0+h, columns x0..x0+w (a row of tiles) as uint8 0..255."""
     import torch
@@ -103,7 +107,7 @@ def predict_chunk(
     todo = [k for k in range(n_tiles) if active[k]]
     if not todo:
         return out
-    model = _cached_model(model_path, device)
+    model = _cached_model(model_path, device, trust)
     slide = shared_slide(slide_path, slide_mpp)
     size = tile + 2 * margin
     cuda = device.startswith("cuda")
@@ -185,9 +189,12 @@ def predict_slide(
     skip_background: bool = True,
     progress: Progress | None = None,
     workdir: str | os.PathLike | None = None,
+    trust_checkpoint: bool = False,
 ) -> dict[str, Any]:
     """Predict a whole slide and write ``out_path`` (TIFF) and its JSON sidecar.
 
+    The checkpoint opens with the safe loader; ``trust_checkpoint`` (the user's explicit
+    choice) lets an older checkpoint that is not plain data open with the unsafe one.
     Returns a summary: width, height, mpp, downsample, tiles, skipped, seconds.
     """
     import dask
@@ -197,7 +204,8 @@ def predict_slide(
 
     t0 = time.perf_counter()
     model_path = str(Path(model_path).resolve())
-    ckpt = load_checkpoint(model_path)
+    ckpt = load_checkpoint(model_path, trust=trust_checkpoint)
+    model_loss = _model_loss(ckpt)
     model_mpp = float(ckpt["train_mpp"])
     dev = str(select_device(device))
     with Slide(slide_path, mpp=slide_mpp) as slide:
@@ -266,6 +274,7 @@ def predict_slide(
                         tile,
                         margin,
                         act,
+                        trust_checkpoint,
                     )
                 )
         _run(tasks, scheduler, progress, cpu=dev == "cpu")
@@ -276,7 +285,7 @@ def predict_slide(
             "downsample": d,
             "mpp": model_mpp,
             "model": model_path,
-            "loss": _model_loss(model_path),
+            "loss": model_loss,
             "tile": tile,
             "margin": margin,
         }
@@ -294,10 +303,8 @@ def predict_slide(
     }
 
 
-def _model_loss(path: str) -> str:
-    from .training import load_checkpoint
-
-    cfg = load_checkpoint(path).get("config", {})
+def _model_loss(ckpt: dict[str, Any]) -> str:
+    cfg = ckpt.get("config", {})
     return f"{cfg.get('loss')}/{cfg.get('distance')}"
 
 
@@ -338,6 +345,112 @@ def _release_freed_memory() -> None:
 _MALLOC_TRIM: Any = None
 
 
+#: The largest scheduler security file read.
+SECURITY_FILE_LIMIT = 1 << 20
+
+
+def scheduler_security(scheduler: str) -> tuple[str, Any]:
+    """The address and ``distributed.Security`` that ``--scheduler`` stands for.
+
+    ``scheduler`` is an address (``tcp://HOST:PORT``, ``tls://HOST:PORT``; a bare HOST:PORT
+    is tcp), whose TLS settings come from Dask's own config (``distributed.comm.tls.ca-file``,
+    ``.client.cert``, ``.client.key`` in ~/.config/dask/*.yaml or DASK_* variables), or a
+    YAML security file: either ``address`` (tls://), ``ca-file``, ``cert`` and ``key``, or a
+    Dask config file (``scheduler-address`` and ``distributed: comm: tls: ...``). Paths in
+    the file are relative to its folder. Bad settings raise InferenceError (one line).
+    """
+    from distributed.security import Security
+
+    text = str(scheduler).strip()
+    if "://" not in text and (
+        Path(text).suffix.lower() in (".yaml", ".yml", ".json") or Path(text).is_file()
+    ):
+        return _security_file(Path(text).expanduser())
+    address = text if "://" in text else f"tcp://{text}"
+    scheme = address.split("://", 1)[0]
+    if scheme not in ("tcp", "tls"):
+        raise InferenceError(
+            f"--scheduler {text}: give tcp://HOST:PORT, tls://HOST:PORT or a security file"
+        )
+    security = Security()  # Dask's own config (distributed.comm.tls.*)
+    if scheme == "tls" and not (security.tls_ca_file and security.tls_client_cert):
+        raise InferenceError(
+            f"{address}: a tls:// scheduler needs certificates: give --scheduler FILE.yaml "
+            "(address, ca-file, cert, key) or set distributed.comm.tls in Dask's config"
+        )
+    return address, security
+
+
+def _security_file(path: Path) -> tuple[str, Any]:
+    import yaml
+    from distributed.security import Security
+
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(SECURITY_FILE_LIMIT + 1)
+    except OSError as exc:
+        raise InferenceError(
+            f"{path}: cannot read the scheduler security file ({exc.strerror or exc})"
+        ) from None
+    if len(raw) > SECURITY_FILE_LIMIT:
+        raise InferenceError(f"{path}: too large for a scheduler security file")
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        why = " ".join(str(exc).split())
+        raise InferenceError(f"{path}: not a valid YAML security file ({why})") from None
+
+    def norm(v: Any) -> Any:
+        return (
+            {str(k).replace("_", "-"): norm(x) for k, x in v.items()} if isinstance(v, dict) else v
+        )
+
+    data = norm(data)
+    if not isinstance(data, dict):
+        raise InferenceError(f"{path}: not a scheduler security file (expected a mapping)")
+    if "distributed" in data or "scheduler-address" in data:  # Dask's own config layout
+
+        def sub(d: dict, key: str) -> dict:
+            v = d.get(key)
+            return v if isinstance(v, dict) else {}
+
+        tls = sub(sub(sub(data, "distributed"), "comm"), "tls")
+        client = sub(tls, "client")
+        address = data.get("scheduler-address") or data.get("address")
+        entries = {
+            "ca-file": tls.get("ca-file"),
+            "cert": client.get("cert"),
+            "key": client.get("key"),
+        }
+    else:
+        address = data.get("address")
+        entries = {k: data.get(k) for k in ("ca-file", "cert", "key")}
+    if not isinstance(address, str) or not address.startswith("tls://"):
+        raise InferenceError(
+            f"{path}: give the scheduler's tls:// address (address: tls://HOST:PORT)"
+        )
+    files: dict[str, str | None] = {}
+    for key, value in entries.items():
+        if value is None:
+            files[key] = None
+            continue
+        if not isinstance(value, str):
+            raise InferenceError(f"{path}: {key} should be a file path")
+        f = (path.parent / Path(value).expanduser()).resolve()
+        if not f.is_file():
+            raise InferenceError(f"{path}: {key} {f} does not exist")
+        files[key] = str(f)
+    if not (files["ca-file"] and files["cert"]):
+        raise InferenceError(f"{path}: give ca-file (the cluster's CA) and cert (this client's)")
+    security = Security(
+        tls_ca_file=files["ca-file"],
+        tls_client_cert=files["cert"],
+        tls_client_key=files["key"],
+        require_encryption=True,
+    )
+    return address, security
+
+
 def _run(tasks: list, scheduler: str | None, progress: Progress | None, cpu: bool = True) -> None:
     """Run the chunk tasks on local threads or on a distributed cluster, with progress."""
     import dask
@@ -348,10 +461,12 @@ def _run(tasks: list, scheduler: str | None, progress: Progress | None, cpu: boo
             from distributed import Client, as_completed
         except ImportError as exc:  # pragma: no cover
             raise InferenceError("dask.distributed is needed for --scheduler") from exc
+        address, security = scheduler_security(scheduler)
         try:
-            client = Client(scheduler, timeout="10s", set_as_default=False)
-        except (OSError, TimeoutError) as exc:
-            raise InferenceError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
+            client = Client(address, security=security, timeout="10s", set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as exc:
+            msg = " ".join(str(exc).split()) or type(exc).__name__
+            raise InferenceError(f"cannot reach the Dask scheduler at {address}: {msg}") from exc
         try:
             futures = client.compute(tasks)
             # set_as_default=False: as_completed must be told which event loop to use
@@ -404,14 +519,14 @@ def predict_array(
     """
     import torch
 
-    from .unet import UNet, inference_form
+    from .unet import has_inference_form, inference_form
 
     mult = model.multiple
     if margin is None:
         margin = int(math.ceil(model.receptive_radius / mult) * mult)
     if tile % mult:
         raise ValueError(f"tile must be a multiple of {mult}; got {tile}")
-    if fast and device == "cpu" and isinstance(model, UNet):
+    if fast and device == "cpu" and has_inference_form(model):
         model = inference_form(model)
     h, w = rgb.shape[:2]
     out = np.zeros((h, w), np.float32)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -78,25 +77,34 @@ class ModelCard:
         )
 
 
-def _read_card(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        log.warning("%s: unreadable model card (%s); skipped", path, exc)
+def _read_card(path: Path, errors: list[str] | None = None) -> dict[str, Any] | None:
+    from .formats import FormatError, read_json_object, read_model_card
+
+    try:  # some other JSON file (neither entry) is no card: skipped without a word
+        data = read_json_object(path, "JSON file", {})
+        if not ("checkpoint" in data or "loss" in data):
+            return None
+        return read_model_card(path)
+    except FormatError as exc:
+        log.warning("%s; skipped", exc)
+        if errors is not None:
+            errors.append(f"{exc}; skipped")
         return None
-    if not isinstance(data, dict) or not ("checkpoint" in data or "loss" in data):
-        return None  # some other JSON file
-    return data
 
 
-def list_models(folder: str | os.PathLike, include_incomplete: bool = False) -> list[ModelCard]:
+def list_models(
+    folder: str | os.PathLike,
+    include_incomplete: bool = False,
+    errors: list[str] | None = None,
+) -> list[ModelCard]:
     """The models in ``folder`` (a project's ``models/``), newest first.
 
     A model is a ``NAME.json`` card whose checkpoint (the card's ``checkpoint`` entry, else
     ``NAME.pt``) exists. With ``include_incomplete``, checkpoints without a card are listed too
     (status ``incomplete``; a periodic checkpoint of a run that is going on, failed or was
-    killed). Hidden and temporary files are ignored; an unreadable card is skipped with a
-    logged warning. A missing folder holds no models.
+    killed). Hidden and temporary files are ignored; an unreadable or malformed card (see
+    ``formats.read_model_card``) is skipped with a logged warning, and its one-line reason
+    appended to ``errors`` when given. A missing folder holds no models.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -106,7 +114,7 @@ def list_models(folder: str | os.PathLike, include_incomplete: bool = False) -> 
     for js in folder.glob("*.json"):
         if js.name.startswith("."):
             continue
-        card = _read_card(js)
+        card = _read_card(js, errors)
         if card is None:
             continue
         ckpt = folder / str(card.get("checkpoint") or js.with_suffix(".pt").name)

@@ -17,9 +17,9 @@ from .formats import (
     Prior,
     atomic_write_text,
     paper_prior,
-    read_lowres_csv,
     read_prior_csv,
 )
+from .interop import read_lowres
 from .slide import Slide
 from .store import Store
 
@@ -35,6 +35,10 @@ class SlideEntry:
     labels: Path | None = None
     truth: Path | None = None
     mpp: float | None = None
+    #: Class of a WSInfer labels file (default: the tumour class) and the column mapping of
+    #: another CSV (``x=...,y=...,width=...,height=...,probability=...``).
+    labels_class: str | None = None
+    labels_columns: str | None = None
 
     @property
     def name(self) -> str:
@@ -47,7 +51,7 @@ class SlideEntry:
         if self.labels is None:
             raise FormatError(self.path, "this slide has no low-resolution labels CSV")
         size = slide.dimensions if slide is not None else None
-        return read_lowres_csv(self.labels, size, bins)
+        return read_lowres(self.labels, size, bins, self.labels_class, self.labels_columns)
 
 
 @dataclass
@@ -112,6 +116,8 @@ class Project:
                     (folder / s["labels"]).resolve() if s.get("labels") else None,
                     (folder / s["truth"]).resolve() if s.get("truth") else None,
                     float(s["mpp"]) if s.get("mpp") else None,
+                    s.get("labels_class") or None,
+                    s.get("labels_columns") or None,
                 )
             )
         prior = cfg.get("prior", {}).get("path")
@@ -162,6 +168,10 @@ class Project:
                 row["truth"] = self._rel(s.truth)
             if s.mpp:
                 row["mpp"] = s.mpp
+            if s.labels_class:
+                row["labels_class"] = s.labels_class
+            if s.labels_columns:
+                row["labels_columns"] = s.labels_columns
             rows.append(row)
         cfg["slides"] = rows
         atomic_write_text(self.folder / PROJECT_FILE, tomli_w.dumps(cfg))

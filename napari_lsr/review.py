@@ -665,8 +665,10 @@ def project_for_slide(
     slide_path: str | os.PathLike,
     labels_path: str | os.PathLike,
     folder: str | os.PathLike | None = None,
+    labels_class: str | None = None,
 ) -> Project:
-    """Open (or create) a project for one slide and its low-res CSV.
+    """Open (or create) a project for one slide and its low-res labels (any format
+    ``interop.read_lowres`` reads; ``labels_class`` picks a WSInfer file's class).
 
     The folder defaults to ``<slide folder>/<slide name>_lsr``; an existing project there is
     opened as it is.
@@ -679,7 +681,7 @@ def project_for_slide(
     if (folder / PROJECT_FILE).exists():
         return Project.open(folder)
     try:
-        Project.create(folder, [SlideEntry(slide_path, labels_path)])
+        Project.create(folder, [SlideEntry(slide_path, labels_path, labels_class=labels_class)])
     except OSError as exc:
         raise ReviewError(f"{folder}: cannot create a project here ({exc.strerror})") from exc
     # Reopen, so slide paths are spelled as every later Project.open spells them (the store

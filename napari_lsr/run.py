@@ -86,6 +86,9 @@ class RunPlan:
     mpp: float | None = None
     block_size: int | None = None
     resume: Path | None = None
+    #: The user confirmed that ``resume``, a checkpoint that is not plain data (an older
+    #: file), may be opened with the unsafe loader (``training.trust_checkpoint``).
+    trust_checkpoint: bool = False
     info: dict[str, Any] = field(default_factory=dict)
     torch_threads: int | None = None  # None: leave a core for the GUI; 0: torch's default
 
@@ -108,7 +111,7 @@ def readable_error(exc: BaseException, name: str, device: str = "") -> str:
             f"out of memory{where}; lower the batch or group size, the block size or the "
             "U-Net width, or train on another device"
         )
-    elif type(exc).__name__ == "TrainingError" or isinstance(
+    elif any(t.__name__ == "TrainingError" for t in type(exc).__mro__) or isinstance(
         exc, (BlockError, FormatError, SlideError, OSError)
     ):
         text = text or type(exc).__name__
@@ -217,14 +220,16 @@ def _run(plan: RunPlan, cancel: threading.Event) -> Iterator[Phase | TrainEvent]
     import torch
 
     from .blocks import SlideBlocks, resolve_geometry
-    from .formats import read_lowres_csv
+    from .interop import read_lowres
     from .slide import Slide
-    from .training import TrainConfig, load_checkpoint, train
+    from .training import TrainConfig, load_checkpoint, train, trust_checkpoint
 
     config, prior, sources = plan.config, plan.prior, list(plan.sources)
     mpp, block_size, info = plan.mpp, plan.block_size, dict(plan.info)
     if plan.resume is not None:
         yield Phase(f"reading {plan.resume.name}")
+        if plan.trust_checkpoint:  # this process too (a child): the user said so
+            trust_checkpoint(plan.resume)
         ckpt = load_checkpoint(plan.resume)
         config = TrainConfig.from_dict(ckpt["config"])
         config.device = plan.config.device
@@ -243,7 +248,7 @@ def _run(plan: RunPlan, cancel: threading.Event) -> Iterator[Phase | TrainEvent]
         if s.labels is None:
             raise TrainingFailed(f"{s.slide}: no low-resolution labels CSV for this slide")
         with Slide(s.slide, mpp=s.mpp) as slide:
-            labels = read_lowres_csv(s.labels, slide.dimensions, prior.bins)
+            labels = read_lowres(s.labels, slide.dimensions, prior.bins)  # any format
         slide_blocks.append(SlideBlocks(s.slide, labels, s.mpp))
     if plan.resume is None:
         block_size, mpp = resolve_geometry(slide_blocks, mpp, block_size)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import pickle
 import queue
+import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,71 +19,19 @@ import numpy as np
 import torch
 
 from .blocks import BlockSet, GroupSampler, IntraSampler, augment
+from .config import PAPER_LR, TrainConfig, TrainingError  # noqa: F401 (re-exported)
 from .formats import Prior, atomic_path, write_json
-from .losses import DISTANCES, PIXEL_VARIANCES, STATISTICS, lsr_loss
+from .health import Health, assess, block_fractions, sample_blocks
+from .losses import lsr_loss
 from .unet import UNet, UNetConfig, build_model
 
-#: The paper's learning rates (Sec. 3.3) per loss.
-PAPER_LR = {"intra": 1e-5, "inter": 1e-3, "intra+inter": 1e-3}
 CHECKPOINT_FORMAT = "napari-lsr-checkpoint"
-CHECKPOINT_VERSION = 1
-
-
-class TrainingError(RuntimeError):
-    """Training stopped: bad settings, or a non-finite loss (the last good checkpoint stays)."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run. Defaults follow the paper unless noted."""
-
-    loss: str = "intra+inter"
-    distance: str = "gaussian"
-    pixel_variance: str = "paper"
-    steps: int = 500
-    lr: float | None = None  # None: the paper's rate for the loss (PAPER_LR)
-    lr_schedule: str = "constant"  # "constant" (paper) or "cosine" decay to lr/20
-    ema: float = 0.0  # weight averaging decay; 0 disables (inference uses EMA weights if on)
-    batch_size: int = 30  # intra: blocks per batch
-    groups: int = 2  # inter, intra+inter: groups per batch
-    group_size: int = 15  # blocks per group
-    rmsprop_alpha: float = 0.9  # RMSprop smoothing (the paper's beta)
-    seed: int = 0
-    device: str = "auto"
-    depth: int = 3
-    width: int = 16
-    augment: bool = True
-    checkpoint_every: int = 100
-
-    def __post_init__(self) -> None:
-        if self.loss not in STATISTICS:
-            raise TrainingError(f"unknown loss {self.loss!r}; choose from {', '.join(STATISTICS)}")
-        if self.distance not in DISTANCES:
-            raise TrainingError(
-                f"unknown distance {self.distance!r}; choose {', '.join(DISTANCES)}"
-            )
-        if self.pixel_variance not in PIXEL_VARIANCES:
-            raise TrainingError(f"unknown pixel variance {self.pixel_variance!r}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise TrainingError(f"unknown lr schedule {self.lr_schedule!r}")
-        if self.steps < 1:
-            raise TrainingError("steps must be at least 1")
-        if self.lr is not None and not self.lr > 0:
-            raise TrainingError(f"learning rate must be positive, got {self.lr}")
-        if not 0.0 <= self.ema < 1.0:
-            raise TrainingError("ema must be in [0, 1)")
-
-    @property
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else PAPER_LR[self.loss]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+#: Model health (health.py) is checked every this many steps, on this many blocks per bin.
+HEALTH_EVERY = 50
+HEALTH_PER_BIN = 24
+#: 2: plain data only (dicts, lists, tuples, numbers, strings, tensors), written so that the
+#: safe loader (``torch.load(weights_only=True)``) opens it; 1: the same keys, not checked.
+CHECKPOINT_VERSION = 2
 
 
 @dataclass
@@ -141,12 +91,15 @@ class _Prefetcher:
     def __init__(
         self,
         blocks: BlockSet,
-        sampler: Any,
+        sampler: Callable[[int], tuple[Any, str]],
         rng: np.random.Generator,
         do_augment: bool,
         depth: int = 2,
+        colour: float = 0.0,
+        first_step: int = 1,
     ) -> None:
         self.blocks, self.sampler, self.rng, self.do_augment = blocks, sampler, rng, do_augment
+        self.colour, self.next_step = colour, first_step
         self.q: queue.Queue = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True, name="lsr-prefetch")
@@ -154,14 +107,19 @@ class _Prefetcher:
 
     def _draw(self) -> tuple:
         state = self.rng.bit_generator.state
-        idx, gid = self.sampler.sample(self.rng)
+        sampler, statistic = self.sampler(self.next_step)  # the batch of step next_step
+        self.next_step += 1
+        idx, gid = sampler.sample(self.rng)
         order = np.argsort(idx, kind="stable")  # sorted reads from the memory map
         raw = np.asarray(self.blocks.images[idx[order]])
         inv = np.empty_like(order)
         inv[order] = np.arange(len(order))
         raw = raw[inv]
-        x = augment(raw, self.rng) if self.do_augment else raw.astype(np.float32) / 255.0
-        return state, x, self.blocks.z[idx], gid
+        if self.do_augment:
+            x = augment(raw, self.rng, colour=self.colour)
+        else:
+            x = raw.astype(np.float32) / 255.0
+        return state, x, self.blocks.z[idx], gid, statistic
 
     def _run(self) -> None:
         while not self.stop.is_set():
@@ -190,16 +148,42 @@ class _Prefetcher:
 
 
 def _lr_lambda(config: TrainConfig) -> Callable[[int], float]:
-    if config.lr_schedule == "constant":
-        return lambda step: 1.0
+    """Learning-rate factor at a step: linear warm-up, then constant or cosine to 1/20."""
+    warm = config.warmup
     floor = 0.05
-    total = max(1, config.steps)
-    return lambda step: (
-        floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-    )
+    total = max(1, config.steps - warm)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if config.lr_schedule == "constant":
+            return 1.0
+        t = min(step - warm, total) / total
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return factor
+
+
+def _optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    lr = config.learning_rate
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    return torch.optim.RMSprop(params, lr=lr, alpha=config.rmsprop_alpha)
+
+
+def _unet_config(config: TrainConfig) -> UNetConfig:
+    return UNetConfig(depth=config.depth, width=config.width, norm=config.norm)
+
+
+def prior_mean_fraction(prior: Prior, z: np.ndarray) -> float:
+    """The cancer fraction the prior expects over these blocks: mean of eta over their bins."""
+    return float(np.mean(np.asarray(prior.eta, dtype=np.float64)[np.asarray(z)]))
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    state = _plain(state, path)
     try:
         with atomic_path(path, suffix=".tmp") as tmp:
             torch.save(state, tmp)
@@ -207,23 +191,149 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         raise TrainingError(f"{path}: cannot write the checkpoint ({exc.strerror or exc})") from exc
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """A checkpoint's contents, checked to be one of ours."""
+def _plain(value: Any, path: Path) -> Any:
+    """``value`` as the plain data the safe loader opens: numpy scalars and arrays become
+    numbers and lists, paths strings; any other object is refused here, at the first save,
+    rather than written into a file that then needs the unsafe loader."""
+    if value is None or type(value) in (bool, int, float, str) or isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, dict):
+        out = type(value)() if type(value) in (dict, OrderedDict) else {}
+        for k, v in value.items():
+            out[_plain(k, path)] = _plain(v, path)
+        versions = getattr(value, "_metadata", None)  # a module state dict's versions
+        if versions is not None:
+            out._metadata = versions  # type: ignore[attr-defined]
+        return out
+    if isinstance(value, list):
+        return [_plain(v, path) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(v, path) for v in value)
+    for kind in (bool, int, float, str):  # subclasses (enums, ...): their plain value
+        if isinstance(value, kind):
+            return kind(value)
+    raise TrainingError(
+        f"{path}: cannot save a {type(value).__name__} in a checkpoint (plain data only)"
+    )
+
+
+class UntrustedCheckpoint(TrainingError):
+    """A file the safe loader refuses: opening it would run code it names (``needs``).
+
+    Older checkpoints that hold more than plain data open only once the user trusts the file
+    (``trust=True``, ``trust_checkpoint``): the command line's ``--trust-checkpoint``, a
+    confirmation dialog naming the file in the widgets.
+    """
+
+    def __init__(self, path: str | os.PathLike, needs: list[str]) -> None:
+        self.path, self.needs = Path(path), list(needs)
+        calls = ", ".join(self.needs[:3]) + (", ..." if len(self.needs) > 3 else "")
+        super().__init__(
+            f"{self.path}: not a plain napari-lsr checkpoint (opening it would call {calls}); "
+            "refused. Open it only if you trust its source: --trust-checkpoint on the command "
+            "line, or confirm in the widget"
+        )
+
+
+#: Files the user chose to trust in this process: (path, size, mtime); a file changed since
+#: is no longer trusted.
+_TRUSTED: set[tuple[str, int, int]] = set()
+
+
+def _file_key(path: str | os.PathLike) -> tuple[str, int, int]:
+    p = Path(path).resolve()
+    st = p.stat()
+    return os.path.normcase(str(p)), st.st_size, st.st_mtime_ns
+
+
+def trust_checkpoint(path: str | os.PathLike) -> None:
+    """Let this process open ``path`` with the unsafe loader (the user's explicit choice)."""
+    _TRUSTED.add(_file_key(path))
+
+
+def is_trusted(path: str | os.PathLike) -> bool:
+    try:
+        return _file_key(path) in _TRUSTED
+    except OSError:
+        return False
+
+
+def _refused_globals(path: Path, exc: BaseException) -> list[str]:
+    """What the safe loader refused in ``path``, read from the pickle's opcodes (nothing in
+    the file runs); [] when it refused the file for another reason (not a checkpoint)."""
+    try:
+        found = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # not a zip checkpoint: the loader's message names the global
+        found = []
+    return found or re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+
+
+def checkpoint_needs_trust(path: str | os.PathLike) -> list[str]:
+    """The calls the safe loader would refuse in ``path`` (e.g. ``['builtins.exec']``); []
+    for a plain checkpoint, or one this process trusts already. Runs nothing in the file."""
+    if is_trusted(path):
+        return []
+    try:
+        load_checkpoint(path)
+    except UntrustedCheckpoint as exc:
+        return exc.needs
+    except TrainingError:  # unreadable: opening it will say so
+        return []
+    return []
+
+
+def _first_line(exc: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:200]
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", *, trust: bool = False
+) -> dict:
+    """A checkpoint's contents, checked to be one of ours: the one loader of the package.
+
+    Files open with the safe loader (``weights_only=True``: tensors and plain data, nothing in
+    the file runs). A file that needs more (an older or foreign checkpoint, or a crafted one)
+    raises ``UntrustedCheckpoint`` unless the user trusts it (``trust``, or
+    ``trust_checkpoint`` earlier); only then does the unsafe loader run.
+    """
     path = Path(path)
     if not path.exists():
         raise TrainingError(f"{path}: no such checkpoint")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        needs = _refused_globals(path, exc)
+        if not needs:
+            raise TrainingError(
+                f"{path}: not a readable checkpoint (not written by torch.save, or damaged)"
+            ) from None
+        if not (trust or is_trusted(path)):
+            raise UntrustedCheckpoint(path, needs) from None
+        try:  # the opt-in path: the user trusts this file's source
+            ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as exc2:
+            raise TrainingError(
+                f"{path}: not a readable checkpoint ({_first_line(exc2)})"
+            ) from exc2
     except Exception as exc:
-        raise TrainingError(f"{path}: not a readable checkpoint ({exc})") from exc
+        raise TrainingError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path}: not a napari-lsr checkpoint")
     return ckpt
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[UNet, dict]:
+def load_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu", *, trust: bool = False
+) -> tuple[UNet, dict]:
     """The trained network (EMA weights when the run kept them) in eval mode, and its metadata."""
-    ckpt = load_checkpoint(path, map_location="cpu")
+    ckpt = load_checkpoint(path, map_location="cpu", trust=trust)
     with torch.device("meta"):  # no random initialisation of weights about to be replaced
         model = build_model(ckpt["unet"])
     model.load_state_dict(ckpt.get("ema_model") or ckpt["model"], assign=True)
@@ -277,14 +387,15 @@ def train(
     device = select_device(config.device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = build_model(UNetConfig(depth=config.depth, width=config.width)).to(device)
-    opt = torch.optim.RMSprop(
-        model.parameters(), lr=config.learning_rate, alpha=config.rmsprop_alpha
-    )
+    model = build_model(_unet_config(config))
+    if config.init_bias == "prior":
+        model.set_output_prior(prior_mean_fraction(prior, blocks.z))
+    model.to(device)
+    opt = _optimizer(config, model.parameters())
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config))
     ema_model = None
     if config.ema > 0:
-        ema_model = build_model(UNetConfig(depth=config.depth, width=config.width)).to(device)
+        ema_model = build_model(_unet_config(config)).to(device)
         ema_model.load_state_dict(model.state_dict())
         ema_model.requires_grad_(False)
     start, history, elapsed0 = 0, [], 0.0
@@ -309,15 +420,28 @@ def train(
         elapsed0 = float(ckpt.get("elapsed_s", 0.0))
     eta = torch.as_tensor(prior.eta, dtype=torch.float32, device=device)
     rho = torch.as_tensor(prior.rho, dtype=torch.float32, device=device)
+    intra_sampler = IntraSampler(blocks.z, config.batch_size)
     if config.loss == "intra":
-        sampler: Any = IntraSampler(blocks.z, config.batch_size)
+        group_sampler: Any = intra_sampler
     else:
         try:
-            sampler = GroupSampler(
-                blocks.z, config.groups, config.group_size, bin_labels=prior.bins.labels
+            group_sampler = GroupSampler(
+                blocks.z,
+                config.groups,
+                config.group_size,
+                min_group=config.min_group or None,
+                bin_labels=prior.bins.labels,
+                draw=config.group_draw,
             )
         except ValueError as exc:
             raise TrainingError(str(exc)) from exc
+
+    def sampler(step: int) -> tuple[Any, str]:
+        """The sampler and statistic of a step: intra for the first ``intra_steps``."""
+        if config.loss == "intra" or step <= config.intra_steps:
+            return intra_sampler, "intra"
+        return group_sampler, config.loss
+
     amp = device.type == "cuda"
     info = dict(info or {})
     t0 = time.perf_counter()
@@ -347,8 +471,19 @@ def train(
             "info": info,
         }
 
+    health_idx = sample_blocks(blocks.z, HEALTH_PER_BIN)
+    health_images = np.asarray(blocks.images[health_idx])
+    eta_np, rho_np = np.asarray(prior.eta), np.asarray(prior.rho)
+
+    def health() -> Health:
+        """The served model's (EMA's when on) predicted fractions against the prior."""
+        served = ema_model if ema_model is not None else model
+        fr = block_fractions(served, health_images)
+        return assess(fr, blocks.z[health_idx], eta_np, rho_np)
+
     def finish(step: int, status: str) -> Path:
         _save_checkpoint(out, snapshot(step))
+        verdict = health()
         card = {
             "name": out.stem,
             "checkpoint": out.name,
@@ -370,10 +505,15 @@ def train(
             "slides": blocks.slides,
             "prior": info.get("prior_path") or prior.to_dict(),
             "seed": config.seed,
+            "settings": config.to_dict(),
+            "health": verdict.to_dict(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         write_json(card_path(out), card)
+        last_health[0] = verdict
         return out
+
+    last_health: list[Health | None] = [None]
 
     yield TrainEvent(
         "start",
@@ -384,9 +524,18 @@ def train(
     )
     if start >= config.steps:
         path = finish(start, "done")
-        yield TrainEvent("done", start, config.steps, device=str(device), path=str(path))
+        yield TrainEvent(
+            "done",
+            start,
+            config.steps,
+            device=str(device),
+            path=str(path),
+            extra={"health": last_health[0].to_dict()},
+        )
         return
-    prefetch = _Prefetcher(blocks, sampler, rng, config.augment)
+    prefetch = _Prefetcher(
+        blocks, sampler, rng, config.augment, colour=config.colour, first_step=start + 1
+    )
     step_time = None
     step = start
     try:
@@ -400,10 +549,11 @@ def train(
                     loss=last_loss,
                     device=str(device),
                     path=str(path),
+                    extra={"health": last_health[0].to_dict()},
                 )
                 return
             ts = time.perf_counter()
-            _state, x_np, z_np, gid_np = prefetch.get()
+            _state, x_np, z_np, gid_np, statistic = prefetch.get()
             x = torch.from_numpy(x_np).permute(0, 3, 1, 2).to(device, non_blocking=True)
             z = torch.from_numpy(z_np).to(device)
             gid = torch.from_numpy(gid_np).to(device)
@@ -416,10 +566,10 @@ def train(
                 z,
                 eta,
                 rho,
-                statistic=config.loss,
+                statistic=statistic,
                 distance=config.distance,
                 pixel_variance=config.pixel_variance,
-                groups=None if config.loss == "intra" else gid,
+                groups=None if statistic == "intra" else gid,
             )
             value = float(loss.detach())
             if not math.isfinite(value):
@@ -444,6 +594,9 @@ def train(
             history.append((step, value))
             dt = time.perf_counter() - ts
             step_time = dt if step_time is None else 0.9 * step_time + 0.1 * dt
+            extra = {}
+            if step % HEALTH_EVERY == 0 and step < config.steps:
+                extra["health"] = health().to_dict()
             yield TrainEvent(
                 "step",
                 step,
@@ -453,6 +606,7 @@ def train(
                 blocks_per_s=len(z_np) / max(dt, 1e-9),
                 eta_s=step_time * (config.steps - step),
                 device=str(device),
+                extra=extra,
             )
             if (
                 config.checkpoint_every
@@ -465,7 +619,14 @@ def train(
                 )
         path = finish(config.steps, "done")
         yield TrainEvent(
-            "done", config.steps, config.steps, loss=last_loss, device=str(device), path=str(path)
+            "done",
+            config.steps,
+            config.steps,
+            loss=last_loss,
+            device=str(device),
+            path=str(path),
+            message=last_health[0].message,
+            extra={"health": last_health[0].to_dict()},
         )
     finally:
         prefetch.close()
@@ -492,7 +653,7 @@ def _ckpt_step(path: Path) -> str:
     if not path.exists():
         return "none yet"
     try:
-        return str(torch.load(path, map_location="cpu", weights_only=False)["step"])
+        return str(load_checkpoint(path)["step"])
     except Exception:
         return "?"
 
@@ -506,4 +667,7 @@ def _cancel_fn(cancel: Callable[[], bool] | threading.Event | None) -> Callable[
 
 
 def read_card(path: str | os.PathLike) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A model card (``<model>.json``), size-limited and schema-checked (FormatError)."""
+    from .formats import read_model_card
+
+    return read_model_card(path)

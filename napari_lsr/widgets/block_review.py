@@ -41,6 +41,7 @@ from qtpy.QtWidgets import (
 
 from .._reader import slide_layer_data
 from ..formats import FormatError
+from ..interop import default_class, lowres_classes
 from ..layers import bin_color, labels_layer_data
 from ..project import Project
 from ..review import (
@@ -216,10 +217,17 @@ class BlockReviewWidget(QWidget):
             "folder <slide>_lsr is created beside the slide)"
         )
         self.use_slide_button.clicked.connect(lambda: self.use_viewer_slide(self.csv_edit.text()))
+        self.class_combo = QComboBox()
+        self.class_combo.setToolTip(
+            "Class of a WSInfer CSV/GeoJSON to read (default: the tumour/tumor/cancer one)"
+        )
+        self.class_combo.setEnabled(False)
+        self.csv_edit.textChanged.connect(self._labels_file_changed)
         row = QHBoxLayout()
         row.addWidget(QLabel("Labels"))
         row.addWidget(self.csv_edit, 1)
         row.addWidget(csv_browse)
+        row.addWidget(self.class_combo)
         row.addWidget(self.use_slide_button)
         root.addLayout(row)
 
@@ -383,10 +391,35 @@ class BlockReviewWidget(QWidget):
 
     def _browse_csv(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
-            self, "Low-resolution labels of the slide", "", "CSV (*.csv)"
+            self,
+            "Low-resolution labels of the slide",
+            "",
+            "Labels: napari-lsr or WSInfer (*.csv *.geojson *.json);;All files (*)",
         )
         if path:
             self.csv_edit.setText(path)
+
+    def _labels_file_changed(self, text: str) -> None:
+        """List a WSInfer file's classes in the drop-down, the tumour class chosen."""
+        self.class_combo.clear()
+        path = Path(text.strip()).expanduser()
+        classes: list[str] = []
+        if text.strip() and path.is_file():
+            try:
+                classes = lowres_classes(path)
+            except (FormatError, OSError):
+                classes = []
+        self.class_combo.addItems(classes)
+        self.class_combo.setEnabled(bool(classes))
+        chosen = default_class(classes)
+        if chosen is not None:
+            self.class_combo.setCurrentText(chosen)
+
+    def labels_class(self) -> str | None:
+        """The class chosen for a WSInfer labels file (None for other formats)."""
+        if not self.class_combo.isEnabled():
+            return None
+        return self.class_combo.currentText() or None
 
     def open_project(self, folder: str | os.PathLike) -> bool:
         """Open a project folder and start reviewing; False (with a message) when it fails."""
@@ -416,7 +449,9 @@ class BlockReviewWidget(QWidget):
             self._error(f"Choose the low-res CSV of {layer.name} first.")
             return False
         try:
-            project = project_for_slide(layer.metadata["napari_lsr"]["path"], labels_csv)
+            project = project_for_slide(
+                layer.metadata["napari_lsr"]["path"], labels_csv, labels_class=self.labels_class()
+            )
         except (ReviewError, FormatError, OSError) as exc:
             self._error(str(exc))
             return False

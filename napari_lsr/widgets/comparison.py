@@ -44,6 +44,7 @@ from ..compare import (
     write_figure,
     write_metrics_csv,
 )
+from ._common import vet_checkpoint
 
 if TYPE_CHECKING:
     import napari
@@ -51,7 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TRUTH_FILTER = "Ground truth (*.png *.tif *.tiff *.geojson *.json);;All files (*)"
-LABELS_FILTER = "Low-resolution labels (*.csv);;All files (*)"
+LABELS_FILTER = "Low-resolution labels (*.csv *.geojson *.json);;All files (*)"
+GEOJSON_FILTER = "GeoJSON for QuPath (*.geojson);;All files (*)"
 PRED_FILTER = "Prediction TIFF (*.tif *.tiff);;All files (*)"
 SLIDE_FILTER = (
     "Slides (*.svs *.tif *.tiff *.ndpi *.mrxs *.scn *.vms *.vmu *.bif *.svslide *.png *.jpg);;"
@@ -76,8 +78,12 @@ def _guarded_comparison(req: Any) -> Any:
     """``run_comparison`` with RuntimeErrors (torch's, out of memory included) re-raised as
     ``ComparisonFailed``: superqt's generator worker takes a RuntimeError for a deleted
     worker and drops it, so the user would see nothing."""
+    from ..training import TrainingError
+
     try:
         return (yield from run_comparison(req))
+    except TrainingError as exc:  # one line that names the file already
+        raise ComparisonFailed(one_line(exc)) from exc
     except RuntimeError as exc:
         raise ComparisonFailed(f"{type(exc).__name__}: {one_line(exc)}") from exc
 
@@ -241,8 +247,15 @@ class ComparisonWidget(QWidget):
         self.export_figure_button.clicked.connect(self._browse_export_figure)
         self.export_metrics_button = QPushButton("Export metrics…", results)
         self.export_metrics_button.clicked.connect(self._browse_export_metrics)
+        self.export_regions_button = QPushButton("Regions to QuPath…", results)
+        self.export_regions_button.setToolTip(
+            "Write the selected model's cancer regions (probability >= 0.5) as GeoJSON "
+            "annotations that QuPath opens by drag and drop"
+        )
+        self.export_regions_button.clicked.connect(self._browse_export_regions)
         ex.addWidget(self.export_figure_button)
         ex.addWidget(self.export_metrics_button)
+        ex.addWidget(self.export_regions_button)
         rv.addLayout(ex)
         root.addWidget(results)
         root.addStretch(1)
@@ -306,8 +319,8 @@ class ComparisonWidget(QWidget):
         self.slide_combo.blockSignals(False)
         self._slide_changed(0)
         self.models_list.clear()  # prediction files added for another project go too
-        self.refresh_models()
-        self._info(f"project {project.folder.name}: {len(project.slides)} slide(s)")
+        if not self.refresh_models():
+            self._info(f"project {project.folder.name}: {len(project.slides)} slide(s)")
         return True
 
     def select_slide(self, path: str | Path) -> None:
@@ -334,16 +347,21 @@ class ComparisonWidget(QWidget):
             self.truth_edit.setText(str(entry.truth) if entry.truth else "")
             self.labels_edit.setText(str(entry.labels) if entry.labels else "")
 
-    def refresh_models(self) -> None:
-        """List the project's models (checked), keeping added prediction files."""
+    def refresh_models(self) -> list[str]:
+        """List the project's models (checked), keeping added prediction files; a malformed
+        model card is left out with a one-line error (returned too)."""
         kept = [e for e in self.entries(checked_only=False) if e.checkpoint is None]
         checked = {e.name for e in self.entries()}
         self.models_list.clear()
-        models = project_models(self.project.models_dir) if self.project is not None else []
+        errors: list[str] = []
+        models = project_models(self.project.models_dir, errors) if self.project is not None else []
         for m in models:
             self._add_entry(m, checked=not checked or m.name in checked)
         for m in kept:
             self._add_entry(m, checked=m.name in checked)
+        for message in errors:
+            self.show_error(message)
+        return errors
 
     def _add_entry(self, entry: ModelEntry, checked: bool = True) -> None:
         kind = "model" if entry.checkpoint is not None else "prediction"
@@ -445,6 +463,11 @@ class ComparisonWidget(QWidget):
         except ValueError as exc:
             self.show_error(one_line(exc))
             return None
+        for entry in req.models:  # a checkpoint that is not plain data: ask, or refuse
+            if entry.checkpoint is not None and not vet_checkpoint(
+                self, entry.checkpoint, self.show_error
+            ):
+                return None
         # Our own "errored" handler: napari/superqt would otherwise re-raise with a traceback.
         worker = thread_worker(
             _guarded_comparison,
@@ -585,6 +608,39 @@ class ComparisonWidget(QWidget):
             return None
         self._info(f"metrics written to {out}")
         return out
+
+    def _regions_entry(self) -> ModelEntry | None:
+        """The selected model with a prediction, else the first ticked one that has one."""
+        item = self.models_list.currentItem()
+        chosen = item.data(ENTRY_ROLE) if item is not None else None
+        if chosen is not None and chosen.prediction is not None:
+            return chosen
+        return next((e for e in self.entries() if e.prediction is not None), None)
+
+    def export_regions(self, path: str | Path, threshold: float = 0.5) -> Path | None:
+        """Save the selected model's cancer regions as QuPath GeoJSON (level-0 px)."""
+        from ..interop import export_geojson
+
+        entry = self._regions_entry()
+        if entry is None:
+            self.show_error("run the comparison (or add a prediction file) first: no prediction")
+            return None
+        try:
+            info = export_geojson(entry.prediction, path, threshold=threshold)
+        except Exception as exc:
+            self.show_error(one_line(exc))
+            return None
+        self._info(f"{info['features']} region(s) of {entry.label} written to {path}")
+        return Path(path)
+
+    def _browse_export_regions(self) -> None:
+        entry = self._regions_entry()
+        name = f"{entry.prediction.stem}_regions.geojson" if entry else "regions.geojson"
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Regions to QuPath", self._default_export(name), GEOJSON_FILTER
+        )
+        if path:
+            self.export_regions(path)
 
     def _default_export(self, name: str) -> str:
         if self.project is not None:

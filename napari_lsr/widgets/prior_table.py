@@ -145,9 +145,16 @@ class PriorTableWidget(QWidget):
             "Write this table to the project's prior.csv (training uses it)"
         )
         self.save_button.clicked.connect(lambda: self.save_prior())
+        self.export_estimates_button = QPushButton("Export estimates…")
+        self.export_estimates_button.setToolTip(
+            "Every estimate typed, for audit: annotator, time, slide, block, bin, percentage "
+            "and status (recorded, skipped, undone), as CSV"
+        )
+        self.export_estimates_button.clicked.connect(self._browse_export_estimates)
         row = QHBoxLayout()
         for b in (self.refresh_button, self.load_button, self.revert_button, self.save_button):
             row.addWidget(b)
+        row.addWidget(self.export_estimates_button)
         root.addLayout(row)
 
         self.tabs = QTabWidget()
@@ -573,6 +580,27 @@ class PriorTableWidget(QWidget):
             f"({len(self.edits)} edited bin(s)); training uses it."
         )
         return path
+
+    def export_estimates(self, path: str | os.PathLike) -> Path | None:
+        """Write every estimate of the project (``napari-lsr export --estimates``) as CSV."""
+        from ..interop import write_estimates_csv
+
+        if self.project is None:
+            self._error("Open a project first.")
+            return None
+        try:
+            n = write_estimates_csv(self.project, path)
+        except (OSError, sqlite3.Error) as exc:
+            self._error(f"Not exported: {exc}")
+            return None
+        self._info(f"Exported {n} estimate(s) to {Path(path).name}.")
+        return Path(path)
+
+    def _browse_export_estimates(self) -> None:
+        start = str(self.project.folder / "estimates.csv") if self.project else "estimates.csv"
+        path, _ = QFileDialog.getSaveFileName(self, "Export estimates", start, "CSV (*.csv)")
+        if path:
+            self.export_estimates(path)
 
 
 def _bump(x: np.ndarray, mean: float, std: float) -> np.ndarray:
