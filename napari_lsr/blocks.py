@@ -342,7 +342,11 @@ class GroupSampler:
         group_size: int,
         min_group: int | None = None,
         bin_labels: Sequence[str] | None = None,
+        draw: str = "uniform",
     ) -> None:
+        if draw not in ("uniform", "blocks"):
+            raise BlockError(f"unknown group draw {draw!r} (uniform, blocks)")
+        self.draw = draw
         if n_groups < 1 or group_size < 2:
             raise BlockError("need at least 1 group of at least 2 blocks")
         self.n_groups = n_groups
@@ -362,11 +366,13 @@ class GroupSampler:
             [b for b, m in enumerate(self.members) if len(m) >= self.min_group]
         )
         self.skipped_bins = [b for b, m in enumerate(self.members) if 0 < len(m) < self.min_group]
+        sizes = np.array([len(self.members[b]) for b in self.eligible], float)
+        self.weights = sizes / sizes.sum() if draw == "blocks" else None
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(block indices, group id of each block)."""
-        replace = len(self.eligible) < self.n_groups
-        bins = rng.choice(self.eligible, size=self.n_groups, replace=replace)
+        replace = len(self.eligible) < self.n_groups or self.weights is not None
+        bins = rng.choice(self.eligible, size=self.n_groups, replace=replace, p=self.weights)
         idx, gid = [], []
         for g, b in enumerate(bins):
             m = self.members[b]

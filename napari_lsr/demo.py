@@ -6,7 +6,8 @@ import os
 import sys
 from pathlib import Path
 
-from .cli import DEFAULT_LR, Progress
+from .cli import Progress
+from .config import DEFAULT_TRAIN_MPP, DEFAULTS
 from .formats import write_json
 
 
@@ -20,7 +21,7 @@ def has_display() -> bool:
 def run_demo(
     out_dir: Path,
     headless: bool = False,
-    steps: int = 300,
+    steps: int = DEFAULTS["steps"],
     size: int = 4096,
     train_overrides: dict | None = None,
 ) -> int:
@@ -46,7 +47,8 @@ def run_demo(
     entry = project.slides[0]
     prior = project.prior()
     tcfg = project.config.get("training", {})
-    mpp, block_size = float(tcfg.get("mpp", 4.0)), int(tcfg.get("block_size", 64))
+    mpp = float(tcfg.get("mpp", DEFAULT_TRAIN_MPP))
+    block_size = int(tcfg.get("block_size", 64))
     with entry.open() as slide:
         labels = entry.read_labels(slide, prior.bins)
     blocks = extract_blocks(
@@ -66,9 +68,7 @@ def run_demo(
         ckpt = project.models_dir / f"{loss}.pt"
         if not ckpt.exists():
             bar = Progress(f"train {loss}")
-            cfg = TrainConfig(
-                **{"loss": loss, "steps": steps, "lr": DEFAULT_LR, **(train_overrides or {})}
-            )
+            cfg = TrainConfig(**{"loss": loss, "steps": steps, **(train_overrides or {})})
             for ev in train(blocks, prior, cfg, ckpt, info={"prior_path": str(project.prior_path)}):
                 if ev.kind == "step":
                     bar("steps", ev.step / ev.total, f"loss {ev.loss:.3f}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,13 +15,20 @@ from torch import nn
 class UNetConfig:
     """depth: number of 2x downsamplings; width: channels of the first level (doubling down).
 
-    ``norm_groups`` is kept for checkpoint compatibility; normalisation is per pixel.
+    ``norm``: the normalisation after each conv (see :data:`NORMS`); checkpoints written before
+    the choice existed hold no ``norm`` and load as ``"channel"``. ``norm_groups``: the groups
+    of ``"group"`` normalisation.
     """
 
     depth: int = 3
     width: int = 16
     in_channels: int = 3
     norm_groups: int = 8
+    norm: str = "channel"
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; choose from {', '.join(NORMS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,18 +58,29 @@ class ChannelNorm(nn.Module):
         return y.permute(0, 3, 1, 2)
 
 
-def _norm(ch: int, groups: int = 0) -> nn.Module:
+#: Normalisations after each conv. ``batch``: BatchNorm (batch statistics in training, the
+#: running ones at inference, so tiles are seamless); ``channel``: per-pixel ChannelNorm;
+#: ``group``: GroupNorm (spatial statistics: a tile's values depend on the tile, so tiled
+#: inference shows seams; kept for the ablation in BENCHMARKS.md).
+NORMS: tuple[str, ...] = ("batch", "channel", "group")
+
+
+def _norm(ch: int, kind: str, groups: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(ch)
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(groups, ch), ch)
     return ChannelNorm(ch)
 
 
 class _DoubleConv(nn.Sequential):
-    def __init__(self, cin: int, cout: int, groups: int) -> None:
+    def __init__(self, cin: int, cout: int, kind: str, groups: int) -> None:
         super().__init__(
             nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-            _norm(cout, groups),
+            _norm(cout, kind, groups),
             nn.ReLU(inplace=True),
             nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-            _norm(cout, groups),
+            _norm(cout, kind, groups),
             nn.ReLU(inplace=True),
         )
 
@@ -80,20 +99,26 @@ class UNet(nn.Module):
         if c.depth < 1 or c.width < 1:
             raise ValueError("U-Net depth and width must be positive")
         chans = [c.width * 2**i for i in range(c.depth + 1)]
-        self.inc = _DoubleConv(c.in_channels, chans[0], c.norm_groups)
-        self.down = nn.ModuleList(
-            _DoubleConv(chans[i], chans[i + 1], c.norm_groups) for i in range(c.depth)
-        )
+        n, g = c.norm, c.norm_groups
+        self.inc = _DoubleConv(c.in_channels, chans[0], n, g)
+        self.down = nn.ModuleList(_DoubleConv(chans[i], chans[i + 1], n, g) for i in range(c.depth))
         self.up = nn.ModuleList(
             nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2)
             for i in reversed(range(c.depth))
         )
         self.dec = nn.ModuleList(
-            _DoubleConv(chans[i] * 2, chans[i], c.norm_groups) for i in reversed(range(c.depth))
+            _DoubleConv(chans[i] * 2, chans[i], n, g) for i in reversed(range(c.depth))
         )
         self.head = nn.Conv2d(chans[0], 1, 1)
-        # Start near "no cancer" (p ~ 0.12): most blocks in a slide hold little cancer.
+        # Start near "no cancer" (p ~ 0.12); training starts it at the prior's mean instead
+        # (set_output_prior).
         nn.init.constant_(self.head.bias, -2.0)
+
+    def set_output_prior(self, p: float) -> None:
+        """Start the output at probability ``p`` everywhere: the head's bias at logit(p)."""
+        p = min(max(float(p), 1e-3), 1 - 1e-3)
+        with torch.no_grad():
+            self.head.bias.fill_(math.log(p / (1 - p)))
 
     @property
     def multiple(self) -> int:
@@ -159,10 +184,32 @@ def _scale_shift_relu_(d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     return d.relu_()
 
 
+def _folded_bn(w: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """A bias-free conv followed by an eval-mode BatchNorm, as one conv with a bias."""
+    w64 = w.detach().double()
+    scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    shift = bn.bias.detach().double() - bn.running_mean.double() * scale
+    folded = (w64 * scale[:, None, None, None]).to(w.dtype).contiguous(memory_format=_NHWC)
+    return folded, shift.to(w.dtype)
+
+
 class _InferenceDoubleConv(nn.Module):
     def __init__(self, block: _DoubleConv, split: tuple[int, ...] = ()) -> None:
         super().__init__()
         conv1, norm1, _, conv2, norm2, _ = block
+        self.folded = isinstance(norm1, nn.BatchNorm2d)
+        if self.folded:  # BatchNorm at inference is an affine map: folded into the convs
+            w1, b1 = _folded_bn(conv1.weight, norm1)
+            w2, b2 = _folded_bn(conv2.weight, norm2)
+            edges = (0, *split, w1.shape[1])
+            self.w1 = nn.ParameterList(
+                nn.Parameter(w1[:, a:b].contiguous(memory_format=_NHWC), requires_grad=False)
+                for a, b in zip(edges[:-1], edges[1:])
+            )
+            self.w2 = nn.Parameter(w2, requires_grad=False)
+            self.n1 = nn.ParameterList([nn.Parameter(b1, requires_grad=False)])
+            self.n2 = nn.ParameterList([nn.Parameter(b2, requires_grad=False)])
+            return
         w1 = _centred(conv1.weight)
         edges = (0, *split, w1.shape[1])
         self.w1 = nn.ParameterList(
@@ -180,6 +227,12 @@ class _InferenceDoubleConv(nn.Module):
 
     def forward(self, *xs: torch.Tensor, padding: int = 1) -> torch.Tensor:
         # conv(cat([a, b])) == conv(a, W[:, :ca]) + conv(b, W[:, ca:]): no concatenated copy
+        if self.folded:
+            y = F.conv2d(xs[0], self.w1[0], self.n1[0], padding=padding)
+            for x, w in zip(xs[1:], self.w1[1:]):
+                y.add_(F.conv2d(x, w, padding=padding))
+            y = F.conv2d(y.relu_(), self.w2, self.n2[0], padding=padding)
+            return y.relu_()
         y = F.conv2d(xs[0], self.w1[0], padding=padding)
         for x, w in zip(xs[1:], self.w1[1:]):
             y.add_(F.conv2d(x, w, padding=padding))
@@ -325,11 +378,18 @@ def inference_form(model: UNet) -> InferenceUNet:
     """The model's inference-only form (see InferenceUNet), on the model's device."""
     if not isinstance(model, UNet):
         raise TypeError(f"expected a UNet, got {type(model).__name__}")
+    if not has_inference_form(model):
+        raise ValueError(f"{model.config.norm} normalisation has no inference form")
     return InferenceUNet(model)
+
+
+def has_inference_form(model: Any) -> bool:
+    """Whether ``inference_form`` can rewrite this model (channel or batch norm)."""
+    return isinstance(model, UNet) and model.config.norm in ("channel", "batch")
 
 
 def build_model(config: UNetConfig | dict[str, Any] | None = None) -> UNet:
     """A U-Net from a config or its dict form (as stored in checkpoints)."""
-    if isinstance(config, dict):
-        config = UNetConfig(**config)
+    if isinstance(config, dict):  # checkpoints from before the norm choice: ChannelNorm
+        config = UNetConfig(**{"norm": "channel", **config})
     return UNet(config)

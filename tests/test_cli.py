@@ -228,7 +228,42 @@ def test_every_subcommand_has_help():
     out = subprocess.run(
         [sys.executable, "-m", "napari_lsr", "train", "--help"], capture_output=True, text=True
     ).stdout
-    assert "1e-5" in out and "2 groups x 15" in out
+    assert "1e-5" in out and "2 x 15" in out and "paper (Sec. 3.3)" in out
+
+
+def test_train_defaults_are_the_recipe_and_the_paper_preset_is_named():
+    from napari_lsr.cli import build_parser, train_config
+    from napari_lsr.config import LEGACY, PAPER_LR, TrainConfig
+
+    base = ["train", "--slide", "s.tiff", "--labels", "s.csv", "--prior", "p.csv", "--out", "m.pt"]
+    for loss in ("intra", "inter", "intra+inter"):
+        args = build_parser().parse_args([*base, "--loss", loss])
+        assert train_config(args) == TrainConfig(loss=loss)
+        paper = train_config(
+            build_parser().parse_args([*base, "--loss", loss, "--preset", "paper (Sec. 3.3)"])
+        )
+        assert paper.learning_rate == PAPER_LR[loss]
+        assert (paper.norm, paper.init_bias, paper.colour) == (
+            LEGACY["norm"],
+            LEGACY["init_bias"],
+            LEGACY["colour"],
+        )
+    # an explicit option wins over the preset
+    args = build_parser().parse_args(
+        [
+            *base,
+            "--loss",
+            "intra",
+            "--preset",
+            "paper (Sec. 3.3)",
+            "--lr",
+            "0.002",
+            "--norm",
+            "batch",
+        ]
+    )
+    c = train_config(args)
+    assert c.learning_rate == 0.002 and c.norm == "batch"
 
 
 @pytest.mark.parametrize("argv", [["train"], ["predict", "--model"], ["nope"]])

@@ -21,6 +21,8 @@ from napari_lsr.training import (
     train,
 )
 
+from conftest import f32_tolerance
+
 TINY = {"depth": 2, "width": 4, "groups": 2, "group_size": 4, "batch_size": 6}
 
 
@@ -87,7 +89,9 @@ def test_resume_reproduces_uninterrupted_run(blocks, tiny_project, tmp_path):
         )
     )
     assert len(rest) == 4
-    np.testing.assert_allclose(part + rest, full, rtol=1e-5, atol=1e-6)
+    # the same float32 arithmetic on the same machine: equal to rounding (a resume that lost
+    # the sampler's or the optimiser's state is off by far more)
+    np.testing.assert_allclose(part + rest, full, rtol=0, atol=f32_tolerance(full, 16))
 
 
 def test_cancel_is_honoured_within_one_step(blocks, tiny_project, tmp_path):
@@ -127,13 +131,21 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(blocks, tiny_project, tmp
     assert load_checkpoint(out)["step"] == 2
 
 
-def test_paper_defaults():
+def test_recipe_defaults_and_the_paper_preset():
+    from napari_lsr.config import LEGACY, PAPER_PRESET, PRESETS
+
     assert PAPER_LR == {"intra": 1e-5, "inter": 1e-3, "intra+inter": 1e-3}
     c = TrainConfig(loss="intra")
-    assert c.learning_rate == 1e-5 and c.batch_size == 30 and c.rmsprop_alpha == 0.9
+    assert c.learning_rate == 1e-3 and c.batch_size == 30 and c.rmsprop_alpha == 0.9
+    assert (c.norm, c.init_bias, c.colour) == ("batch", "prior", 0.0)
     c = TrainConfig(loss="intra+inter")
-    assert c.learning_rate == 1e-3 and (c.groups, c.group_size) == (2, 15)
+    assert (c.groups, c.group_size, c.min_group) == (4, 8, 2)
     assert TrainConfig(loss="intra", lr=3e-4).learning_rate == 3e-4
+    assert PRESETS[PAPER_PRESET]["lr"] == PAPER_LR and PRESETS[PAPER_PRESET]["norm"] == "channel"
+    # a checkpoint written before the recipe resumes with the engine it was trained with
+    old = TrainConfig.from_dict({"loss": "intra", "lr": None, "steps": 5})
+    assert old.learning_rate == 1e-5
+    assert all(getattr(old, k) == v for k, v in LEGACY.items() if k != "lr")
 
 
 def test_bad_config_and_devices():

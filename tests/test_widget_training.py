@@ -58,18 +58,32 @@ class Recorder:
 
 
 def test_choices_and_defaults_match_the_engine() -> None:
-    from napari_lsr import losses, training
+    from napari_lsr import config, losses, training
 
     assert set(tw.LOSSES) == set(losses.STATISTICS)
     assert set(tw.DISTANCES) == set(losses.DISTANCES)
     assert set(tw.PIXEL_VARIANCES) == set(losses.PIXEL_VARIANCES)
-    assert tw.PAPER_LR == training.PAPER_LR
+    assert tw.PAPER_LR is config.PAPER_LR and training.PAPER_LR is config.PAPER_LR
     assert set(tw.LR_SCHEDULES) == {"constant", "cosine"}
     for preset in tw.PRESETS.values():
         assert set(preset["lr"]) == set(losses.STATISTICS)
-    engine = training.TrainConfig().to_dict()
-    for key, value in tw.DEFAULTS.items():
-        assert engine[key] == value, key
+    assert tw.DEFAULTS == training.TrainConfig().to_dict()
+
+
+def test_the_form_prefills_the_command_line_defaults(make_napari_viewer) -> None:
+    """What a user gets from Train as shown equals `napari-lsr train` with no options."""
+    from napari_lsr.cli import build_parser, train_config
+
+    w = tw.TrainingWidget(make_napari_viewer())
+    base = ["train", "--slide", "s.tiff", "--labels", "s.csv", "--prior", "p.csv", "--out", "m"]
+    for loss in ("intra+inter", "intra", "inter"):
+        w.loss_combo.setCurrentText(loss)
+        cli = train_config(build_parser().parse_args([*base, "--loss", loss])).to_dict()
+        form = {**cli, **w.config_kwargs()}  # fields the form does not show: the engine's
+        form["device"] = cli["device"]  # the form lists only the devices found here
+        assert form == cli, loss
+    assert w.loss_combo.currentText() == "inter"
+    assert w.mpp_spin.value() == __import__("napari_lsr.config").config.DEFAULT_TRAIN_MPP
 
 
 def test_importing_the_widget_module_does_not_import_torch() -> None:
@@ -78,25 +92,29 @@ def test_importing_the_widget_module_does_not_import_torch() -> None:
     assert out.stdout.strip() == "False"
 
 
-def test_form_prefills_paper_lr_and_batch_layout_per_loss(widget) -> None:
+def test_form_prefills_the_recipe_and_offers_the_paper_preset(widget) -> None:
     assert widget.loss_combo.currentText() == "intra+inter"
     assert float(widget.lr_edit.text()) == 1e-3
+    assert widget.norm_combo.currentText() == "batch"
     assert widget.batch_stack.currentIndex() == 1  # groups x blocks
     widget.loss_combo.setCurrentText("intra")
-    assert float(widget.lr_edit.text()) == 1e-5
+    assert float(widget.lr_edit.text()) == 1e-3  # the recipe's LR for every loss
     assert widget.batch_stack.currentIndex() == 0
     assert widget.name_edit.text() == "intra-gaussian"
     widget.batch_spin.setValue(7)
-    widget.apply_preset("napari-lsr (benchmarks)")
-    assert float(widget.lr_edit.text()) == 3e-3 and widget.batch_spin.value() == 30
-    widget.loss_combo.setCurrentText("inter")
-    assert float(widget.lr_edit.text()) == 3e-3  # the preset's LR for every loss
     widget.apply_preset("paper (Sec. 3.3)")
+    assert float(widget.lr_edit.text()) == 1e-5 and widget.batch_spin.value() == 30
+    assert widget.norm_combo.currentText() == "channel"
+    widget.loss_combo.setCurrentText("inter")
     assert float(widget.lr_edit.text()) == 1e-3
     widget.loss_combo.setCurrentText("intra")
     assert widget.schedule_combo.currentText() == "constant"
     kw = widget.config_kwargs()
     assert kw["loss"] == "intra" and kw["lr"] == 1e-5 and kw["depth"] == TINY["depth"]
+    assert kw["norm"] == "channel" and kw["init_bias"] == "fixed"
+    widget.apply_preset("napari-lsr (benchmarks)")
+    assert float(widget.lr_edit.text()) == 1e-3 and widget.norm_combo.currentText() == "batch"
+    widget.apply_preset("paper (Sec. 3.3)")
     # project: its slide, its prior, its training resolution
     assert [s.slide.name for s in widget.sources()] == ["slide_0.tiff"]
     assert widget.prior_combo.currentText().startswith("project: prior.csv")

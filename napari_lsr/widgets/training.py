@@ -46,7 +46,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..cli import DEFAULT_LR as CLI_DEFAULT_LR
+from .. import config
 from ..formats import Prior, paper_prior, read_prior_csv, resource_path
 from ..models import ModelCard, list_models
 from ..review import hub_for
@@ -61,6 +61,7 @@ from ..run import (  # noqa: F401 (Phase, SlideSource, TrainingFailed, readable_
     run_training,
     warm_up_engine,
 )
+from ._common import vet_checkpoint
 
 if TYPE_CHECKING:
     import napari
@@ -68,54 +69,24 @@ if TYPE_CHECKING:
     from ..project import Project
     from ..training import TrainEvent
 
-# Choices and defaults, copied here so that opening the widget does not wait for torch (a
-# 4 s import); tests check them against ``losses`` and ``training``.
-LOSSES = ("intra+inter", "intra", "inter")
-DISTANCES = ("gaussian", "kl", "paper")
-PIXEL_VARIANCES = ("paper", "exact")
-LR_SCHEDULES = ("constant", "cosine")
-#: The paper's learning rates (Sec. 3.3), as ``training.PAPER_LR``.
-PAPER_LR = {"intra": 1e-5, "inter": 1e-3, "intra+inter": 1e-3}
-#: Hyperparameter presets: the paper's (Sec. 3.3, the default here as issue 5 asks) and
-#: napari-lsr's from its benchmarks (``cli.DEFAULT_LR`` for every loss; README, "Defaults
-#: from evidence"). ``lr`` maps each loss to its learning rate.
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper (Sec. 3.3)": {
-        "lr": dict(PAPER_LR),
-        "lr_schedule": "constant",
-        "ema": 0.0,
-        "batch_size": 30,
-        "groups": 2,
-        "group_size": 15,
-    },
-    "napari-lsr (benchmarks)": {
-        "lr": {loss: CLI_DEFAULT_LR for loss in PAPER_LR},
-        "lr_schedule": "constant",
-        "ema": 0.0,
-        "batch_size": 30,
-        "groups": 2,
-        "group_size": 15,
-    },
-}
-#: ``TrainConfig`` defaults shown in the form (the paper's batch layout: 30 blocks, 2 x 15).
-DEFAULTS: dict[str, Any] = {
-    "loss": "intra+inter",
-    "distance": "gaussian",
-    "pixel_variance": "paper",
-    "steps": 500,
-    "lr_schedule": "constant",
-    "ema": 0.0,
-    "batch_size": 30,
-    "groups": 2,
-    "group_size": 15,
-    "seed": 0,
-    "depth": 3,
-    "width": 16,
-    "augment": True,
-    "checkpoint_every": 100,
-}
-#: Training resolution when neither the project nor the user gives one.
-DEFAULT_TRAIN_MPP = 4.0
+# Choices, defaults and presets are defined once, in the torch-free ``config`` (the command
+# line and the demo use the same); each combo lists its default first.
+PAPER_LR = config.PAPER_LR
+PRESETS = config.PRESETS
+DEFAULTS = config.DEFAULTS
+DEFAULT_TRAIN_MPP = config.DEFAULT_TRAIN_MPP
+
+
+def _default_first(choices: tuple[str, ...], key: str) -> list[str]:
+    d = DEFAULTS[key]
+    return [d, *(c for c in choices if c != d)]
+
+
+LOSSES = _default_first(config.LOSSES, "loss")
+DISTANCES = _default_first(config.DISTANCES, "distance")
+PIXEL_VARIANCES = _default_first(config.PIXEL_VARIANCES, "pixel_variance")
+LR_SCHEDULES = _default_first(config.LR_SCHEDULES, "lr_schedule")
+NORMS = _default_first(config.NORMS, "norm")
 #: How long closing the viewer waits for the run to save its checkpoint and stop.
 STOP_TIMEOUT_S = 30.0
 #: How often the labels, the progress bars and the loss curve are redrawn, all in one tick
@@ -464,6 +435,8 @@ class TrainingWidget(QWidget):
         self._task_id: Any = None
         self._out: Path | None = None
         self._last: Any = None
+        #: The last model-health report (health.Health.to_dict()), None before the first.
+        self.health: dict[str, Any] | None = None
         self._last_step: TrainEvent | None = None
         self._status = ""
         self._dirty = False
@@ -641,10 +614,16 @@ class TrainingWidget(QWidget):
         self.preset_combo = QComboBox()
         self.preset_combo.addItems(list(PRESETS))
         self.preset_combo.setToolTip(
-            "fill LR, schedule, EMA and batch layout: the paper's settings for the loss "
-            "(1e-5 intra, 1e-3 inter/intra+inter), or napari-lsr's from its benchmarks "
-            f"({CLI_DEFAULT_LR:g} for every loss: 1e-5 barely moves a network in hundreds "
-            "of steps)"
+            "fill LR, schedule, EMA, batch layout and normalisation: napari-lsr's recipe "
+            f"(BatchNorm, lr {DEFAULTS['lr']:g} for every loss; BENCHMARKS.md), or the paper's "
+            "settings (lr 1e-5 intra, 1e-3 inter/intra+inter) with the first engine's "
+            "per-pixel norm, which trained worse than the block labels on real tissue"
+        )
+        self.norm_combo = QComboBox()
+        self.norm_combo.addItems(NORMS)
+        self.norm_combo.setToolTip(
+            "normalisation after each conv: batch (the recipe; running statistics at "
+            "inference, seamless tiles), channel (per pixel, the first engine's), group"
         )
         self.preset_combo.activated.connect(self._on_preset)
         rows = [
@@ -653,14 +632,16 @@ class TrainingWidget(QWidget):
             ("Seed", self.seed_spin, "Ckpt every", self.ckpt_spin),
             ("Depth", self.depth_spin, "Width", self.width_spin),
             ("Train mpp", self.mpp_spin, "Block px", self.block_spin),
+            ("Norm", self.norm_combo, None, None),
         ]
         g.addWidget(QLabel("Batch"), 0, 0)
         g.addWidget(self.batch_stack, 0, 1, 1, 3)
         for i, (la, wa, lb, wb) in enumerate(rows, start=1):
             g.addWidget(QLabel(la), i, 0)
             g.addWidget(wa, i, 1)
-            g.addWidget(QLabel(lb), i, 2)
-            g.addWidget(wb, i, 3)
+            if wb is not None:
+                g.addWidget(QLabel(lb), i, 2)
+                g.addWidget(wb, i, 3)
         g.addWidget(self.augment_check, len(rows) + 1, 1)
         g.addWidget(self.preset_combo, len(rows) + 1, 2, 1, 2)
         g.setColumnStretch(1, 1)
@@ -715,7 +696,23 @@ class TrainingWidget(QWidget):
         self.progress_bar.setValue(0)
         self.progress_bar.setTextVisible(True)
         v.insertWidget(1, self.progress_bar)
-        v.addWidget(self.curve, 1)
+        curves = QHBoxLayout()
+        curves.addWidget(self.curve, 3)
+        health = QVBoxLayout()
+        self.health_label = QLabel("model health: after the first checks")
+        self.health_label.setWordWrap(True)
+        self.health_label.setToolTip(
+            "Without ground truth: the model's predicted cancer on the training blocks, per "
+            "bin, against the prior's mean ± std. A healthy model rises with the bins."
+        )
+        self.health_table = QTreeWidget()
+        self.health_table.setHeaderLabels(["bin", "prior %", "model %"])
+        self.health_table.setRootIsDecorated(False)
+        self.health_table.setToolTip(self.health_label.toolTip())
+        health.addWidget(self.health_label)
+        health.addWidget(self.health_table, 1)
+        curves.addLayout(health, 2)
+        v.addLayout(curves, 1)
         low.addWidget(prog, 1)
 
         # Models
@@ -1036,6 +1033,7 @@ class TrainingWidget(QWidget):
         self.batch_spin.setValue(preset["batch_size"])
         self.groups_spin.setValue(preset["groups"])
         self.group_size_spin.setValue(preset["group_size"])
+        self.norm_combo.setCurrentText(preset["norm"])
 
     def _on_name_edited(self, text: str) -> None:
         self._name_edited = bool(text.strip())
@@ -1071,7 +1069,16 @@ class TrainingWidget(QWidget):
             "width": self.width_spin.value(),
             "augment": self.augment_check.isChecked(),
             "checkpoint_every": self.ckpt_spin.value(),
+            "norm": self.norm_combo.currentText(),
+            **self._preset_engine(),
         }
+
+    def _preset_engine(self) -> dict[str, Any]:
+        """Engine settings the form does not show: the recipe's, or the first engine's
+        (ChannelNorm's companions) when the paper preset is chosen."""
+        if self.preset_combo.currentText() == config.PAPER_PRESET:
+            return {k: config.LEGACY[k] for k in ("init_bias", "colour")}
+        return {}
 
     # -- running -------------------------------------------------------------------------------
 
@@ -1143,11 +1150,14 @@ class TrainingWidget(QWidget):
         """Continue a run from its checkpoint (default: the selected or last cancelled model)."""
         if self.is_running:
             return False
-        from ..training import TrainConfig
+        from ..training import TrainConfig, is_trusted
 
         path = Path(checkpoint) if checkpoint else self._resume_candidate()
         if path is None:
             show_error("napari-lsr: select a cancelled model to resume")
+            return False
+        # a checkpoint that is not plain data: the user confirms (dialog naming it) or refuses
+        if not vet_checkpoint(self, path, lambda message: show_error(f"napari-lsr: {message}")):
             return False
         config = TrainConfig(device=self.device_combo.currentText().split(" ")[0])
         plan = RunPlan(
@@ -1155,6 +1165,7 @@ class TrainingWidget(QWidget):
             cache_dir=self._cache_dir() if self.models_dir else path.parent.parent / "cache",
             config=config,
             resume=path,
+            trust_checkpoint=is_trusted(path),
             torch_threads=self.torch_threads,
         )
         self._launch(plan, f"resuming {path.stem}")
@@ -1200,6 +1211,10 @@ class TrainingWidget(QWidget):
         self._bps, self._t0 = math.nan, time.perf_counter()
         self._final_status = "failed"
         self.curve.clear()
+        self.health_table.clear()
+        self.health_label.setText("model health: after the first checks")
+        self.health_label.setStyleSheet("")
+        self.health = None
         self.curve.total = plan.config.steps if plan.resume is None else 0
         self.step_label.setText("")
         self.speed_label.setText("")
@@ -1313,6 +1328,8 @@ class TrainingWidget(QWidget):
                 self._progress_to(round(100 * frac), desc=f"napari-lsr: {ev.what}")
         else:
             kind = ev.kind
+            if ev.extra.get("health"):
+                self.show_health(ev.extra["health"])
             if kind == "step":
                 self._last_step = ev
                 self.curve.append(ev.step, ev.loss)
@@ -1337,6 +1354,30 @@ class TrainingWidget(QWidget):
                 )
                 self._dirty = True
         self.run_event.emit(ev)
+
+    def show_health(self, health: dict[str, Any]) -> None:
+        """Per-bin predicted cancer against the prior, and the one-line verdict."""
+        try:
+            labels = self.current_prior()[0].bins.labels
+        except Exception:  # no prior chosen any more: bin numbers
+            labels = []
+        self.health_table.clear()
+        for row in health.get("bins", []):
+            b = int(row["bin"])
+            item = QTreeWidgetItem(
+                [
+                    labels[b] if b < len(labels) else str(b),
+                    f"{100 * row['prior_mean']:.0f} ± {100 * row['prior_std']:.0f}",
+                    f"{100 * row['pred_mean']:.0f} ± {100 * row['pred_std']:.0f}",
+                ]
+            )
+            self.health_table.addTopLevelItem(item)
+        for i in range(3):
+            self.health_table.resizeColumnToContents(i)
+        degenerate = bool(health.get("degenerate"))
+        self.health_label.setText(f"model health: {health.get('message', '')}")
+        self.health_label.setStyleSheet("color: #ff6b6b; font-weight: bold;" if degenerate else "")
+        self.health = health
 
     def _use_napari_progress(self) -> bool:
         if self.napari_progress is not None:

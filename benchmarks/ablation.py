@@ -1,0 +1,260 @@
+"""Ablation of the training recipe on the real-tissue benchmark (and the synthetic sample).
+
+Each named variant is the recipe (``TrainConfig()``'s defaults) with a few settings changed;
+each run trains with the engine (``training.train``), predicts every tile with the tiled
+predictor and is scored pooled over tiles (masked DICE, band one label block), as
+``real_tissue.py`` builds the data. Runs go to a process pool (one torch thread each) and every
+result is appended to ``bench_out/ablation/results.jsonl`` as it arrives, so a long screen can
+be stopped and summarised at any time (``--summary``).
+
+Usage:
+  python benchmarks/ablation.py --variants recipe,channel,paper --losses intra,intra+inter \
+      --datasets ocdc,camelyon --seeds 0 [--steps 500]
+  python benchmarks/ablation.py --summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, table  # noqa: E402
+
+#: variant name -> TrainConfig overrides (on top of the recipe, the defaults); "train_mpp"
+#: changes the training resolution of the real sets.
+#: The screen's baseline: the recipe's engine (BatchNorm, output started at the prior, no
+#: colour jitter, RMSprop lr 1e-3) with the paper's groups (2 x 15 blocks, bins of 8 or more).
+BASE: dict = {"groups": 2, "group_size": 15, "min_group": 0}
+
+VARIANTS: dict[str, dict] = {
+    "recipe": {},  # napari-lsr's defaults (TrainConfig())
+    "base": BASE,
+    # the engine as first written (per-pixel norm, bias -2, colour jitter, lr 3e-3)
+    "engine-v1": {**BASE, "norm": "channel", "init_bias": "fixed", "colour": 0.05, "lr": 3e-3},
+    "paper": {**BASE, "norm": "channel", "init_bias": "fixed", "colour": 0.05, "lr": "paper"},
+    # normalisation
+    "channel": {**BASE, "norm": "channel"},
+    "group": {**BASE, "norm": "group"},
+    # output bias
+    "bias-fixed": {**BASE, "init_bias": "fixed"},
+    # optimiser and schedule
+    "lr3e-3": {**BASE, "lr": 3e-3},
+    "lr3e-4": {**BASE, "lr": 3e-4},
+    "adam": {**BASE, "optimizer": "adam", "lr": 1e-3},
+    "adamw": {**BASE, "optimizer": "adamw", "lr": 1e-3},
+    "warmup": {**BASE, "warmup": 50},
+    "cosine": {**BASE, "lr_schedule": "cosine"},
+    "ema": {**BASE, "ema": 0.99},
+    "cosine-ema": {**BASE, "lr_schedule": "cosine", "ema": 0.99},
+    "2000-steps": {**BASE, "steps": 2000},
+    # resolution of the training blocks
+    "0.5um": {**BASE, "train_mpp": 0.5},
+    "2um": {**BASE, "train_mpp": 2.0},
+    # colour augmentation
+    "colour0.05": {**BASE, "colour": 0.05},
+    "colour0.1": {**BASE, "colour": 0.1},
+    "no-augment": {**BASE, "augment": False},
+    # pixel variance
+    "exact": {**BASE, "pixel_variance": "exact"},
+    # groups of the inter statistic
+    "groups-4x8": {"groups": 4, "group_size": 8, "min_group": 0},
+    "groups-blocks": {**BASE, "group_draw": "blocks"},
+    "groups-min2": {**BASE, "min_group": 2},
+    "groups-4x8-min2": {"groups": 4, "group_size": 8, "min_group": 2},
+    "groups-6x5-min2": {"groups": 6, "group_size": 5, "min_group": 2},
+    "intra-first": {**BASE, "intra_steps": 250},
+    "intra-first-cosine-ema": {**BASE, "intra_steps": 250, "lr_schedule": "cosine", "ema": 0.99},
+    # the recipe with one change
+    "recipe-cosine-ema": {"lr_schedule": "cosine", "ema": 0.99},
+    "recipe-exact": {"pixel_variance": "exact"},
+    "recipe-2um": {"train_mpp": 2.0},
+}
+
+
+def build(name: str, work: Path, train_mpp: float) -> dict | None:
+    from real_tissue import build_real
+
+    if name == "synthetic":
+        from table2 import build_synthetic
+
+        return build_synthetic(work, 4096, 64)
+    return build_real(name, work, train_mpp)
+
+
+def run_one(job: dict) -> dict:
+    """Train one variant on one data set and score it (in a worker process)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from table2 import predict_at_scale
+
+    from napari_lsr.config import PAPER_LR, TrainConfig
+    from napari_lsr.metrics import evaluate_many
+    from napari_lsr.training import load_model, train
+
+    over = dict(job["overrides"])
+    train_mpp = over.pop("train_mpp", 1.0)
+    data = build(job["dataset"], Path(job["work"]), train_mpp)
+    from napari_lsr.blocks import load_block_set
+
+    blocks = load_block_set(data["blocks"])
+    if over.get("lr") == "paper":
+        over["lr"] = PAPER_LR[job["loss"]]
+    cfg = TrainConfig(
+        **{
+            "steps": job["steps"],
+            **over,
+            "loss": job["loss"],
+            "seed": job["seed"],
+            "checkpoint_every": 0,
+            "device": "cpu",
+        }
+    )
+    tag = f"{job['dataset']}-{job['variant']}-{job['loss']}-{job['seed']}"
+    ckpt = Path(job["work"]) / "runs" / f"{tag}.pt"
+    t0 = time.perf_counter()
+    last = math.nan
+    for ev in train(blocks, data["prior"], cfg, ckpt):
+        if ev.kind == "step":
+            last = ev.loss
+    train_s = time.perf_counter() - t0
+    model, _ = load_model(ckpt)
+    probs = [predict_at_scale(model, rgb, data["scale"]) for rgb, _t, _l in data["images"]]
+    preds = [p >= 0.5 for p in probs]
+    res = evaluate_many(((p, t) for p, (_r, t, _l) in zip(preds, data["images"])), data["band"])
+    inside = [
+        float(p[t].mean()) if t.any() else math.nan for p, (_r, t, _l) in zip(probs, data["images"])
+    ]
+    outside = [
+        float(p[~t].mean()) if (~t).any() else math.nan
+        for p, (_r, t, _l) in zip(probs, data["images"])
+    ]
+    return {
+        "dataset": job["dataset"],
+        "variant": job["variant"],
+        "overrides": job["overrides"],
+        "loss": job["loss"],
+        "seed": job["seed"],
+        "steps": cfg.steps,
+        "masked_dice": res["pooled"]["masked_dice"],
+        "masked_iou": res["pooled"]["masked_iou"],
+        "lowres_dice": evaluate_many(((low, t) for _r, t, low in data["images"]), data["band"])[
+            "pooled"
+        ]["masked_dice"],
+        "mean_prob": float(np.mean([p.mean() for p in preds])),
+        "p_in": float(np.nanmean(inside)),
+        "p_out": float(np.nanmean(outside)),
+        "final_loss": last,
+        "train_s": train_s,
+    }
+
+
+def summarise(path: Path) -> str:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for ds in sorted({r["dataset"] for r in rows}):
+        rs = [r for r in rows if r["dataset"] == ds]
+        low = rs[0]["lowres_dice"]
+        keys = sorted({(r["variant"], r["loss"]) for r in rs})
+        lines = []
+        for v, loss in keys:
+            sel = [r for r in rs if r["variant"] == v and r["loss"] == loss]
+            d = np.array([r["masked_dice"] for r in sel])
+            deg = sum(r["mean_prob"] < 0.01 or r["mean_prob"] > 0.99 for r in sel)
+            lines.append(
+                [
+                    v,
+                    loss,
+                    len(sel),
+                    f"{d.mean():.4f}",
+                    f"{d.std():.4f}" if len(d) > 1 else "-",
+                    f"{d.mean() - low:+.4f}",
+                    " ".join(f"{x:.3f}" for x in d),
+                    deg,
+                    f"{np.mean([r['train_s'] for r in sel]):.0f}",
+                ]
+            )
+        out.append(f"\n### {ds} (low-resolution model: masked DICE {low:.4f})\n")
+        out.append(
+            table(
+                [
+                    "variant",
+                    "loss",
+                    "seeds",
+                    "masked DICE",
+                    "std",
+                    "vs low-res",
+                    "runs",
+                    "degenerate",
+                    "train s",
+                ],
+                lines,
+            )
+        )
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", default="recipe")
+    ap.add_argument("--losses", default="intra,intra+inter")
+    ap.add_argument("--datasets", default="ocdc,camelyon")
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds")
+    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--out", default="bench_out")
+    ap.add_argument("--summary", action="store_true", help="only print the table so far")
+    args = ap.parse_args()
+    work = Path(args.out).resolve() / "ablation"
+    (work / "runs").mkdir(parents=True, exist_ok=True)
+    results = work / "results.jsonl"
+    if args.summary:
+        print(f"machine: {machine()}")
+        print(summarise(results))
+        return
+    for name in args.datasets.split(","):  # build (and cache) before the pool starts
+        for v in args.variants.split(","):
+            build(name, work, VARIANTS[v].get("train_mpp", 1.0))
+    jobs = [
+        {
+            "dataset": ds,
+            "variant": v,
+            "overrides": VARIANTS[v],
+            "loss": loss,
+            "seed": int(seed),
+            "steps": args.steps,
+            "work": str(work),
+        }
+        for seed in args.seeds.split(",")
+        for ds in args.datasets.split(",")
+        for v in args.variants.split(",")
+        for loss in args.losses.split(",")
+    ]
+    print(f"machine: {machine()}; {len(jobs)} runs", file=sys.stderr)
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        futs = [pool.submit(run_one, j) for j in jobs]
+        for f in as_completed(futs):
+            r = f.result()
+            with results.open("a") as fh:
+                fh.write(json.dumps(r) + "\n")
+            print(
+                f"{r['dataset']} {r['variant']} {r['loss']} seed {r['seed']}: masked DICE "
+                f"{r['masked_dice']:.4f} (low-res {r['lowres_dice']:.4f}; p in/out "
+                f"{r['p_in']:.2f}/{r['p_out']:.2f}; {r['train_s']:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    print(summarise(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Training settings defined once (torch-free): the choices, the recipe's defaults, the presets.
+
+``TrainConfig``'s field defaults *are* the recipe that BENCHMARKS.md chose on real tissue; the
+command line, the training widget's form, the demo and the model card are all built from it.
+Importing this module does not import torch, so the widget opens without waiting for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+class LSRError(Exception):
+    """Base of napari-lsr's errors: each carries a one-line message for the user."""
+
+
+class TrainingError(LSRError, RuntimeError):
+    """Training stopped: bad settings, or a non-finite loss (the last good checkpoint stays)."""
+
+
+LOSSES: tuple[str, ...] = ("intra", "inter", "intra+inter")
+DISTANCES: tuple[str, ...] = ("paper", "gaussian", "kl")
+PIXEL_VARIANCES: tuple[str, ...] = ("paper", "exact")
+NORMS: tuple[str, ...] = ("batch", "channel", "group")
+OPTIMIZERS: tuple[str, ...] = ("rmsprop", "adam", "adamw")
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+#: How the inter statistic's groups pick their bins: ``uniform`` over the bins holding a
+#: group, or ``blocks`` in proportion to the bins' block counts.
+GROUP_DRAWS: tuple[str, ...] = ("uniform", "blocks")
+#: How the output starts: at the prior's mean cancer fraction, or at p = 0.12 (logit -2).
+INIT_BIASES: tuple[str, ...] = ("prior", "fixed")
+
+#: The paper's learning rates (Sec. 3.3) per loss.
+PAPER_LR: dict[str, float] = {"intra": 1e-5, "inter": 1e-3, "intra+inter": 1e-3}
+
+#: Training resolution (um/px) when neither the project nor the user gives one.
+DEFAULT_TRAIN_MPP = 4.0
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. The defaults are napari-lsr's recipe (BENCHMARKS.md)."""
+
+    loss: str = "intra+inter"
+    distance: str = "gaussian"
+    pixel_variance: str = "paper"
+    steps: int = 500
+    lr: float = 1e-3
+    lr_schedule: str = "constant"  # "constant" or "cosine" decay to lr/20
+    warmup: int = 0  # steps of linear learning-rate warm-up
+    optimizer: str = "rmsprop"
+    ema: float = 0.0  # weight averaging decay; 0 disables (inference uses EMA weights if on)
+    batch_size: int = 30  # intra: blocks per batch
+    groups: int = 4  # inter, intra+inter: groups per batch (the paper: 2)
+    group_size: int = 8  # blocks per group (the paper: 15)
+    group_draw: str = "uniform"
+    min_group: int = 2  # smallest bin that may form a group (0: half the group size)
+    intra_steps: int = 0  # inter losses: train with intra for this many steps first
+    rmsprop_alpha: float = 0.9  # RMSprop smoothing (the paper's beta)
+    seed: int = 0
+    device: str = "auto"
+    depth: int = 3
+    width: int = 16
+    norm: str = "batch"
+    init_bias: str = "prior"
+    augment: bool = True  # flips and 90-degree rotations
+    colour: float = 0.0  # colour jitter (stain) strength on top of augment; 0: none
+    checkpoint_every: int = 100
+
+    def __post_init__(self) -> None:
+        for name, choices in (
+            ("loss", LOSSES),
+            ("distance", DISTANCES),
+            ("pixel_variance", PIXEL_VARIANCES),
+            ("norm", NORMS),
+            ("optimizer", OPTIMIZERS),
+            ("lr_schedule", LR_SCHEDULES),
+            ("group_draw", GROUP_DRAWS),
+            ("init_bias", INIT_BIASES),
+        ):
+            value = getattr(self, name)
+            if value not in choices:
+                raise TrainingError(
+                    f"unknown {name.replace('_', ' ')} {value!r}; choose from {', '.join(choices)}"
+                )
+        if self.steps < 1:
+            raise TrainingError("steps must be at least 1")
+        if self.lr is None:  # checkpoints from before the recipe: the paper's rate
+            self.lr = PAPER_LR[self.loss]
+        if not self.lr > 0:
+            raise TrainingError(f"learning rate must be positive, got {self.lr}")
+        if not 0.0 <= self.ema < 1.0:
+            raise TrainingError("ema must be in [0, 1)")
+        if self.warmup < 0 or self.intra_steps < 0 or self.min_group < 0:
+            raise TrainingError("warmup, intra steps and min group must be 0 or more")
+        if self.colour < 0:
+            raise TrainingError("colour jitter must be 0 or more")
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.lr)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """From a dict (a checkpoint's); settings added later take their old behaviour."""
+        names = {f.name for f in fields(cls)}
+        known = {k: v for k, v in d.items() if k in names}
+        old = {**LEGACY, **known} if "norm" not in d else known
+        return cls(**old)
+
+
+#: What runs written before a setting existed did (so their checkpoints resume as they ran).
+LEGACY: dict[str, Any] = {
+    "norm": "channel",
+    "init_bias": "fixed",
+    "colour": 0.05,
+    "optimizer": "rmsprop",
+    "warmup": 0,
+    "intra_steps": 0,
+    "group_draw": "uniform",
+    "min_group": 0,
+    "groups": 2,
+    "group_size": 15,
+    "lr": None,
+}
+
+#: The recipe's defaults, as a dict (the form and argparse show these).
+DEFAULTS: dict[str, Any] = TrainConfig().to_dict()
+
+#: Named presets: napari-lsr's recipe, and the paper's settings (Sec. 3.3) with the engine as
+#: it was first written. ``lr`` maps each loss to its learning rate.
+RECIPE_PRESET = "napari-lsr (benchmarks)"
+PAPER_PRESET = "paper (Sec. 3.3)"
+PRESETS: dict[str, dict[str, Any]] = {
+    RECIPE_PRESET: {
+        "lr": {loss: DEFAULTS["lr"] for loss in LOSSES},
+        **{
+            k: DEFAULTS[k]
+            for k in (
+                "lr_schedule",
+                "ema",
+                "batch_size",
+                "groups",
+                "group_size",
+                "min_group",
+                "norm",
+            )
+        },
+    },
+    PAPER_PRESET: {
+        "lr": dict(PAPER_LR),
+        "lr_schedule": "constant",
+        "ema": 0.0,
+        "batch_size": 30,
+        "groups": 2,
+        "group_size": 15,
+        "min_group": 0,
+        "norm": "channel",
+    },
+}

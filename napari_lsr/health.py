@@ -1,0 +1,140 @@
+"""Model health without ground truth: does the predicted cancer fraction follow the bins?
+
+During and after training, the model's predicted cancer fraction on the training blocks is
+compared, bin by bin, with the prior's mean and std. A model that learnt the labels predicts
+low fractions in low bins and high ones in high bins; a degenerate one predicts the same
+everywhere (all blocks below 5 % or above 95 %), or fractions that do not rise with the bin
+(a rank correlation between bin and predicted fraction below 0.5). No pixel truth is used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Below this rank correlation between bin and predicted fraction a run is degenerate.
+MIN_RANK_CORRELATION = 0.5
+#: A run whose blocks all predict below LOW or all above HIGH (fractions) is degenerate.
+LOW, HIGH = 0.05, 0.95
+#: What to try when a run is degenerate (one line, shown by the widget, the CLI and the card).
+ADVICE = (
+    "try the napari-lsr preset (BatchNorm, lr 1e-3), more steps, or check the prior: "
+    "its means must rise with the bins"
+)
+
+
+@dataclass
+class BinHealth:
+    bin: int
+    n: int
+    pred_mean: float  # predicted cancer fraction, mean over the bin's blocks (0..1)
+    pred_std: float
+    prior_mean: float  # the prior's eta and rho for the bin (0..1)
+    prior_std: float
+
+
+@dataclass
+class Health:
+    """Per-bin predicted fractions against the prior, and the verdict."""
+
+    bins: list[BinHealth] = field(default_factory=list)
+    rank_correlation: float = math.nan
+    degenerate: bool = False
+    reason: str = ""
+
+    @property
+    def message(self) -> str:
+        """One line for the user."""
+        rho = "n/a" if math.isnan(self.rank_correlation) else f"{self.rank_correlation:.2f}"
+        if self.degenerate:
+            return f"degenerate model: {self.reason}; {ADVICE}"
+        return f"healthy: predicted cancer follows the bins (rank correlation {rho})"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["message"] = self.message
+        if math.isnan(d["rank_correlation"]):
+            d["rank_correlation"] = None
+        return d
+
+
+def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation (average ranks for ties); NaN when either is constant."""
+    from scipy.stats import rankdata
+
+    if len(a) < 3:
+        return math.nan
+    ra, rb = rankdata(a), rankdata(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return math.nan
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def assess(fractions: np.ndarray, z: np.ndarray, eta: np.ndarray, rho: np.ndarray) -> Health:
+    """Health of predicted block fractions ``fractions`` (0..1) of blocks in bins ``z``."""
+    fractions = np.asarray(fractions, dtype=np.float64)
+    z = np.asarray(z, dtype=np.int64)
+    eta, rho = np.asarray(eta, np.float64), np.asarray(rho, np.float64)
+    rows = []
+    for b in range(len(eta)):
+        v = fractions[z == b]
+        if len(v):
+            rows.append(
+                BinHealth(b, len(v), float(v.mean()), float(v.std()), float(eta[b]), float(rho[b]))
+            )
+    h = Health(bins=rows)
+    if len(fractions) == 0:
+        h.degenerate, h.reason = True, "no blocks to check"
+        return h
+    h.rank_correlation = _rank_correlation(z, fractions)
+    if fractions.max() < LOW:
+        h.degenerate, h.reason = True, f"every block predicts under {LOW:.0%} cancer"
+    elif fractions.min() > HIGH:
+        h.degenerate, h.reason = True, f"every block predicts over {HIGH:.0%} cancer"
+    elif len(np.unique(z)) > 1 and not h.rank_correlation >= MIN_RANK_CORRELATION:
+        rc = "undefined" if math.isnan(h.rank_correlation) else f"{h.rank_correlation:.2f}"
+        h.degenerate = True
+        h.reason = (
+            f"predicted cancer does not follow the bins (rank correlation {rc}, "
+            f"under {MIN_RANK_CORRELATION})"
+        )
+    return h
+
+
+def sample_blocks(z: np.ndarray, per_bin: int, seed: int = 0) -> np.ndarray:
+    """Indices of at most ``per_bin`` blocks of every bin (fixed for a run: same every check)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for b in np.unique(z):
+        m = np.flatnonzero(z == b)
+        out.append(np.sort(rng.choice(m, size=min(per_bin, len(m)), replace=False)))
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def block_fractions(model: Any, images: np.ndarray, batch: int = 32) -> np.ndarray:
+    """Mean predicted probability of each (N, S, S, 3) uint8 block, the model in eval mode."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    try:
+        with torch.inference_mode():
+            for a in range(0, len(images), batch):
+                x = torch.from_numpy(np.asarray(images[a : a + batch], np.float32) / 255.0)
+                x = x.permute(0, 3, 1, 2).to(device)
+                out.append(torch.sigmoid(model(x).float()).mean(dim=(1, 2)).cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def check_model(model: Any, blocks: Any, eta: np.ndarray, rho: np.ndarray, per_bin: int = 32):
+    """Health of a model on (a fixed sample of) its training blocks."""
+    idx = sample_blocks(blocks.z, per_bin)
+    fr = block_fractions(model, np.asarray(blocks.images[idx]))
+    return assess(fr, blocks.z[idx], eta, rho)

@@ -1,0 +1,93 @@
+"""Model health without ground truth: a constant model is flagged, one following the bins passes."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from napari_lsr.health import assess, block_fractions, check_model, sample_blocks
+
+ETA = np.linspace(0.02, 0.9, 10)
+RHO = np.full(10, 0.1)
+
+
+class _Constant(torch.nn.Module):
+    """Predicts the same logit everywhere."""
+
+    def __init__(self, logit: float) -> None:
+        super().__init__()
+        self.logit = torch.nn.Parameter(torch.tensor(float(logit)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logit.expand(x.shape[0], x.shape[2], x.shape[3])
+
+
+class _Redness(torch.nn.Module):
+    """Predicts cancer where the red channel is high: follows blocks painted by bin."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(20.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w * (x[:, 0] - 0.5)
+
+
+class _Blocks:
+    def __init__(self, images: np.ndarray, z: np.ndarray) -> None:
+        self.images, self.z = images, z
+
+
+def _blocks_following_bins(n_per_bin: int = 6, size: int = 16) -> _Blocks:
+    """Blocks whose red fraction is the bin's eta: a model reading red follows the bins."""
+    rng = np.random.default_rng(0)
+    images, z = [], []
+    for b, eta in enumerate(ETA):
+        for _ in range(n_per_bin):
+            img = np.zeros((size, size, 3), np.uint8)
+            red = rng.random((size, size)) < eta
+            img[red, 0] = 255
+            images.append(img)
+            z.append(b)
+    return _Blocks(np.stack(images), np.array(z))
+
+
+def test_constant_models_are_degenerate() -> None:
+    blocks = _blocks_following_bins()
+    for logit, word in ((-8.0, "under"), (8.0, "over")):
+        h = check_model(_Constant(logit), blocks, ETA, RHO)
+        assert h.degenerate
+        assert word in h.reason
+        assert h.message.startswith("degenerate model:") and "try" in h.message
+        assert "\n" not in h.message
+
+
+def test_a_model_that_follows_the_bins_is_healthy() -> None:
+    blocks = _blocks_following_bins()
+    h = check_model(_Redness(), blocks, ETA, RHO)
+    assert not h.degenerate, h.message
+    assert h.rank_correlation > 0.9
+    assert [r.bin for r in h.bins] == list(range(10))
+    pred = np.array([r.pred_mean for r in h.bins])
+    assert np.all(np.abs(pred - ETA) < 0.15)
+    d = h.to_dict()
+    assert d["message"].startswith("healthy") and len(d["bins"]) == 10
+
+
+def test_fractions_that_do_not_rise_with_the_bins_are_degenerate() -> None:
+    z = np.repeat(np.arange(10), 5)
+    rng = np.random.default_rng(1)
+    h = assess(rng.uniform(0.2, 0.8, size=len(z)), z, ETA, RHO)
+    assert h.degenerate and "rank correlation" in h.reason
+    falling = assess(1 - (z + 0.5) / 10, z, ETA, RHO)
+    assert falling.degenerate and falling.rank_correlation < 0
+
+
+def test_block_fractions_keep_the_training_mode_and_sample_is_fixed() -> None:
+    m = _Redness().train()
+    images = np.zeros((3, 8, 8, 3), np.uint8)
+    fr = block_fractions(m, images)
+    assert m.training and fr.shape == (3,)
+    z = np.array([0, 0, 0, 1, 1, 2])
+    a, b = sample_blocks(z, 2), sample_blocks(z, 2)
+    assert np.array_equal(a, b) and np.bincount(z[a]).tolist() == [2, 2, 1]
