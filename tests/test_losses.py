@@ -30,7 +30,12 @@ RHO = np.array([0.001, 0.004, 0.004, 0.008, 0.010, 0.010, 0.010, 0.010, 0.020, 0
 COMBOS = list(itertools.product(STATISTICS, DISTANCES, PIXEL_VARIANCES))
 COMBO_IDS = ["-".join(c) for c in COMBOS]
 DTYPES = [torch.float32, torch.float64]
-TOL = {torch.float32: 1e-4, torch.float64: 1e-9}
+# Within this many epsilons of the dtype, times max(1, |loss|): the worst seen on x86 (with and
+# without vectorised kernels) is 2 in float32 and 17 in float64.
+TOL = {
+    torch.float32: 64 * torch.finfo(torch.float32).eps,  # 7.6e-06
+    torch.float64: 4096 * torch.finfo(torch.float64).eps,  # 9.1e-13
+}
 
 
 # ------------------------------------------------------------------------------------------
@@ -154,8 +159,8 @@ def test_matches_numpy_reference(case, dtype, statistic, distance, pixel_varianc
     want = ref_loss(prob, z, ETA, RHO, statistic, distance, pixel_variance, groups)
     assert got.ndim == 0
     assert got.dtype == dtype
-    tol = TOL[dtype]
-    assert abs(got.item() - want) <= tol * abs(want) + tol, (got.item(), want)
+    tol = TOL[dtype] * max(1.0, abs(want))
+    assert abs(got.item() - want) <= tol, (got.item(), want, tol)
 
 
 @pytest.mark.parametrize(("statistic", "distance", "pixel_variance"), COMBOS, ids=COMBO_IDS)
