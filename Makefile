@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` and `make test`. Both set everything up first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# GUI tests need a display: use Xvfb when there is none.
+# The benchmarks need a display: use Xvfb when there is none (`make test`: scripts/test.sh).
 XVFB := $(if $(DISPLAY),,xvfb-run -a -s "-screen 0 1600x1200x24")
 
 .PHONY: setup demo demo-headless test lint bench clean
@@ -18,8 +18,9 @@ demo: setup
 demo-headless: setup
 	$(PY) -m napari_lsr demo demo_out --headless
 
+# Under Xvfb on Linux without a display, installing it when it can (scripts/test.sh).
 test: setup
-	QT_API=pyqt6 $(XVFB) $(PY) -m pytest -q -p no:cacheprovider
+	VENV=$(VENV) bash scripts/test.sh $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
