@@ -24,6 +24,7 @@ G bins of a batch are drawn uniformly among eligible bins, distinct while there 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -37,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from .formats import LowResLabels
+from .config import LSRError
+from .formats import LowResLabels, current_umask
 from .slide import Slide, shared_slide
 
 TISSUE_MIN_SATURATION = 0.07
@@ -49,7 +51,7 @@ BLOCKS_PER_TASK = 32
 Progress = Callable[[str, float], None]
 
 
-class BlockError(ValueError):
+class BlockError(LSRError, ValueError):
     """Training blocks cannot be made from the given inputs."""
 
 
@@ -245,6 +247,8 @@ def extract_blocks(
             "n_background": int(n_total - len(keep)),
         }
         (tmp / "index.json").write_text(json.dumps(index))
+        with contextlib.suppress(OSError):  # mkdtemp's 0700 would hide the cache from colleagues
+            os.chmod(tmp, 0o777 & ~current_umask())
         try:
             os.replace(tmp, folder)
         except OSError:

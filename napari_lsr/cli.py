@@ -28,7 +28,7 @@ TRUST_HELP = (
 )
 
 
-class CliError(Exception):
+class CliError(config.LSRError):
     """A one-line error for the user; exit status 2."""
 
 
@@ -170,7 +170,7 @@ def train_config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .blocks import extract_blocks, resolve_geometry
-    from .training import load_checkpoint, train
+    from .training import card_path, load_checkpoint, train
 
     if args.resume:  # refuse a checkpoint that is not plain data before any long work
         _trust(args.resume, args.trust_checkpoint)
@@ -192,6 +192,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         + " ".join(f"{lab}:{c}" for lab, c in zip(prior.bins.labels, counts) if c),
         file=sys.stderr,
     )
+    print(f"{prior.source_line()} ({Path(args.prior).name})", file=sys.stderr)
     stop = threading.Event()
     old = signal.signal(signal.SIGINT, lambda *_: stop.set())
     bar = Progress("train")
@@ -219,7 +220,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     state = "cancelled (Ctrl+C)" if last.kind == "cancelled" else "finished"
     print(
         f"{state}: {last.step}/{last.total} steps in {dt:.0f} s on {last.device}, final loss "
-        f"{last.loss:.4f}\ncheckpoint {out}\nmodel card {out.with_suffix('.json')}"
+        f"{last.loss:.4f}\ncheckpoint {out}\nmodel card {card_path(out)}"
     )
     if last.kind == "cancelled":
         print(f"resume with: napari-lsr train ... --resume {out} --out {out}")
@@ -491,7 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="tiled whole-slide prediction to a pyramidal TIFF")
     pr.add_argument("--model", required=True, help="checkpoint from train")
     pr.add_argument("--slide", required=True, help="slide to predict")
-    pr.add_argument("--out", required=True, help="prediction TIFF (a .json sidecar is written)")
+    pr.add_argument(
+        "--out", required=True, help="prediction TIFF (a .pred.json sidecar is written)"
+    )
     pr.add_argument(
         "--scheduler",
         default=None,

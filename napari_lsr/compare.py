@@ -21,7 +21,7 @@ from .formats import (
     LowResLabels,
     Truth,
     atomic_path,
-    prediction_sidecar,
+    existing_prediction_sidecar,
     read_prediction,
     read_prediction_sidecar,
     read_truth,
@@ -160,7 +160,7 @@ def reusable_prediction(
     """True when ``pred`` exists and its sidecar says it was made by ``checkpoint`` (not
     retrained since) for ``slide``."""
     pred, checkpoint = Path(pred), Path(checkpoint)
-    side = prediction_sidecar(pred)
+    side = existing_prediction_sidecar(pred)
     if not (pred.exists() and side.exists() and checkpoint.exists()):
         return False
     try:

@@ -66,6 +66,10 @@ class TrainConfig:
     init_bias: str = "prior"
     augment: bool = True  # flips and 90-degree rotations
     colour: float = 0.0  # colour jitter (stain) strength on top of augment; 0: none
+    #: BatchNorm switches to its running statistics (inference's) from this step on, so the
+    #: rest of training sees what inference sees, never the batch's mix of bins; 0: never.
+    bn_freeze: int = 0
+    recalibrate: bool = False  # BatchNorm statistics recomputed with the final weights
     checkpoint_every: int = 100
 
     def __post_init__(self) -> None:
@@ -92,8 +96,8 @@ class TrainConfig:
             raise TrainingError(f"learning rate must be positive, got {self.lr}")
         if not 0.0 <= self.ema < 1.0:
             raise TrainingError("ema must be in [0, 1)")
-        if self.warmup < 0 or self.intra_steps < 0 or self.min_group < 0:
-            raise TrainingError("warmup, intra steps and min group must be 0 or more")
+        if min(self.warmup, self.intra_steps, self.min_group, self.bn_freeze) < 0:
+            raise TrainingError("warmup, intra steps, min group and bn freeze must be 0 or more")
         if self.colour < 0:
             raise TrainingError("colour jitter must be 0 or more")
 
@@ -123,6 +127,8 @@ LEGACY: dict[str, Any] = {
     "intra_steps": 0,
     "group_draw": "uniform",
     "min_group": 0,
+    "recalibrate": False,
+    "bn_freeze": 0,
     "groups": 2,
     "group_size": 15,
     "lr": None,

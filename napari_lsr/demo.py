@@ -108,14 +108,8 @@ def open_viewer(project: object) -> int:
     if entry.truth:
         data, meta, _ = truth_layer_data(entry.truth, slide)
         viewer.add_labels(data, **meta)
-    for key in ("Block review", "Prior table", "Training", "Comparison"):
-        try:
-            _, widget = viewer.window.add_plugin_dock_widget("napari-lsr", key)
-        except Exception as exc:  # a widget that fails must not hide the others
-            print(f"could not open the {key} widget: {exc}", file=sys.stderr)
-            continue
-        setter = getattr(widget, "set_project", None)
-        if callable(setter):
-            setter(project)
+    from .widgets._docks import open_docks
+
+    open_docks(viewer, project)  # tabbed, Block review in front, the window within the screen
     napari.run()
     return 0

@@ -3,16 +3,19 @@
 Every reader validates the whole file before returning anything and raises ``FormatError``
 naming the file, the row (1-based data row; the header is line 1, so row r is line r+1) and the
 column. Every writer writes a temporary file beside the target and renames it, so a crash never
-leaves a half-written file.
+leaves a half-written file, and gives the file the umask's mode (not the temporary file's
+0600), so a shared project folder stays readable to colleagues.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .config import LSRError
 
 #: The paper's Table 1 bins, in percent of patch-classifier probability.
 PAPER_BIN_EDGES: tuple[tuple[float, float], ...] = (
@@ -36,10 +41,17 @@ PAPER_BIN_EDGES: tuple[tuple[float, float], ...] = (
 )
 LOWRES_COLUMNS = ("x", "y", "width", "height", "probability")
 PRIOR_COLUMNS = ("bin", "p_low", "p_high", "mean_pct", "std_pct", "n")
+#: Where a prior row comes from (prior CSV column ``source``, optional so older files read):
+#: ``reviewed`` (block-review estimates of this project), ``measured`` (measured from masks or
+#: other data), ``edited`` (typed in the Prior table), ``paper`` (the paper's Table 1) and
+#: ``default`` (0 ± 1 % for bins the paper's table does not have).
+PRIOR_SOURCES = ("reviewed", "measured", "edited", "paper", "default")
+#: Sources that are not this data: training with them is training on someone else's prior.
+PRIOR_NOT_DATA = ("paper", "default")
 TRUTH_CLASS_NAMES = ("tumor", "tumour", "cancer")
 
 
-class FormatError(ValueError):
+class FormatError(LSRError, ValueError):
     """Bad input file: the message names the file, and the row and column where known."""
 
     def __init__(
@@ -52,6 +64,7 @@ class FormatError(ValueError):
         self.path = str(path)
         self.row = row
         self.column = column
+        self.reason = message
         where = [self.path]
         if row is not None:
             where.append(f"row {row} (line {row + 1})")
@@ -63,9 +76,41 @@ class FormatError(ValueError):
 # -- atomic writing ----------------------------------------------------------------------------
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux).
+
+    Elsewhere it is read by setting and restoring it under a lock, with the most
+    restrictive mask in between, so a file another thread creates meanwhile is never
+    more open than asked.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        old = os.umask(0o077)
+        os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the umask."""
+    return 0o666 & ~current_umask()
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``."""
+    """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``.
+
+    The file gets the mode ``open()`` would give it (0666 less the umask), not mkstemp's
+    0600, so colleagues sharing a project folder can read it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not os.access(path.parent, os.W_OK):
@@ -74,6 +119,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp", dir=path.parent
     )
     os.close(fd)
+    try:
+        os.chmod(tmp, file_mode())
+    except OSError:  # a file system without modes: what it gives is what there is
+        pass
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -336,6 +385,9 @@ class Prior:
     std_pct: np.ndarray
     n: np.ndarray = field(default_factory=lambda: np.array([]))  # float; NaN = not measured
     path: Path | None = None
+    #: Per bin, where the row comes from (one of PRIOR_SOURCES); by default as
+    #: ``inferred_sources`` says (``paper`` only for a row equal to Table 1's).
+    source: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.mean_pct = np.asarray(self.mean_pct, dtype=np.float64)
@@ -345,6 +397,29 @@ class Prior:
         self.n = np.asarray(self.n, dtype=np.float64)
         if not (len(self.mean_pct) == len(self.std_pct) == len(self.n) == len(self.bins)):
             raise ValueError("prior: mean, std, n and bins must have the same length")
+        if not self.source:
+            self.source = inferred_sources(self.bins, self.mean_pct, self.std_pct, self.n)
+        self.source = [str(s) for s in self.source]
+        if len(self.source) != len(self.bins):
+            raise ValueError("prior: one source per bin")
+        bad = [s for s in self.source if s not in PRIOR_SOURCES]
+        if bad:
+            raise ValueError(f"prior: unknown source {bad[0]!r} ({', '.join(PRIOR_SOURCES)})")
+
+    def not_data_bins(self) -> list[int]:
+        """Bins whose row is the paper's Table 1 (or a default), not measured from this data."""
+        return [b for b, s in enumerate(self.source) if s in PRIOR_NOT_DATA]
+
+    def source_line(self) -> str:
+        """One line saying how many bins come from the paper rather than from this data."""
+        nb = len(self.bins)
+        paper = sum(s == "paper" for s in self.source)
+        default = sum(s == "default" for s in self.source)
+        data = nb - paper - default
+        text = f"prior: {paper} of {nb} bins from the paper's Table 1, {data} from this data"
+        if default:
+            text += f", {default} a default of 0 ± 1 %"
+        return text
 
     @property
     def eta(self) -> np.ndarray:
@@ -365,6 +440,7 @@ class Prior:
                 "mean_pct": float(self.mean_pct[i]),
                 "std_pct": float(self.std_pct[i]),
                 "n": None if math.isnan(self.n[i]) else int(self.n[i]),
+                "source": self.source[i],
             }
             for i, (lo, hi) in enumerate(self.bins.edges)
         ]
@@ -377,15 +453,28 @@ class Prior:
         rows = d["rows"]
         bins = Bins(tuple((float(r["p_low"]), float(r["p_high"])) for r in rows))
         n = [math.nan if r.get("n") is None else float(r["n"]) for r in rows]
-        return cls(bins, [r["mean_pct"] for r in rows], [r["std_pct"] for r in rows], np.array(n))
+        source = [r["source"] for r in rows] if all(r.get("source") for r in rows) else None
+        return cls(
+            bins,
+            [r["mean_pct"] for r in rows],
+            [r["std_pct"] for r in rows],
+            np.array(n),
+            source=source,
+        )
 
 
 def read_prior_csv(path: str | os.PathLike) -> Prior:
-    """Read and validate a prior CSV (``bin,p_low,p_high,mean_pct,std_pct,n``)."""
+    """Read and validate a prior CSV (``bin,p_low,p_high,mean_pct,std_pct,n[,source]``).
+
+    Files without the ``source`` column (written before it existed) read as: a row equal to
+    the paper's Table 1 (same bin, mean and std) is ``paper``; any other row ``measured``,
+    so an older file's own values are kept and counted as this data, never taken for the
+    paper's.
+    """
     path = Path(path)
     header, data = _read_csv_rows(path, PRIOR_COLUMNS)
     col = {name: header.index(name) for name in header}
-    edges, means, stds, ns = [], [], [], []
+    edges, means, stds, ns, sources = [], [], [], [], []
     for i, r in enumerate(data, start=1):
         b = _integer(path, i, "bin", r[col["bin"]])
         if b != i - 1:
@@ -408,19 +497,65 @@ def read_prior_csv(path: str | os.PathLike) -> Prior:
         n = _number(path, i, "n", r[col["n"]], allow_blank=True)
         if not math.isnan(n) and (n < 0 or n != int(n)):
             raise FormatError(path, f"n must be a non-negative integer or blank, got {n}", i, "n")
+        if "source" in col:
+            src = r[col["source"]].strip().lower()
+            if src not in PRIOR_SOURCES:
+                raise FormatError(
+                    path, f"source {src!r} is not one of {', '.join(PRIOR_SOURCES)}", i, "source"
+                )
+            sources.append(src)
         edges.append((lo, hi))
         means.append(m)
         stds.append(s)
         ns.append(n)
     validate_bin_edges(edges, path)
-    return Prior(Bins(tuple(edges)), np.array(means), np.array(stds), np.array(ns), path)
+    bins = Bins(tuple(edges))
+    if "source" not in col:
+        sources = _legacy_sources(path, bins, means, stds)
+    return Prior(bins, np.array(means), np.array(stds), np.array(ns), path, sources)
+
+
+def _legacy_sources(path: Path, bins: Bins, means: list, stds: list) -> list[str]:
+    """Sources of a prior file without the column: ``paper`` where a row is Table 1's."""
+    table = resource_path(PAPER_PRIOR_FILE)
+    if path.resolve() == table.resolve():
+        return ["paper"] * len(bins)
+    return inferred_sources(bins, means, stds)
+
+
+@functools.lru_cache(maxsize=1)
+def _paper_rows() -> tuple[Bins, tuple[float, ...], tuple[float, ...]]:
+    p = read_prior_csv(resource_path(PAPER_PRIOR_FILE))
+    return p.bins, tuple(p.mean_pct.tolist()), tuple(p.std_pct.tolist())
+
+
+def inferred_sources(
+    bins: Bins, means: Iterable[float], stds: Iterable[float], n: Iterable[float] | None = None
+) -> list[str]:
+    """Sources of rows that do not say: ``measured`` where n > 0; else ``paper`` where the
+    row is the paper's Table 1 row (same bins, mean and std), else ``measured`` (a value not
+    known to be the paper's is kept and counted as this data)."""
+    means, stds = list(means), list(stds)
+    counts = list(n) if n is not None else [math.nan] * len(means)
+    pbins, pmean, pstd = _paper_rows()
+    same = pbins == bins
+    return [
+        "measured"
+        if c > 0 or not same
+        else (
+            "paper"
+            if math.isclose(m, pmean[b], abs_tol=5e-3) and math.isclose(s, pstd[b], abs_tol=5e-3)
+            else "measured"
+        )
+        for b, (m, s, c) in enumerate(zip(means, stds, counts))
+    ]
 
 
 def write_prior_csv(path: str | os.PathLike, prior: Prior) -> None:
     """Write a prior CSV atomically."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(PRIOR_COLUMNS)
+        w.writerow([*PRIOR_COLUMNS, "source"])
         for r in prior.to_rows():
             w.writerow(
                 [
@@ -430,13 +565,19 @@ def write_prior_csv(path: str | os.PathLike, prior: Prior) -> None:
                     f"{r['mean_pct']:.4g}",
                     f"{r['std_pct']:.4g}",
                     "" if r["n"] is None else r["n"],
+                    r["source"],
                 ]
             )
 
 
+PAPER_PRIOR_FILE = "prior_paper_table1.csv"
+
+
 def paper_prior() -> Prior:
     """The paper's Table 1, shipped as ``resources/prior_paper_table1.csv``."""
-    return read_prior_csv(resource_path("prior_paper_table1.csv"))
+    prior = read_prior_csv(resource_path(PAPER_PRIOR_FILE))
+    prior.source = ["paper"] * len(prior.bins)
+    return prior
 
 
 def resource_path(name: str) -> Path:
@@ -586,10 +727,62 @@ def rasterize_geojson(
 PREDICTION_TILE = 256
 
 
+#: A prediction's sidecar and a model's card end differently, so a prediction written beside
+#: a model (``m.tiff`` next to ``m.pt``) never replaces the model's card. Files written before
+#: (both ``<name>.json``) are still read.
+PREDICTION_SIDECAR_SUFFIX = ".pred.json"
+MODEL_CARD_SUFFIX = ".card.json"
+LEGACY_JSON_SUFFIX = ".json"
+
+
 def prediction_sidecar(path: str | os.PathLike) -> Path:
-    """The JSON sidecar of a prediction TIFF: ``<name>.json`` beside it."""
-    path = Path(path)
-    return path.with_suffix(".json")
+    """Where a prediction TIFF's sidecar is written: ``<name>.pred.json`` beside it."""
+    return Path(path).with_suffix(PREDICTION_SIDECAR_SUFFIX)
+
+
+def model_card_path(checkpoint: str | os.PathLike) -> Path:
+    """Where a checkpoint's model card is written: ``<model>.card.json`` beside it."""
+    return Path(checkpoint).with_suffix(MODEL_CARD_SUFFIX)
+
+
+def _json_keys(path: Path) -> set[str]:
+    """The top-level keys of a small JSON object file (empty when it is anything else)."""
+    try:
+        if path.stat().st_size > JSON_LIMIT:
+            return set()
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return set()
+    return set(data) if isinstance(data, dict) else set()
+
+
+def is_legacy_sidecar(path: str | os.PathLike) -> bool:
+    """True when a ``<name>.json`` is a prediction's sidecar (it names its slide)."""
+    return "slide" in _json_keys(Path(path))
+
+
+def existing_prediction_sidecar(path: str | os.PathLike) -> Path:
+    """The sidecar to read for prediction ``path``: ``<name>.pred.json``, else an older
+    ``<name>.json`` that is a sidecar (not a model card); the new name when neither is."""
+    new = prediction_sidecar(path)
+    if new.exists():
+        return new
+    old = Path(path).with_suffix(LEGACY_JSON_SUFFIX)
+    if old.exists() and is_legacy_sidecar(old):
+        return old
+    return new
+
+
+def existing_model_card(checkpoint: str | os.PathLike) -> Path | None:
+    """The card of ``checkpoint``: ``<model>.card.json``, else an older ``<model>.json`` that
+    is a card (not a prediction's sidecar); None when there is none."""
+    new = model_card_path(checkpoint)
+    if new.exists():
+        return new
+    old = Path(checkpoint).with_suffix(LEGACY_JSON_SUFFIX)
+    if old.exists() and not is_legacy_sidecar(old):
+        return old
+    return None
 
 
 def write_prediction(
@@ -672,7 +865,7 @@ def read_prediction(path: str | os.PathLike, level: int = 0) -> tuple[np.ndarray
 #: The largest model card or prediction sidecar read (ours are a few kB).
 JSON_LIMIT = 1 << 20
 _NUMBER = (int, float)
-#: Model card (``<model>.json``) entries and their types (None is accepted for each: NaN is
+#: Model card (``<model>.card.json``) entries and their types (None is accepted for each: NaN is
 #: written as null); other entries are kept unchecked.
 CARD_SCHEMA: dict[str, tuple[type, ...]] = {
     "name": (str,),
@@ -764,7 +957,8 @@ _JSON_TYPE_NAMES = {
 
 
 def read_model_card(path: str | os.PathLike) -> dict[str, Any]:
-    """A model card (``<model>.json`` beside its checkpoint), size-limited and schema-checked.
+    """A model card (``<model>.card.json`` beside its checkpoint), size-limited and
+    schema-checked.
 
     Its ``checkpoint`` entry must be a file name in the card's folder (no path)."""
     card = read_json_object(path, "model card", CARD_SCHEMA)
@@ -778,7 +972,7 @@ def read_model_card(path: str | os.PathLike) -> dict[str, Any]:
 
 def read_prediction_sidecar(path: str | os.PathLike) -> dict[str, Any]:
     """The JSON sidecar of prediction ``path`` (a TIFF), size-limited and schema-checked."""
-    side = prediction_sidecar(path)
+    side = existing_prediction_sidecar(path)
     if not side.exists():
         raise FormatError(path, f"no sidecar {side.name} beside the prediction")
     return read_json_object(side, "sidecar", SIDECAR_SCHEMA, required=("slide", "downsample"))

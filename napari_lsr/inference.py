@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .blocks import tissue_mask
+from .config import LSRError
 from .formats import write_prediction
 from .slide import Slide, shared_slide
 
@@ -44,7 +45,7 @@ _MODEL_CACHE: dict[tuple[str, int, str], Any] = {}
 _MODEL_LOCK = threading.Lock()
 
 
-class InferenceError(ValueError):
+class InferenceError(LSRError, ValueError):
     """The model cannot be applied to this slide (one-line reason)."""
 
 

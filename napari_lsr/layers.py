@@ -24,17 +24,40 @@ BIN_COLORS = (
     "#d73027",
     "#a50026",
 )
-#: Boundary colours of the paper's Figure 4, used everywhere.
+#: Boundary colours of the paper's Figure 4 (red, green, blue, cyan), used everywhere. The
+#: blue is an azure (#3d8bff) rather than pure #0000ff, which is nearly invisible on napari's
+#: dark theme and on haematoxylin-purple tissue; it is also drawn wider (BOUNDARY_WIDTHS).
 BOUNDARY_COLORS = {
     "truth": "#ff0000",
     "lowres": "#00ff00",
-    "intra+inter": "#0000ff",
+    "intra+inter": "#3d8bff",
     "intra": "#00ffff",
 }
+#: The colour names the legend gives (the paper's words).
+COLOR_NAMES = {
+    BOUNDARY_COLORS["truth"]: "red",
+    BOUNDARY_COLORS["lowres"]: "green",
+    BOUNDARY_COLORS["intra+inter"]: "blue",
+    BOUNDARY_COLORS["intra"]: "cyan",
+}
+#: Boundary line width in pixels of the truth grid: 2, and 3 for the blue intra+inter line.
+BOUNDARY_WIDTH = 2
+BOUNDARY_WIDTHS = {BOUNDARY_COLORS["intra+inter"]: 3}
 #: Colours for other models, in order.
 OTHER_COLORS = ("#ff00ff", "#ffff00", "#ff8000", "#8000ff", "#00ff80", "#ffffff")
 #: Largest raster painted for a heat overlay.
 MAX_RASTER_PIXELS = 16_000_000
+
+
+def boundary_width(color: str) -> int:
+    """Line width (truth-grid pixels) of a boundary drawn in ``color``."""
+    return BOUNDARY_WIDTHS.get(color.lower(), BOUNDARY_WIDTH)
+
+
+def color_label(color: str) -> str:
+    """``blue #3d8bff, 3 px``: how the legend names a boundary's colour and width."""
+    name = COLOR_NAMES.get(color.lower())
+    return f"{name + ' ' if name else ''}{color.lower()}, {boundary_width(color)} px"
 
 
 def bin_color(b: int, n_bins: int) -> str:
@@ -116,12 +139,15 @@ def boundary_layer_data(
     slide: Slide,
     color: str,
     name: str,
-    thickness: int = 2,
+    thickness: int | None = None,
     kind: str = "boundary",
 ) -> tuple:
-    """A boundary overlay: a labels layer whose one label is drawn in ``color``."""
+    """A boundary overlay: a labels layer whose one label is drawn in ``color``, ``thickness``
+    truth-grid pixels wide (default ``boundary_width(color)``)."""
     from napari.utils.colormaps import DirectLabelColormap
 
+    if thickness is None:
+        thickness = boundary_width(color)
     edge = boundary_raster(mask, thickness).astype(np.uint8)
     cmap = DirectLabelColormap(color_dict={0: "transparent", 1: color, None: "transparent"})
     return (

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .formats import MODEL_CARD_SUFFIX, PREDICTION_SIDECAR_SUFFIX, is_legacy_sidecar
+
 log = logging.getLogger(__name__)
 
 #: Card status of a checkpoint that has no card (a run that is going on, failed or was killed).
@@ -17,7 +19,7 @@ INCOMPLETE = "incomplete"
 
 @dataclass(frozen=True)
 class ModelCard:
-    """One trained model: its name, its checkpoint (``.pt``) and its card (the JSON beside it).
+    """One trained model: its name, its checkpoint (``.pt``) and its card (``.card.json``).
 
     The card is what ``training.train`` writes on ``done`` or ``cancelled`` (keys such as
     ``loss``, ``distance``, ``steps``, ``final_loss``, ``status``, ``device``, ``slides``,
@@ -30,7 +32,10 @@ class ModelCard:
 
     @property
     def card_path(self) -> Path:
-        return self.checkpoint.with_suffix(".json")
+        """The card's file: ``<model>.card.json``, or an older ``<model>.json`` card."""
+        from .formats import existing_model_card, model_card_path
+
+        return existing_model_card(self.checkpoint) or model_card_path(self.checkpoint)
 
     @property
     def status(self) -> str:
@@ -99,12 +104,13 @@ def list_models(
 ) -> list[ModelCard]:
     """The models in ``folder`` (a project's ``models/``), newest first.
 
-    A model is a ``NAME.json`` card whose checkpoint (the card's ``checkpoint`` entry, else
-    ``NAME.pt``) exists. With ``include_incomplete``, checkpoints without a card are listed too
-    (status ``incomplete``; a periodic checkpoint of a run that is going on, failed or was
-    killed). Hidden and temporary files are ignored; an unreadable or malformed card (see
-    ``formats.read_model_card``) is skipped with a logged warning, and its one-line reason
-    appended to ``errors`` when given. A missing folder holds no models.
+    A model is a ``NAME.card.json`` card (or an older ``NAME.json`` one, unless it is a
+    prediction's sidecar or ``NAME.card.json`` exists too) whose checkpoint (the card's
+    ``checkpoint`` entry, else ``NAME.pt``) exists. With ``include_incomplete``, checkpoints
+    without a card are listed too (status ``incomplete``; a periodic checkpoint of a run that
+    is going on, failed or was killed). Hidden and temporary files are ignored; an unreadable
+    or malformed card (see ``formats.read_model_card``) is skipped with a logged warning, and
+    its one-line reason appended to ``errors`` when given. A missing folder holds no models.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -112,12 +118,18 @@ def list_models(
     found: list[tuple[float, ModelCard]] = []
     with_card: set[Path] = set()
     for js in folder.glob("*.json"):
-        if js.name.startswith("."):
+        if js.name.startswith(".") or js.name.endswith(PREDICTION_SIDECAR_SUFFIX):
             continue
+        if js.name.endswith(MODEL_CARD_SUFFIX):
+            stem = js.name[: -len(MODEL_CARD_SUFFIX)]
+        else:  # an older card, unless a new one replaced it or it is a prediction's sidecar
+            stem = js.stem
+            if (folder / f"{stem}{MODEL_CARD_SUFFIX}").exists() or is_legacy_sidecar(js):
+                continue
         card = _read_card(js, errors)
         if card is None:
             continue
-        ckpt = folder / str(card.get("checkpoint") or js.with_suffix(".pt").name)
+        ckpt = folder / str(card.get("checkpoint") or f"{stem}.pt")
         if not ckpt.is_file():
             continue
         with_card.add(ckpt.resolve())

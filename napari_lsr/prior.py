@@ -8,19 +8,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .formats import Bins, Prior, paper_prior
+from .formats import PRIOR_NOT_DATA, Bins, Prior, paper_prior
 
 #: A bin's std when it has fewer than two estimates (percent), so training still has a width.
 FALLBACK_STD_PCT = 1.0
 
 
 def prior_from_values(
-    bins: Bins, z: Iterable[int], pct: Iterable[float], fallback: Prior | None = None
+    bins: Bins,
+    z: Iterable[int],
+    pct: Iterable[float],
+    fallback: Prior | None = None,
+    source: str = "measured",
 ) -> Prior:
     """Mean, std (population, ddof=0) and n of percentages per bin.
 
-    Bins with no value take the ``fallback`` prior's row (default: the paper's Table 1 when it
-    has the same bins, else 0 ± FALLBACK_STD_PCT) and n = 0.
+    Bins with values get ``source`` (``measured``, or ``reviewed`` for block-review estimates).
+    Bins with no value take the ``fallback`` prior's row and source (default: the paper's
+    Table 1 when it has the same bins, else 0 ± FALLBACK_STD_PCT, source ``default``) and
+    n = 0.
     """
     z = np.asarray(list(z), dtype=np.int64)
     pct = np.asarray(list(pct), dtype=np.float64)
@@ -31,16 +37,84 @@ def prior_from_values(
     mean = np.zeros(nb)
     std = np.full(nb, FALLBACK_STD_PCT)
     n = np.zeros(nb)
+    sources = ["default"] * nb
     for b in range(nb):
         v = pct[z == b]
         n[b] = len(v)
         if len(v):
             mean[b] = v.mean()
             std[b] = v.std() if len(v) > 1 else FALLBACK_STD_PCT
+            sources[b] = source
         elif fallback is not None:
             mean[b] = fallback.mean_pct[b]
             std[b] = fallback.std_pct[b]
-    return Prior(bins, mean, std, n)
+            sources[b] = fallback.source[b]
+    return Prior(bins, mean, std, n, source=sources)
+
+
+def fill_missing(prior: Prior, saved: Prior | None, keep: Iterable[str] = ("measured",)) -> Prior:
+    """``prior`` with its bins without estimates (n = 0) taken from ``saved``'s row where that
+    row's source is in ``keep``: reviewing some bins keeps the values measured for the others.
+
+    Rows of other sources are not carried over: estimates and edits live in the project's
+    store, so a saved ``reviewed`` or ``edited`` row whose estimates or edit are gone shows the
+    paper's value (and saving asks before replacing it).
+    """
+    if saved is None or saved.bins != prior.bins:
+        return prior
+    keep = tuple(keep)
+    mean, std, n = prior.mean_pct.copy(), prior.std_pct.copy(), prior.n.copy()
+    source = list(prior.source)
+    for b in range(len(prior.bins)):
+        if not (n[b] > 0) and saved.source[b] in keep:
+            mean[b], std[b], n[b], source[b] = (
+                saved.mean_pct[b],
+                saved.std_pct[b],
+                saved.n[b],
+                saved.source[b],
+            )
+    return Prior(prior.bins, mean, std, n, source=source)
+
+
+def _same_row(a: Prior, b: Prior, i: int) -> bool:
+    """Rows equal as prior.csv writes them (4 significant digits)."""
+    return (
+        f"{a.mean_pct[i]:.4g}" == f"{b.mean_pct[i]:.4g}"
+        and f"{a.std_pct[i]:.4g}" == f"{b.std_pct[i]:.4g}"
+        and a.source[i] == b.source[i]
+    )
+
+
+def row_text(prior: Prior, b: int) -> str:
+    """``77.75 ± 15.74 % measured, n = 32``: a row as the Prior table's preview shows it."""
+    n = prior.n[b]
+    count = f", n = {int(n)}" if n > 0 else ""
+    return f"{prior.mean_pct[b]:.4g} ± {prior.std_pct[b]:.4g} % {prior.source[b]}{count}"
+
+
+def save_changes(saved: Prior | None, new: Prior) -> list[str]:
+    """Per bin, what saving ``new`` over ``saved`` changes ("" where nothing does)."""
+    nb = len(new.bins)
+    if saved is None or saved.bins != new.bins:
+        return ["new file"] * nb
+    return [
+        "" if _same_row(saved, new, b) else f"{row_text(saved, b)} → {row_text(new, b)}"
+        for b in range(nb)
+    ]
+
+
+def paper_replacements(saved: Prior | None, new: Prior) -> list[int]:
+    """Bins where saving ``new`` would replace a value from this data (reviewed, measured or
+    edited) in ``saved`` with the paper's (or a default): the save asks first."""
+    if saved is None or saved.bins != new.bins:
+        return []
+    return [
+        b
+        for b in range(len(new.bins))
+        if saved.source[b] not in PRIOR_NOT_DATA
+        and new.source[b] in PRIOR_NOT_DATA
+        and not _same_row(saved, new, b)
+    ]
 
 
 @dataclass(frozen=True)
@@ -113,10 +187,11 @@ def _icc1(groups: list[list[float]]) -> float:
 
 
 def apply_edits(prior: Prior, edits: dict[int, tuple[float, float, str, float]]) -> Prior:
-    """A copy of ``prior`` with per-bin (mean, std) edits applied."""
+    """A copy of ``prior`` with per-bin (mean, std) edits applied (source ``edited``)."""
     mean = prior.mean_pct.copy()
     std = prior.std_pct.copy()
+    source = list(prior.source)
     for b, (m, s, *_rest) in edits.items():
         if 0 <= b < len(prior.bins):
-            mean[b], std[b] = m, s
-    return Prior(prior.bins, mean, std, prior.n.copy())
+            mean[b], std[b], source[b] = m, s, "edited"
+    return Prior(prior.bins, mean, std, prior.n.copy(), source=source)

@@ -1,8 +1,17 @@
-"""A project folder: ``project.toml``, the SQLite store, ``models/`` and ``predictions/``."""
+"""A project folder: ``project.toml``, the SQLite store, ``models/`` and ``predictions/``.
+
+A project folder is portable: project.toml names files relative to the folder, and the store
+keys each slide by that relative path (``Project.slide_key``), so a copied or moved folder,
+on this machine or another, keeps its review progress. Stores written before keyed slides by
+absolute path; opening the store renames such keys (and any key whose file the project.toml
+no longer names, such as after a slide was moved and project.toml edited) to the project's
+own, matching them by file name and the folders above it.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,8 +89,35 @@ class Project:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.folder / STORE_FILE)
+            store = Store(self.folder / STORE_FILE)
+            self._reconcile_store(store)
+            self._store = store
         return self._store
+
+    def slide_key(self, path: str | os.PathLike) -> str:
+        """How the store names a slide: its path relative to the project folder (posix)."""
+        return self._rel(Path(path))
+
+    def _reconcile_store(self, store: Store) -> None:
+        """Rename the store's slide keys that no [[slides]] entry has (older absolute keys, a
+        moved slide) to the key of the entry with the same file name: unambiguous matches
+        only, the longest run of equal trailing path parts winning."""
+        rows = store.slide_rows()
+        wanted = {self.slide_key(e.path): e for e in self.slides}
+        have = {r[1] for r in rows}
+        orphans = [r for r in rows if r[1] not in wanted]
+        for key, entry in wanted.items():
+            if key in have or not orphans:
+                continue
+            parts = _parts(str(entry.path))
+            scored = [(_common_tail(parts, _parts(r[1])), r) for r in orphans]
+            best = max(score for score, _ in scored)
+            matches = [r for score, r in scored if score == best]
+            if best < 1 or len(matches) != 1:
+                continue
+            store.rename_slide(matches[0][0], key)
+            orphans.remove(matches[0])
+            have.add(key)
 
     def prior(self) -> Prior:
         """The project's prior, or the paper's Table 1 when the project names none."""
@@ -184,6 +220,23 @@ class Project:
             with entry.open() as slide:
                 labels = entry.read_labels(slide, self.bins)
                 sid = self.store.add_slide(
-                    str(entry.path), str(entry.labels), slide.width, slide.height, slide.mpp
+                    self.slide_key(entry.path),
+                    self.slide_key(entry.labels),
+                    slide.width,
+                    slide.height,
+                    slide.mpp,
                 )
             self.store.add_blocks(sid, labels.boxes(), labels.probability, labels.bin)
+
+
+def _parts(path: str) -> list[str]:
+    """A path's components, for POSIX and Windows spellings alike."""
+    return [p for p in re.split(r"[\\/]+", path) if p and p != "."]
+
+
+def _common_tail(a: list[str], b: list[str]) -> int:
+    """How many trailing components two paths share (0 when their file names differ)."""
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n

@@ -41,8 +41,9 @@ from typing import Any
 import numpy as np
 
 from .blocks import TISSUE_MIN_FRACTION, tissue_fraction
-from .formats import Bins, FormatError, LowResLabels, Prior, paper_prior
-from .prior import agreement, prior_from_values
+from .config import LSRError
+from .formats import Bins, FormatError, LowResLabels, Prior, paper_prior, read_prior_csv
+from .prior import agreement, fill_missing, prior_from_values
 from .project import PROJECT_FILE, Project, SlideEntry
 from .slide import Slide, SlideError
 
@@ -61,7 +62,7 @@ CAMERA_FILL = 1.0 / 3.0
 IMAGE_CACHE = 16
 
 
-class ReviewError(ValueError):
+class ReviewError(LSRError, ValueError):
     """The project cannot be reviewed as asked; the message says why, for the widget."""
 
 
@@ -161,7 +162,11 @@ def load_blocks(
         except (SlideError, FormatError, OSError) as exc:
             raise ReviewError(str(exc)) from exc
         sid = store.add_slide(
-            str(entry.path), str(entry.labels), slide.width, slide.height, slide.mpp
+            project.slide_key(entry.path),
+            project.slide_key(entry.labels),
+            slide.width,
+            slide.height,
+            slide.mpp,
         )
         boxes = labels.boxes()
         store.add_blocks(sid, boxes, labels.probability, labels.bin)
@@ -670,23 +675,51 @@ def project_for_slide(
     """Open (or create) a project for one slide and its low-res labels (any format
     ``interop.read_lowres`` reads; ``labels_class`` picks a WSInfer file's class).
 
-    The folder defaults to ``<slide folder>/<slide name>_lsr``; an existing project there is
-    opened as it is.
+    The folder defaults to ``<slide folder>/<slide name>_lsr``. The labels are read first:
+    a file that cannot be used raises ReviewError and nothing is written. An existing project
+    there is opened with the slide bound to the labels chosen now (project.toml follows the
+    last choice, so a bad file chosen before never sticks).
     """
     slide_path = Path(slide_path).resolve()
     labels_path = Path(labels_path).resolve()
     if not labels_path.exists():
-        raise ReviewError(f"{labels_path}: no such low-res CSV")
+        raise ReviewError(f"no such low-res CSV: {labels_path}")
     folder = Path(folder) if folder else slide_path.parent / f"{slide_path.stem}_lsr"
-    if (folder / PROJECT_FILE).exists():
-        return Project.open(folder)
+    existing = Project.open(folder) if (folder / PROJECT_FILE).exists() else None
+    entry = SlideEntry(slide_path, labels_path, labels_class=labels_class)
     try:
-        Project.create(folder, [SlideEntry(slide_path, labels_path, labels_class=labels_class)])
+        with entry.open() as slide:
+            entry.read_labels(slide, existing.bins if existing is not None else None)
+    except (SlideError, FormatError, OSError) as exc:
+        raise ReviewError(f"not used: {exc}") from exc
+    if existing is not None:
+        return _bind_labels(existing, entry)
+    try:
+        Project.create(folder, [entry])
     except OSError as exc:
-        raise ReviewError(f"{folder}: cannot create a project here ({exc.strerror})") from exc
-    # Reopen, so slide paths are spelled as every later Project.open spells them (the store
-    # keys slides by that spelling).
+        raise ReviewError(f"cannot create a project here ({exc.strerror}): {folder}") from exc
+    # Reopen, so slide paths are spelled as every later Project.open spells them.
     return Project.open(folder)
+
+
+def _bind_labels(project: Project, chosen: SlideEntry) -> Project:
+    """``project`` with ``chosen``'s slide bound to ``chosen``'s labels (added when absent);
+    project.toml is rewritten only when that changes it."""
+    for entry in project.slides:
+        if entry.path.resolve() == chosen.path:
+            if (entry.labels, entry.labels_class) == (chosen.labels, chosen.labels_class):
+                return project
+            entry.labels, entry.labels_class = chosen.labels, chosen.labels_class
+            entry.labels_columns = None
+            break
+    else:
+        project.slides.append(chosen)
+    try:
+        project.save()
+    except OSError as exc:
+        raise ReviewError(f"cannot update project.toml ({exc.strerror}): {project.folder}") from exc
+    project.close()
+    return Project.open(project.folder)
 
 
 # -- the prior from estimates --------------------------------------------------------------------
@@ -704,19 +737,39 @@ def effective_edits(project: Project) -> dict[int, tuple[float, float, str, floa
     return {z: (m, s, w, t) for z, (m, s, w, t, note) in latest.items() if note != REVERT_NOTE}
 
 
-def estimates_prior(project: Project, annotator: str | None = None) -> Prior:
-    """p(c|z) from the live estimates (all annotators pooled, or one).
+def estimates_prior(
+    project: Project, annotator: str | None = None, saved: Prior | None = None
+) -> Prior:
+    """p(c|z) from the live estimates (all annotators pooled, or one), source ``reviewed``.
 
-    Bins without estimates take the paper's Table 1 row (when the bins match) with n = 0.
+    Bins without estimates take ``saved``'s row where it was measured (see
+    ``prior.fill_missing``; pass ``saved_prior(project)`` so a partial review keeps the
+    values measured for the other bins), else the paper's Table 1 row (when the bins match)
+    with n = 0.
     """
     est = project.store.estimates(annotator)
-    return prior_from_values(project.bins, [e.bin for e in est], [e.percent for e in est])
+    prior = prior_from_values(
+        project.bins, [e.bin for e in est], [e.percent for e in est], source="reviewed"
+    )
+    return fill_missing(prior, saved)
+
+
+def saved_prior(project: Project) -> Prior | None:
+    """The project's saved prior.csv when it exists, can be read and has the project's bins."""
+    path = project.prior_path
+    if path is None or not path.exists():
+        return None
+    try:
+        prior = read_prior_csv(path)
+    except (FormatError, OSError):
+        return None
+    return prior if prior.bins == project.bins else None
 
 
 def prior_for_saving(prior: Prior) -> Prior:
     """The prior as prior.csv stores it: n blank for rows no estimate produced (n = 0)."""
     n = np.where(prior.n > 0, prior.n, np.nan)
-    return Prior(prior.bins, prior.mean_pct.copy(), prior.std_pct.copy(), n)
+    return Prior(prior.bins, prior.mean_pct.copy(), prior.std_pct.copy(), n, source=prior.source)
 
 
 def agreement_rows(project: Project) -> list[dict[str, float]]:
@@ -731,7 +784,7 @@ def default_prior(project: Project) -> Prior:
     if paper.bins == project.bins:
         return paper
     nb = len(project.bins)
-    return Prior(project.bins, np.zeros(nb), np.ones(nb))
+    return Prior(project.bins, np.zeros(nb), np.ones(nb), source=["default"] * nb)
 
 
 # -- what the dock widgets of one viewer share ---------------------------------------------------

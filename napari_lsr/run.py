@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .config import LSRError
 from .formats import Prior
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from .training import TrainConfig, TrainEvent
 
 
-class TrainingFailed(Exception):
+class TrainingFailed(LSRError):
     """A run stopped on an error; the message is for the user.
 
     Deliberately not a RuntimeError: superqt's generator worker swallows RuntimeErrors (it
@@ -95,10 +96,6 @@ class RunPlan:
 
 def readable_error(exc: BaseException, name: str, device: str = "") -> str:
     """A one-paragraph message for a notification, from any exception a run can raise."""
-    from .blocks import BlockError
-    from .formats import FormatError
-    from .slide import SlideError
-
     text = str(exc).strip()
     low = text.lower()
     if (
@@ -111,9 +108,7 @@ def readable_error(exc: BaseException, name: str, device: str = "") -> str:
             f"out of memory{where}; lower the batch or group size, the block size or the "
             "U-Net width, or train on another device"
         )
-    elif any(t.__name__ == "TrainingError" for t in type(exc).__mro__) or isinstance(
-        exc, (BlockError, FormatError, SlideError, OSError)
-    ):
+    elif isinstance(exc, (LSRError, OSError)):
         text = text or type(exc).__name__
     else:
         text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .config import LSRError
+
 #: Extensions that OpenSlide may read. TIFFs are tried with OpenSlide first and fall back to
 #: plain images.
 OPENSLIDE_EXTENSIONS = (
@@ -37,7 +39,7 @@ MIN_CHUNK = 512
 PYRAMID_MIN_SIDE = 1024
 
 
-class SlideError(Exception):
+class SlideError(LSRError):
     """A slide that cannot be opened or read; the message names the file and the reason."""
 
 

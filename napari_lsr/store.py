@@ -149,7 +149,8 @@ class Store:
     def add_slide(
         self, path: str, labels: str | None, width: int, height: int, mpp: float | None
     ) -> int:
-        """Register a slide (idempotent by path); returns its id."""
+        """Register a slide (idempotent by path: a project passes the slide's path relative
+        to the project folder, ``Project.slide_key``); returns its id."""
         with self.transaction() as con:
             con.execute(
                 "INSERT INTO slides(path, labels, width, height, mpp) VALUES (?, ?, ?, ?, ?) "
@@ -158,6 +159,18 @@ class Store:
                 (path, labels, width, height, mpp),
             )
             return int(con.execute("SELECT id FROM slides WHERE path=?", (path,)).fetchone()[0])
+
+    def slide_rows(self) -> list[tuple[int, str, int | None, int | None]]:
+        """Every registered slide: (id, path key, width, height)."""
+        return [
+            (r[0], r[1], r[2], r[3])
+            for r in self.query("SELECT id, path, width, height FROM slides ORDER BY id")
+        ]
+
+    def rename_slide(self, slide_id: int, path: str) -> None:
+        """Give a registered slide another path key; its blocks and estimates stay with it."""
+        with self.transaction() as con:
+            con.execute("UPDATE slides SET path=? WHERE id=?", (path, slide_id))
 
     def add_blocks(
         self, slide_id: int, boxes: np.ndarray, prob: np.ndarray, bins: np.ndarray

@@ -182,6 +182,56 @@ def prior_mean_fraction(prior: Prior, z: np.ndarray) -> float:
     return float(np.mean(np.asarray(prior.eta, dtype=np.float64)[np.asarray(z)]))
 
 
+#: Blocks whose batch statistics set BatchNorm's inference statistics at the end of a run.
+RECALIBRATION_BLOCKS = 960
+
+
+def recalibrate_batch_norm(
+    model: torch.nn.Module, blocks: BlockSet, seed: int = 0, batch: int = 30
+) -> bool:
+    """Set a model's BatchNorm statistics to the mean over batches of its training blocks.
+
+    During training BatchNorm keeps an exponential average of recent batches, taken with
+    weights that were still moving (and, for EMA weights, with the live model's weights).
+    At the end of a run this recomputes them with the final weights over up to
+    ``RECALIBRATION_BLOCKS`` random blocks (un-augmented, as inference sees tissue), as
+    ``torch.optim.swa_utils.update_bn`` does. Uses its own RNG: training's stays untouched.
+    Returns whether the model had BatchNorm layers.
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return False
+    rng = np.random.default_rng([seed, 0x42])
+    idx = np.sort(rng.permutation(len(blocks))[:RECALIBRATION_BLOCKS])
+    device = next(model.parameters()).device
+    momenta = [m.momentum for m in bns]
+    was_training = model.training
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative (equal-weight) average over the batches
+    model.train()
+    try:
+        with torch.no_grad():
+            for a in range(0, len(idx), batch):
+                raw = np.asarray(blocks.images[idx[a : a + batch]])
+                if len(raw) < 2:
+                    continue
+                x = torch.from_numpy(raw.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
+                model(x.to(device))
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.train(was_training)
+    return True
+
+
+def _freeze_batch_norm(model: torch.nn.Module) -> None:
+    """BatchNorm layers normalise with their running statistics and stop updating them."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     state = _plain(state, path)
     try:
@@ -347,8 +397,12 @@ def load_model(
 
 
 def card_path(checkpoint: str | os.PathLike) -> Path:
-    """The JSON model card beside a checkpoint."""
-    return Path(checkpoint).with_suffix(".json")
+    """The JSON model card beside a checkpoint: ``<model>.card.json`` (a prediction's sidecar
+    is ``<name>.pred.json``, so neither replaces the other; older ``<model>.json`` cards are
+    still read, see ``formats.existing_model_card``)."""
+    from .formats import model_card_path
+
+    return model_card_path(checkpoint)
 
 
 def train(
@@ -482,6 +536,9 @@ def train(
         return assess(fr, blocks.z[health_idx], eta_np, rho_np)
 
     def finish(step: int, status: str) -> Path:
+        if config.recalibrate:
+            served = ema_model if ema_model is not None else model
+            recalibrate_batch_norm(served, blocks, seed=config.seed)
         _save_checkpoint(out, snapshot(step))
         verdict = health()
         card = {
@@ -558,6 +615,8 @@ def train(
             z = torch.from_numpy(z_np).to(device)
             gid = torch.from_numpy(gid_np).to(device)
             model.train()
+            if config.bn_freeze and step > config.bn_freeze:
+                _freeze_batch_norm(model)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
                 logits = model(x)
             prob = torch.sigmoid(logits.float())

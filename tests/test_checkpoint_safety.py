@@ -69,7 +69,7 @@ def legacy(tiny_model: Path, tmp_path: Path) -> Path:
     ckpt["info"] = {"prior_path": Path("/somewhere/prior.csv")}
     out = tmp_path / "legacy.pt"
     torch.save(ckpt, out)
-    shutil.copy(tiny_model.with_suffix(".json"), out.with_suffix(".json"))
+    shutil.copy(tiny_model.with_suffix(".card.json"), out.with_suffix(".card.json"))
     return out
 
 
@@ -270,10 +270,10 @@ def test_sidecar_schema(tmp_path: Path) -> None:
     meta = {"slide": "s.tiff", "downsample": 2.0, "mpp": 4.0, "model": "m.pt", "loss": "intra"}
     write_prediction(pred, np.zeros((8, 8), np.uint8), meta)
     assert read_prediction_sidecar(pred)["downsample"] == 2.0
-    pred.with_suffix(".json").write_text(json.dumps({**meta, "downsample": "2"}))
+    pred.with_suffix(".pred.json").write_text(json.dumps({**meta, "downsample": "2"}))
     with pytest.raises(FormatError, match="'downsample' should be"):
         read_prediction_sidecar(pred)
-    pred.with_suffix(".json").write_text(json.dumps({"downsample": 2}))
+    pred.with_suffix(".pred.json").write_text(json.dumps({"downsample": 2}))
     with pytest.raises(FormatError, match="sidecar lacks 'slide'"):
         read_prediction_sidecar(pred)
 

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from napari_lsr.cli import main
+from napari_lsr.training import card_path
 
 TRAIN_TINY = ["--mpp", "4", "--steps", "3", "--depth", "2", "--width", "4", "--group-size", "4"]
 
@@ -46,11 +47,16 @@ def test_pipeline_train_predict_evaluate(project_copy, tmp_path, capsys):
     e = p.slides[0]
     model = tmp_path / "m.pt"
     assert main(train_args(p, "--out", str(model))) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "finished: 3/3 steps" in out and model.exists()
-    pred = tmp_path / "pred.tiff"
+    # the prior's origin in one line: the sample's prior.csv is measured from its masks
+    assert "prior: 0 of 10 bins from the paper's Table 1, 10 from this data" in err
+    card = json.loads(card_path(model).read_text())
+    # issue 14: a prediction written beside its model (m.tiff by m.pt) keeps the model's card
+    pred = tmp_path / "m.tiff"
     assert main(["predict", "--model", str(model), "--slide", str(e.path), "--out", str(pred)]) == 0
-    assert pred.exists() and pred.with_suffix(".json").exists()
+    assert pred.exists() and pred.with_suffix(".pred.json").exists()
+    assert json.loads(card_path(model).read_text()) == card
     js = tmp_path / "e.json"
     assert (
         main(

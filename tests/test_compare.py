@@ -50,7 +50,7 @@ def project_with_model(project_copy, tiny_model):
     """The writable tiny project with the tiny model (and its card) in models/."""
     project_copy.models_dir.mkdir(exist_ok=True)
     shutil.copy(tiny_model, project_copy.models_dir / "lsr.pt")
-    card = json.loads(tiny_model.with_suffix(".json").read_text())
+    card = json.loads(tiny_model.with_suffix(".card.json").read_text())
     card.update(name="lsr", checkpoint="lsr.pt")
     (project_copy.models_dir / "lsr.json").write_text(json.dumps(card))
     return project_copy
@@ -81,7 +81,7 @@ def test_colours_follow_the_loss_and_stay_distinct():
     ]
     c = model_colors(models)
     assert c["a"] == BOUNDARY_COLORS["intra"] == "#00ffff"
-    assert c["b"] == BOUNDARY_COLORS["intra+inter"] == "#0000ff"
+    assert c["b"] == BOUNDARY_COLORS["intra+inter"] == "#3d8bff"
     assert c["c"] == OTHER_COLORS[0]
     assert len(set(c.values())) == len(models)
     reserved = {BOUNDARY_COLORS["truth"], BOUNDARY_COLORS["lowres"]}
@@ -127,7 +127,7 @@ def test_comparison_predicts_scores_and_reuses(project_with_model):
     models = project_models(proj.models_dir)
     events, comp = run(request_for(proj, models))
     pred = proj.predictions_dir / "lsr.tiff"
-    assert pred.exists() and pred.with_suffix(".json").exists()
+    assert pred.exists() and pred.with_suffix(".pred.json").exists()
     assert any(msg.startswith("predicting lsr") for msg, _ in events)
     assert events[-1] == ("done", 1.0)
     fracs = [f for _, f in events]
@@ -149,7 +149,7 @@ def test_comparison_predicts_scores_and_reuses(project_with_model):
     # Boundaries and layers: truth red on top, low-res green, model blue (intra+inter).
     assert comp.legend()[0] == ("Ground truth", "#ff0000")
     assert comp.legend()[1][1] == "#00ff00"
-    assert comp.legend()[2][1] == "#0000ff"
+    assert comp.legend()[2][1] == "#3d8bff"
     kinds = [ld[1]["metadata"]["napari_lsr"]["kind"] for ld in comp.layers]
     assert kinds == ["band", "lowres", "model", "truth"]
     for data, meta, kind in comp.layers:
@@ -173,7 +173,7 @@ def test_prediction_files_and_heatmap(project_with_model):
     other = proj.folder / "elsewhere" / "mine.tiff"
     other.parent.mkdir()
     shutil.copy(pred, other)
-    shutil.copy(pred.with_suffix(".json"), other.with_suffix(".json"))
+    shutil.copy(pred.with_suffix(".pred.json"), other.with_suffix(".pred.json"))
     entry = prediction_entry(other)
     assert entry.name == "mine" and entry.statistic == "intra+inter"
     _, comp = run(request_for(proj, [entry], heatmap=True, band_um=100.0))
@@ -245,11 +245,11 @@ def test_prediction_for_another_slide(project_with_model, tmp_path):
     proj = project_with_model
     run(request_for(proj, project_models(proj.models_dir)))
     pred = proj.predictions_dir / "lsr.tiff"
-    meta = json.loads(pred.with_suffix(".json").read_text())
+    meta = json.loads(pred.with_suffix(".pred.json").read_text())
     meta.update(slide="/data/other_slide.tiff", slide_width=1000, slide_height=900)
     bad = tmp_path / "other.tiff"
     shutil.copy(pred, bad)
-    bad.with_suffix(".json").write_text(json.dumps(meta))
+    bad.with_suffix(".pred.json").write_text(json.dumps(meta))
     with pytest.raises(FormatError) as err:
         run(request_for(proj, [prediction_entry(bad)]))
     assert_one_line(err.value, "other_slide.tiff", "not for slide_0.tiff")
@@ -280,10 +280,10 @@ def test_metrics_csv_and_table_cells(tmp_path):
 
 def test_figure_gets_a_legend(tmp_path):
     shot = np.full((300, 400, 4), 128, np.uint8)
-    entries = [("Ground truth", "#ff0000"), ("Low resolution", "#00ff00"), ("m", "#0000ff")]
+    entries = [("Ground truth", "#ff0000"), ("Low resolution", "#00ff00"), ("m", "#3d8bff")]
     out = draw_legend(shot, entries)
     assert out.shape == shot.shape
-    for color in ((255, 0, 0), (0, 255, 0), (0, 0, 255)):
+    for color in ((255, 0, 0), (0, 255, 0), (0x3D, 0x8B, 0xFF)):
         assert (out[..., :3] == color).all(axis=-1).any(), color
     path = write_figure(tmp_path / "fig", shot, entries)
     assert path.suffix == ".png" and Image.open(path).size == (400, 300)
@@ -295,4 +295,4 @@ def test_same_name_twice_gets_two_rows_and_colours(project_with_model):
     pred = prediction_entry(proj.predictions_dir / "lsr.tiff")
     _, comp = run(request_for(proj, [*project_models(proj.models_dir), pred]))
     assert [r["name"] for r in comp.rows] == [LOWRES_NAME, "lsr", "lsr (2)"]
-    assert comp.rows[1]["color"] == "#0000ff" and comp.rows[2]["color"] == OTHER_COLORS[0]
+    assert comp.rows[1]["color"] == "#3d8bff" and comp.rows[2]["color"] == OTHER_COLORS[0]

@@ -111,6 +111,30 @@ def test_prior_round_trip(tmp_path):
     assert q.bins == p.bins and np.allclose(q.mean_pct, p.mean_pct)
     assert q.n[0] == 3 and np.isnan(q.n[1])
     assert not list(tmp_path.glob(".prior.csv*")), "no temporary file left behind"
+    assert q.source == ["measured", "measured"]  # not the paper's Table 1 rows
+
+
+def test_prior_keeps_each_bins_source(tmp_path):
+    """Issue 14: prior.csv says where each bin's value comes from; older files still read."""
+    p = paper_prior()
+    mean = p.mean_pct.copy()
+    mean[9] = 77.75
+    sources = ["paper"] * 7 + ["edited", "reviewed", "measured"]
+    q = Prior(p.bins, mean, p.std_pct, np.arange(10.0), source=sources)
+    write_prior_csv(tmp_path / "prior.csv", q)
+    text = (tmp_path / "prior.csv").read_text()
+    assert text.splitlines()[0] == "bin,p_low,p_high,mean_pct,std_pct,n,source"
+    assert text.splitlines()[-1].endswith(",measured")
+    assert read_prior_csv(tmp_path / "prior.csv").source == sources
+    assert q.source_line() == "prior: 7 of 10 bins from the paper's Table 1, 3 from this data"
+    # an older file without the column: Table 1's rows are paper, any other row measured
+    old = "\n".join(",".join(line.split(",")[:6]) for line in text.splitlines()) + "\n"
+    (tmp_path / "old.csv").write_text(old)
+    assert read_prior_csv(tmp_path / "old.csv").source == ["paper"] * 9 + ["measured"]
+    bad = text.replace(",measured", ",guessed")
+    with pytest.raises(FormatError, match="guessed") as info:
+        read_prior_csv(write(tmp_path, "bad.csv", bad))
+    assert info.value.column == "source" and info.value.row == 10
 
 
 PRIOR_HEAD = "bin,p_low,p_high,mean_pct,std_pct,n\n"
@@ -273,3 +297,40 @@ def test_labels_dataclass_boxes():
         np.array([4]),
     )
     assert lab.boxes().tolist() == [[1, 2, 3, 4]]
+
+
+# -- file modes ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def umask_022():
+    import os
+
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_writers_keep_the_umask_mode(tmp_path, umask_022):
+    """Issue 14: the temporary-file-and-rename writer kept mkstemp's 0600, so colleagues
+    sharing a project folder could not read prior.csv, project.toml, models, predictions."""
+    import os
+    import stat
+
+    from napari_lsr.formats import atomic_path, current_umask, write_json
+    from napari_lsr.project import Project
+
+    assert current_umask() == 0o022
+    write_prior_csv(tmp_path / "prior.csv", paper_prior())
+    write_json(tmp_path / "m.card.json", {"a": 1})
+    meta = {"slide": "s.tiff", "downsample": 1, "mpp": 1.0, "model": "m.pt", "loss": "intra"}
+    write_prediction(tmp_path / "p.tiff", np.zeros((8, 8), np.uint8), meta)
+    with atomic_path(tmp_path / "m.pt") as tmp:
+        tmp.write_bytes(b"weights")
+    Project.create(tmp_path / "proj", [])
+    written = ["prior.csv", "m.card.json", "p.tiff", "p.pred.json", "m.pt", "proj/project.toml"]
+    modes = {n: oct(stat.S_IMODE(os.stat(tmp_path / n).st_mode)) for n in written}
+    assert modes == {n: "0o644" for n in written}
+    os.umask(0o007)  # a lab's group-shared folder
+    write_prior_csv(tmp_path / "prior.csv", paper_prior())
+    assert stat.S_IMODE(os.stat(tmp_path / "prior.csv").st_mode) == 0o660

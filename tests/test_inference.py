@@ -235,7 +235,7 @@ def test_geojson_outside_the_slide(tiny_project, tmp_path):
 
 def test_sidecar_names_slide_downsample_mpp_model_and_loss(tiny_project, tiny_model, local_pred):
     out, summary = local_pred
-    meta = json.loads(out.with_suffix(".json").read_text())
+    meta = json.loads(out.with_suffix(".pred.json").read_text())
     for key in ("slide", "downsample", "mpp", "model", "loss"):
         assert key in meta, key
     assert meta["slide"] == str(tiny_project.slides[0].path.resolve())

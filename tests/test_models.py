@@ -44,6 +44,7 @@ def test_models_newest_first_with_card_fields(tmp_path: Path) -> None:
     assert [m.name for m in models] == ["new", "old"]
     m = models[0]
     assert isinstance(m, ModelCard)
+    # an older card (NAME.json) is still read
     assert m.checkpoint == new and m.card_path == new.with_suffix(".json")
     assert (m.status, m.loss, m.distance, m.steps, m.steps_planned) == (
         "cancelled",
@@ -100,3 +101,31 @@ def test_real_engine_card_is_listed(tiny_model: Path) -> None:
     assert math.isfinite(m.final_loss)
     for key in ("distance", "prior", "slides", "duration_s", "device"):
         assert key in m.card
+
+
+def test_a_prediction_beside_a_model_keeps_the_card(tmp_path: Path) -> None:
+    """Issue 14: `predict --out m.tiff` beside `m.pt` replaced the card `m.json`."""
+    from napari_lsr.formats import (
+        existing_prediction_sidecar,
+        model_card_path,
+        prediction_sidecar,
+        read_prediction_sidecar,
+    )
+    from napari_lsr.training import card_path
+
+    pt = tmp_path / "m.pt"
+    pt.write_bytes(b"weights")
+    card = {"name": "m", "checkpoint": "m.pt", "status": "done", "loss": "intra"}
+    (tmp_path / "m.card.json").write_text(json.dumps(card))
+    side = {"slide": "s.tif", "downsample": 2, "mpp": 1.0, "model": "m.pt", "loss": "intra"}
+    prediction_sidecar(tmp_path / "m.tiff").write_text(json.dumps(side))
+    assert card_path(pt) == model_card_path(pt) != prediction_sidecar(tmp_path / "m.tiff")
+    [m] = list_models(tmp_path)
+    assert m.card["status"] == "done" and m.card_path.name == "m.card.json"
+    assert read_prediction_sidecar(tmp_path / "m.tiff")["slide"] == "s.tif"
+    # an older prediction sidecar (NAME.json) is read, and never taken for a model card
+    (tmp_path / "m.card.json").unlink()
+    prediction_sidecar(tmp_path / "m.tiff").unlink()
+    (tmp_path / "m.json").write_text(json.dumps(side))
+    assert existing_prediction_sidecar(tmp_path / "m.tiff").name == "m.json"
+    assert list_models(tmp_path) == []

@@ -414,3 +414,83 @@ def test_prior_for_saving_keeps_measured_rows():
     measured = Prior(p.bins, p.mean_pct, p.std_pct, np.arange(10, dtype=float))
     out = prior_for_saving(measured)
     assert math.isnan(out.n[0]) and out.n[9] == 9
+
+
+# -- portable projects (issue 14) ------------------------------------------------------------------
+
+
+def _review(project: Project, n: int) -> list[int]:
+    s = ReviewSession(project, "ana", k=4, seed=0, check_tissue=False)
+    done = []
+    for _ in range(n):
+        done.append(s.current.id)
+        s.enter(40)
+    s.slides.close()
+    return done
+
+
+def _progress(project: Project) -> tuple[int, int]:
+    s = ReviewSession(project, "ana", k=4, seed=0, check_tissue=False)
+    done = sum(s.progress(z).done for z in range(len(project.bins)))
+    s.slides.close()
+    return done, len(project.store.estimates())
+
+
+def test_a_copied_project_keeps_its_review_progress(project_copy, tmp_path):
+    """Issue 14: the store keyed slides by absolute path, so a copied or moved project offered
+    its reviewed blocks again while the prior still counted the old estimates."""
+    _review(project_copy, 5)
+    assert _progress(project_copy) == (5, 5)
+    assert {r[1] for r in project_copy.store.slide_rows()} == {"slide_0.tiff"}
+    project_copy.close()
+    copy = tmp_path / "elsewhere" / "copied project"
+    shutil.copytree(project_copy.folder, copy)
+    shutil.rmtree(project_copy.folder)  # moved, not only copied
+    moved = Project.open(copy)
+    assert _progress(moved) == (5, 5)  # nothing offered again, nothing counted twice
+    _review(moved, 3)  # and the review goes on in the copy
+    assert _progress(moved) == (8, 8)
+    assert estimates_prior(moved).n.sum() == 8
+
+
+def test_an_older_store_with_absolute_slide_keys_is_migrated(project_copy, tmp_path):
+    _review(project_copy, 4)
+    store = project_copy.store
+    [(sid, _key, _w, _h)] = store.slide_rows()
+    # as stores were written before: the slide keyed by its absolute path on another machine
+    store.rename_slide(sid, "/home/someone/old place/project/slide_0.tiff")
+    project_copy.close()
+    copy = tmp_path / "copy"
+    shutil.copytree(project_copy.folder, copy)
+    moved = Project.open(copy)
+    assert [r[1] for r in moved.store.slide_rows()] == ["slide_0.tiff"]
+    assert _progress(moved) == (4, 4)
+    _review(moved, 1)
+    assert _progress(moved) == (5, 5)
+
+
+# -- Use slide follows the CSV chosen last (issue 14) ----------------------------------------------
+
+
+def test_use_slide_never_stays_bound_to_a_bad_csv(project_copy, tmp_path):
+    import tomllib
+
+    entry = project_copy.slides[0]
+    slide = tmp_path / "s.tiff"
+    shutil.copy(entry.path, slide)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y,width,height,probability\n0,0,64,64,7\n")
+    with pytest.raises(ReviewError, match="outside"):
+        project_for_slide(slide, bad)
+    folder = tmp_path / "s_lsr"
+    assert not (folder / "project.toml").exists()  # nothing written for a CSV that fails
+    proj = project_for_slide(slide, entry.labels)
+    assert proj.slides[0].labels == entry.labels.resolve()
+    # a project bound to a bad CSV (as older versions left it) follows the good one chosen
+    Project.create(tmp_path / "old", [SlideEntry(slide, bad)])
+    proj = project_for_slide(slide, entry.labels, folder=tmp_path / "old")
+    assert proj.slides[0].labels == entry.labels.resolve()
+    cfg = tomllib.loads((tmp_path / "old" / "project.toml").read_text())
+    assert Path(cfg["slides"][0]["labels"]).name == entry.labels.name
+    blocks, _ = load_blocks(proj, SlideSet(proj))
+    assert blocks

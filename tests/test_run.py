@@ -28,7 +28,7 @@ def test_subprocess_run_relays_every_event_and_saves_the_model(project_copy) -> 
     kinds = [getattr(e, "kind", "") for e in events]
     assert kinds[-1] == "done" and "start" in kinds
     assert [e.step for e in events if getattr(e, "kind", "") == "step"] == [1, 2, 3, 4, 5]
-    card = json.loads(plan.out.with_suffix(".json").read_text())
+    card = json.loads(plan.out.with_suffix(".card.json").read_text())
     assert card["status"] == "done" and card["steps"] == 5
     assert card["device"] == "cpu" and card["slides"] == [str(project_copy.slides[0].path)]
     from napari_lsr.training import load_checkpoint
@@ -41,7 +41,7 @@ def test_cancel_reaches_the_child_within_a_step(project_copy) -> None:
     events = run_cancelled_at(run.run_in_subprocess, plan, 2)
     last = events[-1]
     assert last.kind == "cancelled" and last.step <= 3  # the step under way may finish
-    card = json.loads(plan.out.with_suffix(".json").read_text())
+    card = json.loads(plan.out.with_suffix(".card.json").read_text())
     assert card["status"] == "cancelled" and card["steps"] == last.step
 
 
@@ -54,7 +54,7 @@ def test_closing_the_generator_cancels_and_waits_for_the_checkpoint(project_copy
             break
     gen.close()
     assert finished.is_set() and cancel.is_set()
-    card = json.loads(plan.out.with_suffix(".json").read_text())
+    card = json.loads(plan.out.with_suffix(".card.json").read_text())
     assert card["status"] == "cancelled"
 
 
@@ -132,7 +132,7 @@ def test_the_child_saves_a_checkpoint_when_its_parent_dies(project_copy, tmp_pat
     assert parent.stdout.readline().strip() == "STEP"
     parent.kill()  # SIGKILL: no cleanup in the parent at all
     parent.wait()
-    card = plan.out.with_suffix(".json")
+    card = plan.out.with_suffix(".card.json")
     deadline = time.monotonic() + 60
     while not card.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -188,7 +188,7 @@ def test_a_run_that_outlives_the_interpreter_saves_its_checkpoint(project_copy, 
         """,
     )
     subprocess.run([sys.executable, str(script)], check=True, timeout=120)
-    card = json.loads(plan.out.with_suffix(".json").read_text())
+    card = json.loads(plan.out.with_suffix(".card.json").read_text())
     assert card["status"] == "cancelled"
 
 

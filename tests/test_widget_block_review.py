@@ -311,3 +311,76 @@ def test_second_viewer_on_the_same_project(make_napari_viewer, project_copy, qtb
     con.close()
     for w in widgets:
         w.shutdown()
+
+
+def test_enter_in_a_field_does_only_what_the_field_means(make_napari_viewer, project_copy, qtbot):
+    """Issue 14: Enter in the Project or Annotator field opened the project, then said "Type a
+    cancer percentage from 0 to 100 first."; after an entry the spin box and slider kept the
+    previous value while the entry field was empty."""
+    viewer = make_napari_viewer(show=True)
+    w = BlockReviewWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Block review")
+    w.annotator_edit.setText("ana")
+    w.path_edit.setText(str(project_copy.folder))
+    w.path_edit.setFocus()
+    qtbot.keyClick(w.path_edit, Qt.Key.Key_Return)
+    assert w.session is not None, w.message.text()
+    assert "first" not in w.message.text() and "ff6b6b" not in w.message.styleSheet()
+    for field in (w.annotator_edit, w.path_edit, w.k_spin, w.seed_spin):
+        field.setFocus()
+        qtbot.keyClick(field, Qt.Key.Key_Return)
+        assert "percentage" not in w.message.text(), field
+    assert _count(project_copy.store.path) == 0
+    # an entry empties the entry field, the spin box and the slider together
+    w.setFocus()
+    _type(qtbot, w, "35")
+    assert _count(project_copy.store.path) == 1
+    assert w.entry.text() == "" and w.spin.text() == "–" and w.slider.value() == 0
+    qtbot.keyClick(w, Qt.Key.Key_Up)  # from nothing, Up starts at 5
+    assert w.entry.text() == "5" and w.spin.value() == 5 and w.slider.value() == 5
+    w.shutdown()
+
+
+def test_use_slide_follows_the_csv_chosen_last(make_napari_viewer, project_copy, tmp_path):
+    """Issue 14: once Use slide had seen a bad CSV, the slide stayed bound to it."""
+    from napari_lsr.slide import Slide
+
+    viewer = make_napari_viewer()
+    entry = project_copy.slides[0]
+    slide = Slide(entry.path)
+    data, meta, _ = slide_layer_data(slide)
+    viewer.add_image(data, **meta)
+    w = BlockReviewWidget(viewer)
+    w.annotator_edit.setText("ana")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y,width,height,probability\n0,0,64,64,abc\n")
+    assert not w.use_viewer_slide(str(bad))
+    text = w.message.text()
+    assert "not a number" in text and text.rstrip().endswith("bad.csv")  # reason first
+    w.csv_edit.setText(str(entry.labels))
+    w.csv_edit.returnPressed.emit()  # Enter in the Labels field: Use slide
+    assert w.session is not None, w.message.text()
+    assert "bad.csv" not in w.message.text()
+    assert w.project.slides[0].labels == entry.labels.resolve()
+    w.shutdown()
+    slide.close()
+
+
+def test_the_four_docks_open_tabbed_and_fit_the_screen(make_napari_viewer, project_copy, qtbot):
+    """Issue 14: with all four docks open, as `make demo` opens them, the window grew to
+    2070 px on a 1080-px screen and Block review shrank to a few rows."""
+    from napari_lsr.widgets._docks import DOCKS, open_docks
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    widgets = open_docks(viewer, project_copy)
+    assert list(widgets) == list(DOCKS)
+    review = widgets["Block review"]
+    review.annotator_edit.setText("ana")
+    assert review.start_session(), review.message.text()
+    qtbot.waitUntil(review.image_label.isVisible, timeout=5000)
+    avail = window.screen().availableGeometry()
+    assert window.height() <= avail.height() and window.width() <= avail.width()
+    for w in (review.image_label, review.record_button, review.skip_button, review.undo_button):
+        assert w.isVisible() and w.visibleRegion().boundingRect().size() == w.size(), w
+    review.shutdown()

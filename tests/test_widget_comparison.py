@@ -13,6 +13,7 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from qtpy.QtWidgets import QLabel
 from scipy import ndimage as ndi
 
 from napari_lsr.compare import LOWRES_NAME
@@ -30,7 +31,7 @@ def project_with_model(project_copy, tiny_model):
     """The writable tiny project with the tiny model (and its card) in models/."""
     project_copy.models_dir.mkdir(exist_ok=True)
     shutil.copy(tiny_model, project_copy.models_dir / "lsr.pt")
-    card = json.loads(tiny_model.with_suffix(".json").read_text())
+    card = json.loads(tiny_model.with_suffix(".card.json").read_text())
     card.update(name="lsr", checkpoint="lsr.pt")
     (project_copy.models_dir / "lsr.json").write_text(json.dumps(card))
     return project_copy
@@ -132,8 +133,12 @@ def test_widget_predicts_compares_and_exports(make_napari_viewer, qtbot, project
     assert widget.legend.entries == [
         ("Ground truth", "#ff0000"),
         ("Low resolution (p >= 0.5)", "#00ff00"),
-        ("lsr (intra+inter/gaussian)", "#0000ff"),
+        ("lsr (intra+inter/gaussian)", "#3d8bff"),
     ]
+    # the legend names each colour and its width (issue 14: the blue stands out on H&E)
+    texts = [la.text() for la in widget.legend.findChildren(QLabel) if la.text()]
+    assert "lsr (intra+inter/gaussian)  (blue #3d8bff, 3 px)" in texts
+    assert "Ground truth  (red #ff0000, 2 px)" in texts
     kinds = layer_kinds(viewer)
     assert [la.name for la in kinds["model"]] == ["slide_0 lsr (intra+inter/gaussian)"]
     assert len(kinds["truth"]) == len(kinds["lowres"]) == len(kinds["band"]) == 1

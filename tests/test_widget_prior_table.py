@@ -9,9 +9,13 @@ import tomllib
 from napari_lsr.formats import paper_prior, read_prior_csv
 from napari_lsr.project import Project, SlideEntry
 from napari_lsr.review import ReviewSession
+from napari_lsr.widgets import prior_table
 from napari_lsr.widgets.prior_table import (
     ANNOTATOR,
+    COL_CHANGE,
     COL_MEAN,
+    COL_NOTES,
+    COL_SOURCE,
     COL_STD,
     FILE,
     PAPER,
@@ -34,7 +38,9 @@ def _estimate(project, annotator: str, values: dict[int, list[float]]) -> None:
     s.slides.close()
 
 
-def test_prior_table(make_napari_viewer, project_copy, tmp_path, qtbot):
+def test_prior_table(make_napari_viewer, project_copy, tmp_path, qtbot, monkeypatch):
+    # nothing in this test replaces a measured value with the paper's: no question is asked
+    monkeypatch.setattr(prior_table, "confirm_replace", lambda *a: pytest.fail("asked"))
     # ana: bins 0, 1, 2 (bin 2 falls below bin 1) and one estimate in bin 9; ben: bin 0
     _estimate(project_copy, "ana", {0: [2, 4, 6], 1: [30, 40], 2: [10, 20], 9: [80]})
     _estimate(project_copy, "ben", {0: [4, 8, 6]})
@@ -48,13 +54,20 @@ def test_prior_table(make_napari_viewer, project_copy, tmp_path, qtbot):
     assert t.rowCount() == 10
     assert [t.item(0, c).text() for c in range(5)] == ["0–20", "6", "5.0", "1.9", "0 ± 0.1"]
     assert t.item(1, 1).text() == "2" and t.item(1, 2).text() == "35.0"
-    assert t.item(5, 1).text() == "0" and "no estimates" in t.item(5, 5).text()
+    # a bin nobody reviewed keeps the value prior.csv measured for it (issue 14)
+    measured = read_prior_csv(project_copy.prior_path)
+    assert t.item(5, 1).text() == str(int(measured.n[5]))
+    assert t.item(5, COL_SOURCE).text() == "measured" and t.item(5, COL_CHANGE).text() == ""
+    assert "kept from prior.csv" in t.item(5, COL_NOTES).text()
+    assert t.item(0, COL_SOURCE).text() == "reviewed here" and "→" in t.item(0, COL_CHANGE).text()
+    assert "0 of 10 bins from the paper's Table 1, 10 from this data" in w.flags_label.text()
     # flags: bins with fewer than 2 estimates, and means that fall
-    assert "< 2 estimates" in t.item(9, 5).text()
-    assert "not monotonic" in t.item(2, 5).text()
+    assert "< 2 estimates" in t.item(9, COL_NOTES).text()
+    assert "not monotonic" in t.item(2, COL_NOTES).text()
     assert "fewer than 2 estimates: 3–4" not in w.flags_label.text()
     assert "95–100" in w.flags_label.text() and "not monotonic): 20–30" not in w.flags_label.text()
-    assert "30–40" in w.flags_label.text().split("\n")[-1]
+    drops = [ln for ln in w.flags_label.text().split("\n") if "not monotonic" in ln]
+    assert "30–40" in drops[0]
     # one Gaussian per bin, and the paper's dashed beside it
     assert len(w.figure.axes[0].lines) == 20
 
@@ -67,7 +80,7 @@ def test_prior_table(make_napari_viewer, project_copy, tmp_path, qtbot):
     assert a.item(0, 4).text() == "2.0"
     assert "2 annotators" in w.agreement_label.text()
     assert w.set_source(ANNOTATOR, "ben")
-    assert t.item(0, 1).text() == "3" and t.item(1, 1).text() == "0"
+    assert t.item(0, 1).text() == "3" and t.item(1, COL_SOURCE).text() == "measured"
 
     # edits through the table, recorded with who and when
     assert w.set_source(POOLED)
@@ -75,7 +88,8 @@ def test_prior_table(make_napari_viewer, project_copy, tmp_path, qtbot):
     t.item(5, COL_MEAN).setText("25")
     edits = project_copy.store.prior_edits()
     assert edits[5][:3] == (25.0, w.base.std_pct[5], "dr_x")
-    assert t.item(5, COL_MEAN).text() == "25.0" and "edited by dr_x" in t.item(5, 5).text()
+    assert t.item(5, COL_MEAN).text() == "25.0" and "edited by dr_x" in t.item(5, COL_NOTES).text()
+    assert t.item(5, COL_SOURCE).text() == "edited"
     t.item(5, COL_STD).setText("abc")  # refused, visibly, and the cell is put back
     assert "not a number" in w.message.text() and w.message.isVisibleTo(w)
     assert t.item(5, COL_STD).text() == f"{w.prior.std_pct[5]:.1f}"
@@ -91,7 +105,8 @@ def test_prior_table(make_napari_viewer, project_copy, tmp_path, qtbot):
     path = w.save_prior()
     assert path == project_copy.prior_path
     saved = read_prior_csv(path)
-    assert saved.mean_pct[5] == 25.0 and np.isnan(saved.n[5])  # an edited row no estimate made
+    assert saved.mean_pct[5] == 25.0 and saved.source[5] == "edited"
+    assert saved.source[0] == "reviewed" and saved.source[6] == "measured"
     assert saved.n[0] == 6 and saved.mean_pct[0] == pytest.approx(5.0)
     assert not list(path.parent.glob(".prior.csv.*"))  # no temporary file left behind
     assert w.set_source(SAVED)
@@ -126,3 +141,51 @@ def test_save_into_a_project_without_a_prior(make_napari_viewer, project_copy, t
     cfg = tomllib.loads((proj.folder / "project.toml").read_text())
     assert cfg["prior"]["path"] == "prior.csv"
     assert Project.open(proj.folder).prior().mean_pct[0] == pytest.approx(15.0)
+
+
+def test_a_partial_review_never_replaces_measured_values_unasked(
+    make_napari_viewer, project_copy, monkeypatch
+):
+    """Issue 14: on a project whose prior.csv was measured from the masks, one bin was
+    reviewed and Save prior wrote the paper's Table 1 over the 9 other bins, unasked."""
+    measured = read_prior_csv(project_copy.prior_path)
+    assert set(measured.source) == {"measured"}
+    _estimate(project_copy, "ana", {9: [70, 80, 90]})
+    asked: list[str] = []
+    answer = [False]
+
+    def confirm(parent, title, text):
+        asked.append(text)
+        return answer[0]
+
+    monkeypatch.setattr(prior_table, "confirm_replace", confirm)
+    viewer = make_napari_viewer()
+    w = PriorTableWidget(viewer)
+    w.set_project(project_copy)
+    t = w.table
+    assert w.source() == (POOLED, "")
+    for b in range(9):  # shown as measured, and the save leaves them as they are
+        assert t.item(b, COL_SOURCE).text() == "measured"
+        assert t.item(b, COL_CHANGE).text() == ""
+        assert t.item(b, COL_MEAN).text() == f"{measured.mean_pct[b]:.1f}"
+    assert t.item(9, COL_SOURCE).text() == "reviewed here"
+    assert "measured" in t.item(9, COL_CHANGE).text() and "reviewed" in t.item(9, COL_CHANGE).text()
+    path = w.save_prior()
+    assert path is not None and asked == []
+    saved = read_prior_csv(path)
+    assert saved.source == ["measured"] * 9 + ["reviewed"]
+    np.testing.assert_allclose(saved.mean_pct[:9], measured.mean_pct[:9], rtol=1e-3)
+    np.testing.assert_array_equal(saved.n[:9], measured.n[:9])
+    assert saved.mean_pct[9] == pytest.approx(80.0) and saved.n[9] == 3
+    # the paper's table over this data: the save says what it replaces and asks first
+    before = path.read_bytes()
+    assert w.set_source(PAPER)
+    assert t.item(0, COL_SOURCE).text() == "paper Table 1"
+    assert "measured" in t.item(0, COL_CHANGE).text() and "paper" in t.item(0, COL_CHANGE).text()
+    assert "10 of 10 bins from the paper's Table 1, 0 from this data" in w.flags_label.text()
+    assert w.save_prior() is None
+    assert len(asked) == 1 and "10 bin(s)" in asked[0] and "95–100" in asked[0]
+    assert path.read_bytes() == before and "Not saved" in w.message.text()
+    answer[0] = True
+    assert w.save_prior() == path and len(asked) == 2
+    assert read_prior_csv(path).source == ["paper"] * 10

@@ -134,6 +134,10 @@ def test_train_cancel_resume_and_card(widget, qtbot) -> None:
     rec = Recorder(widget)
     assert widget.start()
     assert widget.is_running and not widget.train_btn.isEnabled()
+    # issue 14: one line says how much of the prior is the paper's rather than this data's
+    assert "prior: 0 of 10 bins from the paper's Table 1, 10 from this data" in (
+        widget.status_label.text()
+    )
     qtbot.waitUntil(lambda: len(rec.steps()) >= 3, timeout=30_000)
     bars = [p for p in progress._all_instances if "training" in p.desc]
     assert bars and bars[0].total == 24
@@ -146,7 +150,7 @@ def test_train_cancel_resume_and_card(widget, qtbot) -> None:
     assert {"start", "cancelled"} <= {getattr(e, "kind", "") for e in rec.events}
     assert any(isinstance(e, tw.Phase) for e in rec.events)  # labels and blocks phase
     out = Path(path)
-    card = json.loads(out.with_suffix(".json").read_text())
+    card = json.loads(out.with_suffix(".card.json").read_text())
     stopped = card["steps"]
     assert card["status"] == "cancelled" and stopped < 24
     assert card["prior"].endswith("prior.csv") and card["slides"]
@@ -161,7 +165,7 @@ def test_train_cancel_resume_and_card(widget, qtbot) -> None:
     assert rec.finished[-1] == (str(out), "done")
     resumed = rec.steps()
     assert resumed[0] == stopped + 1 and resumed[-1] == 24
-    card = json.loads(out.with_suffix(".json").read_text())
+    card = json.loads(out.with_suffix(".card.json").read_text())
     assert card["status"] == "done" and card["steps"] == 24
     for key in ("loss", "distance", "prior", "slides", "final_loss", "duration_s", "device"):
         assert key in card
@@ -195,7 +199,7 @@ def test_closing_the_viewer_stops_training_with_a_checkpoint(
     qtbot.waitUntil(lambda: len(rec.steps()) >= 2, timeout=30_000)
     viewer.close()  # napari cancels its tasks: ours stops and waits for the checkpoint
     assert handle.finished.is_set()
-    card = json.loads((project_copy.models_dir / "intra+inter-gaussian.json").read_text())
+    card = json.loads((project_copy.models_dir / "intra+inter-gaussian.card.json").read_text())
     assert card["status"] == "cancelled" and card["steps"] < 100_000
 
 
@@ -218,6 +222,8 @@ def test_errors_become_readable_notifications(widget, qtbot) -> None:
     widget.slide_list.item(0).setCheckState(tw.Qt.CheckState.Unchecked)
     assert not widget.start()
     assert any("tick at least one slide" in s for s in seen)
+    # issue 14: the status shows the failure too (it said "idle"), reason first
+    assert widget.status_label.text().startswith("⚠ cannot start training: tick at least")
 
 
 def test_readable_error_for_out_of_memory_and_nan() -> None:
@@ -296,7 +302,7 @@ def test_cancel_is_honoured_at_the_next_step(project_copy) -> None:
     plan = tiny_plan(project_copy, "c", steps=1000)
     events = run_cancelled_at(tw.run_training, plan, 3)
     assert events[-1].kind == "cancelled" and events[-1].step == 3
-    card = json.loads(plan.out.with_suffix(".json").read_text())
+    card = json.loads(plan.out.with_suffix(".card.json").read_text())
     assert card["status"] == "cancelled" and card["steps"] == 3
 
 

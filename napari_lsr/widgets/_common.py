@@ -1,13 +1,26 @@
-"""Small Qt pieces the dock widgets share: the "Project [path] Browse… Open" row, and the
-confirmation asked before a checkpoint that is not plain data is opened."""
+"""Small Qt pieces the dock widgets share: the "Project [path] Browse… Open" row, the
+confirmation asked before a checkpoint that is not plain data is opened, and error messages
+worded reason first (``reason_first``), so a toast cut short still says what went wrong."""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 
 def project_row(
@@ -72,3 +85,79 @@ def vet_checkpoint(
         return True
     show_error(str(UntrustedCheckpoint(path, needs)))
     return False
+
+
+#: A message that starts (after an optional prefix such as "cannot start training: ") with a
+#: path, maybe followed by the row and column of FormatError, then ": reason".
+_PATH_FIRST = re.compile(
+    r"^(?P<pre>(?:[^/\\:]+: )*?)"
+    r"(?P<path>(?:[A-Za-z]:[\\/]|~?/)[^:\n]*?)"
+    r"(?P<where>(?:, row \d+ \(line \d+\))?(?:, column '[^']*')?): "
+    r"(?P<reason>.+)$"
+)
+
+
+def reason_first(error: BaseException | str) -> str:
+    """One line that leads with the reason and ends with the path (``reason — path``).
+
+    Messages here often start with a long path (FormatError's ``path, row r: reason``,
+    ``path: no such file``); a toast cut short then shows only the path. Messages without a
+    leading path are returned as their first line.
+    """
+    from ..formats import FormatError
+
+    if isinstance(error, FormatError):
+        return _format_error_text(error)
+    cause = getattr(error, "__cause__", None)
+    text = str(error).strip() if isinstance(error, str) else str(error).strip()
+    if not text and isinstance(error, BaseException):
+        text = type(error).__name__
+    if isinstance(cause, FormatError) and text.endswith(str(cause)):
+        return text[: len(text) - len(str(cause))] + _format_error_text(cause)
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        return f"{error.strerror} — {error.filename}"
+    text = text.splitlines()[0] if text else text
+    m = _PATH_FIRST.match(text)
+    if m is None:
+        return text
+    where = m["where"].lstrip(", ")
+    return f"{m['pre']}{m['reason']}{f' ({where})' if where else ''} — {m['path']}"
+
+
+def _format_error_text(error: object) -> str:
+    where = []
+    if getattr(error, "row", None) is not None:
+        where.append(f"row {error.row} (line {error.row + 1})")
+    if getattr(error, "column", None) is not None:
+        where.append(f"column {error.column!r}")
+    extra = f" ({', '.join(where)})" if where else ""
+    return f"{error.reason}{extra} — {error.path}"
+
+
+def scroll_contents(widget: QWidget) -> QScrollArea:
+    """Move what ``widget``'s vertical layout holds into a scroll area inside it, so its dock
+    can be shorter than its contents (stacked docks then fit the screen; what does not fit
+    scrolls). Stretch factors are kept; the scroll area never scrolls sideways."""
+    old = widget.layout()
+    inner = QWidget()
+    new = QVBoxLayout(inner)
+    new.setContentsMargins(old.contentsMargins())
+    new.setSpacing(old.spacing())
+    stretches = [old.stretch(i) for i in range(old.count())]
+    items = [old.takeAt(0) for _ in range(old.count())]
+    for item, stretch in zip(items, stretches):
+        if item.widget() is not None:
+            new.addWidget(item.widget(), stretch)
+        elif item.layout() is not None:
+            new.addLayout(item.layout(), stretch)
+        else:
+            new.addItem(item)
+    scroll = QScrollArea(widget)
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(inner)
+    old.setContentsMargins(0, 0, 0, 0)
+    old.addWidget(scroll)
+    widget.setMinimumWidth(max(widget.minimumWidth(), inner.minimumSizeHint().width()))
+    return scroll

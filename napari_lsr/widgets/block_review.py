@@ -63,8 +63,10 @@ from ..review import (
     world_center,
 )
 from ..slide import SlideError
-from ._common import project_row
+from ._common import project_row, reason_first
 
+#: The spin box's value when nothing is typed (shown as "–").
+NO_VALUE = -1
 #: Side, in screen pixels, of the block image in the widget.
 IMAGE_SIDE = 288
 #: Narrowest the dock gets (the legend's five columns and the rows of buttons fit).
@@ -223,6 +225,7 @@ class BlockReviewWidget(QWidget):
         )
         self.class_combo.setEnabled(False)
         self.csv_edit.textChanged.connect(self._labels_file_changed)
+        self.csv_edit.returnPressed.connect(self.use_slide_button.click)  # Enter: Use slide
         row = QHBoxLayout()
         row.addWidget(QLabel("Labels"))
         row.addWidget(self.csv_edit, 1)
@@ -305,7 +308,9 @@ class BlockReviewWidget(QWidget):
         self.entry.installEventFilter(self)
         self.entry.textEdited.connect(self._entry_edited)
         self.spin = QSpinBox()
-        self.spin.setRange(0, 100)
+        self.spin.setRange(NO_VALUE, 100)
+        self.spin.setSpecialValueText("–")  # shown at NO_VALUE: nothing typed yet
+        self.spin.setValue(NO_VALUE)
         self.spin.setSingleStep(int(STEP_PCT))
         self.spin.setSuffix(" %")
         self.spin.valueChanged.connect(self._spin_changed)
@@ -361,7 +366,10 @@ class BlockReviewWidget(QWidget):
         keys.setStyleSheet("color: #909090; font-size: 10px;")
         root.addWidget(keys)
         root.addStretch(1)
-        # Enter in these finishes their own edit; it is not an estimate.
+        # Enter in these finishes their own edit (opens the project, uses the slide, sets
+        # the annotator, K or seed); it is not an estimate. Their key events are handled by
+        # the field and then stopped (``eventFilter``): a field ignores Enter, and Qt would
+        # pass it on to this widget, which by then may have the focus.
         self._text_fields = (
             self.path_edit,
             self.csv_edit,
@@ -369,6 +377,8 @@ class BlockReviewWidget(QWidget):
             self.k_spin,
             self.seed_spin,
         )
+        for field in self._text_fields:
+            field.installEventFilter(self)
         # Wide enough for the legend and the buttons, so the dock never scrolls sideways.
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setMinimumWidth(MIN_WIDTH)
@@ -429,7 +439,7 @@ class BlockReviewWidget(QWidget):
         try:
             project = Project.open(Path(str(folder).strip()).expanduser())
         except (FormatError, OSError) as exc:
-            self._error(str(exc))
+            self._error(reason_first(exc))
             return False
         return self.set_project(project)
 
@@ -453,7 +463,7 @@ class BlockReviewWidget(QWidget):
                 layer.metadata["napari_lsr"]["path"], labels_csv, labels_class=self.labels_class()
             )
         except (ReviewError, FormatError, OSError) as exc:
-            self._error(str(exc))
+            self._error(reason_first(exc))
             return False
         return self.set_project(project)
 
@@ -474,7 +484,7 @@ class BlockReviewWidget(QWidget):
         except ReviewError as exc:
             self._blocks, self.labels_by_slide = [], {}
             self._set_status_empty("No blocks to review")
-            self._error(str(exc))
+            self._error(reason_first(exc))
             return False
         self.images = BlockImages(project, self.slides)
         self._resources["images"] = self.images
@@ -500,7 +510,7 @@ class BlockReviewWidget(QWidget):
         except (ReviewError, SlideError, sqlite3.Error) as exc:
             self.session = None
             self._set_status_empty("Not reviewing")
-            self._error(str(exc))
+            self._error(reason_first(exc))
             return False
         self.hub.annotator = self.session.annotator
         n_slides = len(self.labels_by_slide)
@@ -617,15 +627,15 @@ class BlockReviewWidget(QWidget):
         try:
             pct = parse_percent(text)
         except ValueError as exc:
-            self._error(str(exc))
+            self._error(reason_first(exc))
             return None
         try:
             eid = self.session.enter(pct)
         except (sqlite3.Error, OSError, ReviewError) as exc:
-            self._error(f"Not recorded: {exc}")
+            self._error(f"Not recorded: {reason_first(exc)}")
             return None
         self.timings["committed"] = time.perf_counter()
-        self.entry.clear()
+        self._clear_entry()
         self._moved(f"Recorded {pct:g} % for block {block.id}.")
         self.hub.notify("estimates")
         return eid
@@ -638,9 +648,9 @@ class BlockReviewWidget(QWidget):
         try:
             eid = self.session.skip()
         except (sqlite3.Error, OSError, ReviewError) as exc:
-            self._error(f"Not recorded: {exc}")
+            self._error(f"Not recorded: {reason_first(exc)}")
             return None
-        self.entry.clear()
+        self._clear_entry()
         self._moved(f"Skipped block {block.id}.")
         self.hub.notify("estimates")
         return eid
@@ -653,12 +663,12 @@ class BlockReviewWidget(QWidget):
         try:
             block = self.session.undo()
         except (sqlite3.Error, OSError) as exc:
-            self._error(f"Undo failed: {exc}")
+            self._error(f"Undo failed: {reason_first(exc)}")
             return None
         if block is None:
             self._error("Nothing to undo in this session.")
             return None
-        self.entry.clear()
+        self._clear_entry()
         self._show_current()
         self._info(f"Undone: block {block.id} is back for a new estimate.")
         self.hub.notify("estimates")
@@ -714,7 +724,7 @@ class BlockReviewWidget(QWidget):
         try:
             base = parse_percent(self.entry.text())
         except ValueError:
-            base = float(self.spin.value())
+            base = float(max(0, self.spin.value()))
         value = min(100.0, max(0.0, base + delta))
         self._set_value(value)
 
@@ -739,19 +749,33 @@ class BlockReviewWidget(QWidget):
         self.entry.setText(f"{value:g}")
         self._sync_controls(value)
 
-    def _sync_controls(self, value: float) -> None:
+    def _clear_entry(self) -> None:
+        """Empty the entry, and the spin box and slider with it (no value carried over)."""
+        self.entry.clear()
+        self._sync_controls(None)
+
+    def _sync_controls(self, value: float | None) -> None:
         for w in (self.spin, self.slider):
             w.blockSignals(True)
-            w.setValue(int(round(value)))
+            w.setValue(int(round(value)) if value is not None else w.minimum())
             w.blockSignals(False)
 
     def _entry_edited(self, text: str) -> None:
+        if not text.strip():
+            self._sync_controls(None)
+            return
         try:
             self._sync_controls(parse_percent(text))
         except ValueError:
             pass
 
     def _spin_changed(self, value: int) -> None:
+        if value == NO_VALUE:
+            self.entry.clear()
+            self.slider.blockSignals(True)
+            self.slider.setValue(0)
+            self.slider.blockSignals(False)
+            return
         self.entry.setText(str(value))
         self.slider.blockSignals(True)
         self.slider.setValue(value)
@@ -772,6 +796,14 @@ class BlockReviewWidget(QWidget):
         super().keyPressEvent(event)
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt)
+        if (
+            obj in self._fields_filtered()
+            and event.type() == QEvent.Type.KeyPress
+            and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+        ):
+            obj.event(event)  # the field does what Enter means there (open, use, set)...
+            event.accept()  # ...and the key goes no further (Qt passes on an ignored key)
+            return True
         if obj is self.entry and event.type() == QEvent.Type.KeyPress:
             key = event.key()
             ctrl = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
@@ -786,10 +818,13 @@ class BlockReviewWidget(QWidget):
                 self.undo()
                 return True
             if key == Qt.Key.Key_Escape:
-                self.entry.clear()
+                self._clear_entry()
                 self.setFocus()
                 return True
         return super().eventFilter(obj, event)
+
+    def _fields_filtered(self) -> tuple[QWidget, ...]:
+        return getattr(self, "_text_fields", ())
 
     def _handle_key(self, event: QKeyEvent) -> bool:
         key = event.key()
@@ -819,7 +854,7 @@ class BlockReviewWidget(QWidget):
             else:
                 self.undo()
         elif key == Qt.Key.Key_Escape:
-            self.entry.clear()
+            self._clear_entry()
         elif key == Qt.Key.Key_S:
             self.skip()
         elif key == Qt.Key.Key_N:
@@ -892,7 +927,7 @@ class BlockReviewWidget(QWidget):
         try:
             rgb = self.images.get(block)
         except SlideError as exc:
-            self._error(str(exc))
+            self._error(reason_first(exc))
             rgb = None
         if rgb is not None:
             self.image_label.setPixmap(rgb_pixmap(rgb, IMAGE_SIDE))

@@ -44,7 +44,9 @@ from ..compare import (
     write_figure,
     write_metrics_csv,
 )
-from ._common import vet_checkpoint
+from ..config import LSRError
+from ..layers import color_label
+from ._common import reason_first, scroll_contents, vet_checkpoint
 
 if TYPE_CHECKING:
     import napari
@@ -70,7 +72,7 @@ def _swatch(color: str, w: int = 22, h: int = 10) -> QPixmap:
     return pix
 
 
-class ComparisonFailed(Exception):
+class ComparisonFailed(LSRError):
     """A RuntimeError from the run, re-raised as something superqt's worker reports."""
 
 
@@ -114,7 +116,7 @@ class Legend(QWidget):
             sw.setFixedWidth(32)
             sw.setToolTip(color)
             h.addWidget(sw)
-            h.addWidget(QLabel(text, row), 1)
+            h.addWidget(QLabel(f"{text}  ({color_label(color)})", row), 1)
             self._layout.addWidget(row)
 
 
@@ -135,6 +137,7 @@ class ComparisonWidget(QWidget):
         self._layers: list[Any] = []
         self._slide: Any = None  # the open Slide behind the slide layer we added
         self._build()
+        scroll_contents(self)  # stacked with other docks, the dock scrolls instead
         self._guess_project()
 
     # -- layout --------------------------------------------------------------------------
@@ -277,6 +280,7 @@ class ComparisonWidget(QWidget):
         """A one-line error in the dock and as a napari notification (no traceback)."""
         from napari.utils.notifications import show_error
 
+        message = reason_first(message)  # the reason first: a toast cut short still says it
         self.status.setStyleSheet(ERROR_STYLE)
         self.status.setText(message)
         show_error(f"napari-lsr: {message}")

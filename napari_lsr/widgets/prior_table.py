@@ -3,8 +3,14 @@
 The table shows, per bin, the mean ± std and n of the chosen source (all annotators pooled,
 one annotator, the project's saved prior.csv, another prior file, or the paper's Table 1),
 with the reviewer's edits on top (recorded in the project store with who and when). Bins
-with fewer than two estimates and means that fall as the bin rises are flagged. "Save prior"
-writes the table to the project's prior.csv atomically: that file is what training uses.
+with fewer than two estimates and means that fall as the bin rises are flagged.
+
+Each row says where its value comes from (Source: reviewed here, measured, edited, paper
+Table 1) and what saving will change in prior.csv. In the estimates views, a bin nobody has
+reviewed keeps the value the saved prior.csv measured for it (from masks or other data);
+only bins with neither show the paper's Table 1. "Save prior" writes the table to the
+project's prior.csv atomically (that file is what training uses), and asks first when it
+would replace a value from this data (reviewed, measured, edited) with the paper's.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from qtpy.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPushButton,
     QSizePolicy,
     QTableWidget,
@@ -39,7 +46,15 @@ from qtpy.QtWidgets import (
 
 from ..formats import FormatError, Prior, paper_prior, read_prior_csv, write_prior_csv
 from ..layers import bin_color
-from ..prior import PriorFlags, agreement, apply_edits, check_prior
+from ..prior import (
+    PriorFlags,
+    agreement,
+    apply_edits,
+    check_prior,
+    paper_replacements,
+    row_text,
+    save_changes,
+)
 from ..project import Project
 from ..review import (
     REVERT_NOTE,
@@ -50,16 +65,34 @@ from ..review import (
     estimates_prior,
     hub_for,
     prior_for_saving,
+    saved_prior,
 )
-from ._common import project_row
+from ._common import project_row, reason_first, scroll_contents
 
 POOLED = "pooled"
 ANNOTATOR = "annotator"
 SAVED = "saved"
 FILE = "file"
 PAPER = "paper"
-COLUMNS = ("Bin %", "n", "Mean %", "Std %", "Paper Table 1", "Notes")
+COLUMNS = ("Bin %", "n", "Mean %", "Std %", "Paper Table 1", "Source", "Save will change", "Notes")
 COL_MEAN, COL_STD = 2, 3
+COL_SOURCE, COL_CHANGE, COL_NOTES = 5, 6, 7
+#: How the Source column names each prior source.
+SOURCE_TEXT = {
+    "reviewed": "reviewed here",
+    "measured": "measured",
+    "edited": "edited",
+    "paper": "paper Table 1",
+    "default": "default 0 ± 1",
+}
+SOURCE_TIPS = {
+    "reviewed": "from the block-review estimates of this project",
+    "measured": "measured from masks or other data (kept from the saved prior file)",
+    "edited": "typed in this table (the edit is recorded with who and when)",
+    "paper": "the paper's Table 1, not this data: no estimate or measurement for this bin",
+    "default": "0 ± 1 %: the paper's table has other bins, and this bin has no data",
+}
+PAPER_BG = QColor("#5a3a1a")
 FLAG_BG = QColor("#6b5a00")
 EDIT_BG = QColor("#1f4f7a")
 ERROR_STYLE = "color: #ff6b6b; font-weight: bold;"
@@ -79,6 +112,18 @@ def _fmt(v: float, digits: int = 1) -> str:
     return "–" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
 
 
+def confirm_replace(parent: QWidget | None, title: str, text: str) -> bool:
+    """Ask Yes/No (No is the default) before a save replaces values; tests replace this."""
+    answer = QMessageBox.question(
+        parent,
+        title,
+        text,
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes
+
+
 class PriorTableWidget(QWidget):
     """The p(c|z) table from the estimates, per annotator and pooled, with edits and saving."""
 
@@ -90,6 +135,8 @@ class PriorTableWidget(QWidget):
         self.loaded: Prior | None = None  # a prior file the user loaded
         self.base: Prior | None = None
         self.prior: Prior | None = None  # base with the edits: what is shown and saved
+        self.saved: Prior | None = None  # the project's prior.csv as it is on disk
+        self.changes: list[str] = []  # per bin, what Save prior would change
         self.flags: PriorFlags | None = None
         self.edits: dict[int, tuple[float, float, str, float]] = {}
         self._filling = False
@@ -99,6 +146,7 @@ class PriorTableWidget(QWidget):
         self._timer.setInterval(REFRESH_DELAY_MS)
         self._timer.timeout.connect(self.refresh)
         self._build()
+        scroll_contents(self)  # stacked with other docks, the table scrolls instead
         self.hub.subscribe(self._on_hub)
         if self.hub.project is not None:
             self.set_project(self.hub.project)
@@ -241,7 +289,7 @@ class PriorTableWidget(QWidget):
         try:
             project = Project.open(Path(str(folder).strip()).expanduser())
         except (FormatError, OSError) as exc:
-            self._error(str(exc))
+            self._error(reason_first(exc))
             return False
         self.set_project(project)
         return True
@@ -294,14 +342,14 @@ class PriorTableWidget(QWidget):
     def _base_prior(self, kind: str, name: str) -> Prior:
         p = self.project
         if kind == ANNOTATOR:
-            return estimates_prior(p, name)
+            return estimates_prior(p, name, saved=self.saved)
         if kind == SAVED:
             return read_prior_csv(p.prior_path)
         if kind == FILE and self.loaded is not None:
             return self.loaded
         if kind == PAPER:
             return default_prior(p)
-        return estimates_prior(p)
+        return estimates_prior(p, saved=self.saved)
 
     def load_prior(self, path: str | os.PathLike | None = None) -> bool:
         """Load a prior file (default: the paper's Table 1) as the table's source."""
@@ -313,10 +361,10 @@ class PriorTableWidget(QWidget):
         try:
             prior = read_prior_csv(path)
         except (FormatError, OSError) as exc:
-            self._error(str(exc))
+            self._error(reason_first(exc))
             return False
         if prior.bins != self.project.bins:
-            self._error(f"{path}: its bins are not the project's bins; not loaded.")
+            self._error(f"Not loaded: its bins are not the project's bins — {path}")
             return False
         self.loaded = prior
         self.refresh(source=(FILE, ""))
@@ -342,21 +390,29 @@ class PriorTableWidget(QWidget):
         try:
             self._fill_sources(keep)
             kind, name = self.source()
+            self.saved = saved_prior(self.project)
             self.base = self._base_prior(kind, name)
             self.edits = effective_edits(self.project)
             self.prior = apply_edits(self.base, self.edits)
+            self.changes = save_changes(self.saved, prior_for_saving(self.prior))
         except (FormatError, OSError, sqlite3.Error) as exc:
-            self._error(str(exc))
+            self._error(reason_first(exc))
             return
         measured = kind in (POOLED, ANNOTATOR)
         self.flags = check_prior(self.prior) if measured else check_prior_loaded(self.prior)
         self._fill_table(measured)
         self._draw()
         self._fill_annotators()
-        self.flags_label.setText(flag_summary(self.flags, self.prior))
-        n = int(np.nansum(self.base.n)) if measured else None
+        self.flags_label.setText(
+            flag_summary(self.flags, self.prior) + "\n" + self.prior.source_line()
+        )
+        n = int(sum(self.base.n[b] for b, s in enumerate(self.base.source) if s == "reviewed"))
         what = self.source_combo.currentText()
-        self._info(f"{what}: {n} estimates." if n is not None else f"{what}.")
+        changed = sum(1 for c in self.changes if c)
+        will = "no change to prior.csv" if not changed else f"Save changes {changed} bin(s)"
+        if self.saved is None:
+            will = "Save writes a new prior.csv"
+        self._info(f"{what}: {n} estimates; {will}." if measured else f"{what}; {will}.")
 
     def _fill_table(self, measured: bool) -> None:
         prior, paper = self.prior, paper_prior()
@@ -375,8 +431,11 @@ class PriorTableWidget(QWidget):
                 stamp = _dt.datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M")
                 notes.append(f"edited by {who}")
                 edit_tip = f"edited by {who} on {stamp}: {m:g} ± {s:g} %"
-            if measured and n == 0 and b not in self.edits:
+            src = prior.source[b]
+            if measured and b not in self.edits and src == "paper":
                 notes.append("no estimates: paper value")
+            elif measured and b not in self.edits and src == "measured":
+                notes.append(f"no estimates: kept from {self._saved_name()}")
             if b in few:
                 notes.append("< 2 estimates")
             if b in drops:
@@ -391,6 +450,8 @@ class PriorTableWidget(QWidget):
                 QTableWidgetItem(_fmt(prior.mean_pct[b])),
                 QTableWidgetItem(_fmt(prior.std_pct[b])),
                 QTableWidgetItem(paper_text),
+                QTableWidgetItem(SOURCE_TEXT.get(src, src)),
+                QTableWidgetItem(self.changes[b] if b < len(self.changes) else ""),
                 QTableWidgetItem("; ".join(notes)),
             ]
             for c, item in enumerate(cells):
@@ -402,10 +463,22 @@ class PriorTableWidget(QWidget):
                 if c > 0:
                     item.setTextAlignment(
                         int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                        if c < 5
+                        if c < COL_SOURCE
                         else int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
                     )
                 self.table.setItem(b, c, item)
+            self.table.item(b, COL_SOURCE).setToolTip(SOURCE_TIPS.get(src, ""))
+            if src in ("paper", "default"):
+                self.table.item(b, COL_SOURCE).setBackground(QBrush(PAPER_BG))
+            change = self.table.item(b, COL_CHANGE)
+            change.setToolTip(
+                f"Save prior writes {row_text(prior_for_saving(prior), b)} "
+                f"over {row_text(self.saved, b)}"
+                if change.text() and self.saved is not None
+                else "Save prior leaves this row as it is in prior.csv"
+                if self.saved is not None
+                else "no prior.csv yet: Save prior writes one"
+            )
             if b in self.edits:
                 for c in (COL_MEAN, COL_STD):
                     item = self.table.item(b, c)
@@ -414,9 +487,9 @@ class PriorTableWidget(QWidget):
                     item.setFont(font)
                     item.setBackground(QBrush(EDIT_BG))
                     item.setToolTip(edit_tip)
-                self.table.item(b, 5).setToolTip(edit_tip)
+                self.table.item(b, COL_NOTES).setToolTip(edit_tip)
             if b in few or b in drops:
-                self.table.item(b, 5).setBackground(QBrush(FLAG_BG))
+                self.table.item(b, COL_NOTES).setBackground(QBrush(FLAG_BG))
             if b in few:
                 self.table.item(b, 1).setBackground(QBrush(FLAG_BG))
             if b in drops:
@@ -515,7 +588,7 @@ class PriorTableWidget(QWidget):
         try:
             self.project.store.add_prior_edit(b, m, s, who, note)
         except (ValueError, sqlite3.Error) as exc:
-            self._error(str(exc))
+            self._error(reason_first(exc))
             return False
         self.refresh()
         self._info(f"Bin {bin_label(self.prior.bins, b)} %: set to {m:g} ± {s:g} by {who}.")
@@ -549,8 +622,13 @@ class PriorTableWidget(QWidget):
         if self._filling or item.column() not in (COL_MEAN, COL_STD) or self.prior is None:
             return
         b = item.row()
-        mean = self.table.item(b, COL_MEAN).text()
-        std = self.table.item(b, COL_STD).text()
+        # the cell not edited keeps its exact value, not the one decimal the table shows
+        mean: float | str = float(self.prior.mean_pct[b])
+        std: float | str = float(self.prior.std_pct[b])
+        if item.column() == COL_MEAN:
+            mean = item.text()
+        else:
+            std = item.text()
         if not self.edit_bin(b, mean, std):
             msg = self.message.text()
             self.refresh()  # put the cell back
@@ -558,26 +636,51 @@ class PriorTableWidget(QWidget):
 
     # -- saving ---------------------------------------------------------------------------------
 
+    def _saved_name(self) -> str:
+        p = self.project
+        return p.prior_path.name if p is not None and p.prior_path is not None else "prior.csv"
+
     def save_prior(self) -> Path | None:
-        """Write the table to the project's prior.csv (atomically); its path."""
+        """Write the table to the project's prior.csv (atomically); its path.
+
+        When the save would replace a value from this data (reviewed, measured or edited)
+        with the paper's Table 1, it asks first (``confirm_replace``); None when declined.
+        """
         if self.project is None or self.prior is None:
             self._error("Open a project first.")
             return None
         p = self.project
         path = p.prior_path or p.folder / "prior.csv"
+        new = prior_for_saving(self.prior)
+        saved = saved_prior(p)
+        replaced = paper_replacements(saved, new)
+        if replaced:
+            lines = [
+                f"  {bin_label(new.bins, b)} %: {row_text(saved, b)} → {row_text(new, b)}"
+                for b in replaced
+            ]
+            text = (
+                f"Saving replaces values from this data with the paper's Table 1 in "
+                f"{len(replaced)} bin(s) of {path.name}:\n" + "\n".join(lines) + "\n\n"
+                "Replace them? (No keeps the file as it is; edit those bins or choose "
+                f"“Saved {path.name}” as the source to keep them.)"
+            )
+            if not confirm_replace(self, "Replace measured prior values?", text):
+                self._info(f"Not saved: {path.name} keeps its values ({len(replaced)} bin(s)).")
+                return None
         try:
-            write_prior_csv(path, prior_for_saving(self.prior))
+            write_prior_csv(path, new)
             if p.prior_path is None:
                 p.prior_path = path
                 p.save()
         except OSError as exc:
-            self._error(f"Not saved: {exc}")
+            self._error(f"Not saved: {reason_first(exc)}")
             return None
         keep = self.source()
         self.refresh(source=keep)
         self._info(
             f"Saved {path.name} from {self.source_combo.currentText().lower()} "
-            f"({len(self.edits)} edited bin(s)); training uses it."
+            f"({len(self.edits)} edited bin(s)); training uses it. {new.source_line()}."
         )
         return path
 
@@ -591,7 +694,7 @@ class PriorTableWidget(QWidget):
         try:
             n = write_estimates_csv(self.project, path)
         except (OSError, sqlite3.Error) as exc:
-            self._error(f"Not exported: {exc}")
+            self._error(f"Not exported: {reason_first(exc)}")
             return None
         self._info(f"Exported {n} estimate(s) to {Path(path).name}.")
         return Path(path)

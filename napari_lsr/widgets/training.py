@@ -61,7 +61,7 @@ from ..run import (  # noqa: F401 (Phase, SlideSource, TrainingFailed, readable_
     run_training,
     warm_up_engine,
 )
-from ._common import vet_checkpoint
+from ._common import reason_first, vet_checkpoint
 
 if TYPE_CHECKING:
     import napari
@@ -349,7 +349,7 @@ def _fmt_duration(seconds: float) -> str:
 
 def _unique_name(folder: Path, base: str) -> str:
     name, k = base, 2
-    while (folder / f"{name}.pt").exists() or (folder / f"{name}.json").exists():
+    while any((folder / f"{name}{ext}").exists() for ext in (".pt", ".card.json", ".json")):
         name, k = f"{base}-{k}", k + 1
     return name
 
@@ -819,7 +819,7 @@ class TrainingWidget(QWidget):
             try:
                 self.set_project(folder)
             except Exception as exc:
-                show_error(f"napari-lsr: {exc}")
+                self._report_error(f"cannot open the project: {reason_first(exc)}")
 
     def _source(self, item: QListWidgetItem) -> SlideSource:
         return item.data(Qt.ItemDataRole.UserRole)
@@ -1093,7 +1093,7 @@ class TrainingWidget(QWidget):
         try:
             plan = self._new_plan()
         except Exception as exc:
-            show_error(f"napari-lsr: cannot start training: {exc}")
+            self._report_error(f"cannot start training: {reason_first(exc)}")
             return False
         self._launch(plan, f"training {plan.out.stem}")
         return True
@@ -1218,7 +1218,8 @@ class TrainingWidget(QWidget):
         self.curve.total = plan.config.steps if plan.resume is None else 0
         self.step_label.setText("")
         self.speed_label.setText("")
-        self._set_status(f"{what}: starting")
+        prior_line = plan.prior.source_line() if plan.prior is not None else ""
+        self._set_status(f"{what}: starting; {prior_line}" if prior_line else f"{what}: starting")
         self.destroyed.connect(lambda *_: handle.stop())  # not a method: self is gone then
         self._register_task(what, handle)
         self.progress_bar.setRange(0, 100)
@@ -1432,8 +1433,13 @@ class TrainingWidget(QWidget):
             self._set_status(text)
             show_info(f"napari-lsr: {text}")
             return
-        self._set_status(str(exc))
-        show_error(f"napari-lsr: {exc}")
+        self._report_error(f"training failed: {reason_first(exc)}")
+
+    def _report_error(self, text: str) -> None:
+        """An error in the dock's status and as a toast, worded reason first (the path last),
+        so a toast cut short still says what went wrong."""
+        self._set_status(f"⚠ {text}")
+        show_error(f"napari-lsr: {text}")
 
     def _on_finished(self) -> None:
         self._timer.stop()
