@@ -557,7 +557,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="sample -> train -> predict -> evaluate, then napari")
     d.add_argument("out_dir", nargs="?", default="demo_out", help="folder (default demo_out)")
     d.add_argument("--headless", action="store_true", help="do not open napari")
-    d.add_argument("--steps", type=int, default=300, help="training steps per model (300)")
+    d.add_argument(
+        "--steps",
+        type=int,
+        default=config.DEFAULTS["steps"],
+        help=f"training steps per model (default {config.DEFAULTS['steps']}, as train's)",
+    )
     d.add_argument("--size", type=int, default=4096, help="sample slide side in px (4096)")
     d.set_defaults(func=cmd_demo)
     return p

@@ -1,21 +1,31 @@
-"""Qt-free logic of the comparison widget: models, predictions, boundaries, band and Table 2."""
+"""The comparison run (Qt-free): find the models, predict or reuse, score, draw, export."""
 
 from __future__ import annotations
 
-import colorsys
 import csv
 import math
 import os
 import queue
 import threading
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .evaluation import check_prediction_slide, paint_labels, resample_to_grid
+from .evaluation import (
+    SCORE_KEYS,
+    Boundary,
+    Comparison,
+    ModelEntry,
+    check_prediction_slide,
+    default_band_px,
+    lowres_mask,
+    prediction_entry,
+    prediction_mask,
+    score_row,
+)
 from .formats import (
     FormatError,
     LowResLabels,
@@ -27,86 +37,15 @@ from .formats import (
     read_truth,
 )
 from .interop import read_lowres
-from .layers import BOUNDARY_COLORS, OTHER_COLORS, _placement, boundary_layer_data
-from .metrics import band_mask, masked_scores
-from .slide import Slide, first_line
+from .layers import BOUNDARY_COLORS, comparison_layers, model_colors
+from .metrics import band_mask
+from .slide import Slide
 
 #: Row name of the low-resolution model in the metrics table (the paper's Table 2).
 LOWRES_NAME = "Low resolution model"
-#: Table 2 columns: masked scores first (the paper's), then scores over the whole grid.
-TABLE_COLUMNS = ("Masked IoU", "Masked DICE", "IoU", "DICE")
-SCORE_KEYS = ("masked_iou", "masked_dice", "unmasked_iou", "unmasked_dice")
-#: Losses with a fixed boundary colour (SPEC section 4); other models get OTHER_COLORS.
-LOSS_COLORS = {"intra+inter": BOUNDARY_COLORS["intra+inter"], "intra": BOUNDARY_COLORS["intra"]}
-#: Shading of the evaluation band: a translucent dark veil over the band pixels.
-BAND_COLOR = "#000000"
-BAND_OPACITY = 0.25
-#: Opacity of the probability heat map over the slide.
-HEATMAP_OPACITY = 0.5
-
-LayerData = tuple[Any, dict[str, Any], str]
 
 
-one_line = first_line  # one-line error messages, as the slide reader words them
-
-
-# -- models and their colours --------------------------------------------------------------
-
-
-@dataclass
-class ModelEntry:
-    """A model to compare: a checkpoint to run, or a prediction file made earlier."""
-
-    name: str
-    loss: str | None = None
-    checkpoint: Path | None = None
-    prediction: Path | None = None
-    card: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def statistic(self) -> str | None:
-        """The loss statistic (``intra``, ``inter``, ``intra+inter``) without the distance."""
-        return loss_statistic(self.loss)
-
-    @property
-    def label(self) -> str:
-        """Display name: the model name with its loss, e.g. ``m1 (intra+inter/gaussian)``."""
-        return f"{self.name} ({self.loss})" if self.loss and self.loss != self.name else self.name
-
-
-def loss_statistic(loss: str | None) -> str | None:
-    """``"intra+inter/gaussian"`` -> ``"intra+inter"``; None or blank -> None."""
-    if not loss:
-        return None
-    stat = str(loss).split("/")[0].strip().lower()
-    return stat or None
-
-
-def _palette() -> Iterator[str]:
-    """OTHER_COLORS, then as many further saturated hues as needed."""
-    yield from OTHER_COLORS
-    k = 0
-    while True:
-        h = (0.083 + 0.618034 * k) % 1.0
-        r, g, b = colorsys.hsv_to_rgb(h, 0.8, 1.0)
-        yield f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
-        k += 1
-
-
-def model_colors(models: Sequence[ModelEntry]) -> dict[str, str]:
-    """A boundary colour per model name: the first intra+inter model blue, the first intra
-    model cyan, every other model a distinct colour from OTHER_COLORS (then further hues)."""
-    reserved = {c.lower() for c in BOUNDARY_COLORS.values()}
-    used: set[str] = set()
-    out: dict[str, str] = {}
-    palette = _palette()
-    for m in models:
-        color = LOSS_COLORS.get(m.statistic or "")
-        if color is None or color in used:
-            color = next(c for c in palette if c.lower() not in reserved | used)
-        used.add(color.lower())
-        out[m.name] = color
-    return out
+# -- models --------------------------------------------------------------------------------
 
 
 def project_models(folder: str | os.PathLike, errors: list[str] | None = None) -> list[ModelEntry]:
@@ -122,15 +61,6 @@ def project_models(folder: str | os.PathLike, errors: list[str] | None = None) -
             loss = f"{loss}/{info['distance']}"
         out.append(ModelEntry(card.name, loss, checkpoint=card.checkpoint, card=info))
     return out
-
-
-def prediction_entry(path: str | os.PathLike) -> ModelEntry:
-    """A prediction TIFF (with its sidecar) as a model to compare; named after the file."""
-    path = Path(path)
-    if not path.exists():
-        raise FormatError(path, "no such file")
-    meta = read_prediction_sidecar(path)
-    return ModelEntry(path.stem, meta.get("loss"), prediction=path, card=meta)
 
 
 # -- prediction files ----------------------------------------------------------------------
@@ -249,73 +179,6 @@ class CompareRequest:
     device: str = "auto"
 
 
-@dataclass
-class Boundary:
-    """One boundary overlay: its mask on the truth grid and its colour."""
-
-    name: str
-    kind: str  # "truth", "lowres" or "model"
-    color: str
-    mask: np.ndarray
-    entry: ModelEntry | None = None
-
-
-@dataclass
-class Comparison:
-    """The result: boundaries on the truth grid, band, Table 2 rows and napari layer data."""
-
-    slide: Slide
-    truth: Truth
-    band_px: float  # level-0 pixels each side of the truth boundary
-    band: np.ndarray
-    boundaries: list[Boundary]
-    rows: list[dict[str, Any]]
-    layers: list[LayerData] = field(default_factory=list)
-
-    @property
-    def band_um(self) -> float | None:
-        return self.band_px * self.slide.mpp if self.slide.mpp else None
-
-    def legend(self) -> list[tuple[str, str]]:
-        """(label, colour) of every boundary, truth first."""
-        return legend_entries(self.boundaries)
-
-
-def lowres_mask(labels: LowResLabels, shape: tuple[int, int], downsample: float) -> np.ndarray:
-    """The low-resolution model's cancer mask: blocks painted with probability, >= 0.5."""
-    return paint_labels(labels, shape, downsample) >= 0.5
-
-
-def prediction_mask(
-    values: np.ndarray, pred_downsample: float, shape: tuple[int, int], downsample: float
-) -> np.ndarray:
-    """A uint8 prediction sampled on the truth grid and thresholded at probability 0.5."""
-    return resample_to_grid(values, pred_downsample, shape, downsample) >= 128
-
-
-def score_row(
-    name: str, mask: np.ndarray, truth: np.ndarray, band_grid_px: float, **extra: Any
-) -> dict[str, Any]:
-    """One Table 2 row: masked and unmasked IoU/DICE of ``mask`` against ``truth``."""
-    s = masked_scores(mask, truth, band_grid_px)
-    return {"name": name, **{k: float(s[k]) for k in SCORE_KEYS}, **extra}
-
-
-def _default_band_px(
-    labels: LowResLabels | None, models: Sequence[ModelEntry], slide: Slide
-) -> float:
-    """One block width in level-0 px: the labels' median block, else a model's block size."""
-    if labels is not None and len(labels):
-        return float(np.median(labels.width))
-    for m in models:
-        if m.card.get("block_size") and m.card.get("train_mpp"):
-            um = float(m.card["block_size"]) * float(m.card["train_mpp"])
-            return um / slide.require_mpp("a band of one block width")
-    raise FormatError(
-        "band", "cannot tell the block width: give the band width or low-resolution labels"
-    )
-
-
 def run_comparison(req: CompareRequest) -> Generator[tuple[str, float], None, Comparison]:
     """Predict (or reuse predictions), then score and draw every boundary on the truth grid.
 
@@ -334,7 +197,7 @@ def run_comparison(req: CompareRequest) -> Generator[tuple[str, float], None, Co
                 check_model_for_slide(m, slide)
                 to_run.append(m)
             elif m.prediction is not None:
-                check_prediction_slide(_sidecar(m.prediction), slide, m.prediction)
+                check_prediction_slide(prediction_entry(m.prediction).card, slide, m.prediction)
             else:
                 raise FormatError(m.name, "neither a checkpoint nor a prediction file")
         if to_run and req.predictions_dir is None:
@@ -370,10 +233,6 @@ def _unique_names(models: list[ModelEntry]) -> list[ModelEntry]:
     return models
 
 
-def _sidecar(path: Path) -> dict[str, Any]:
-    return prediction_entry(path).card
-
-
 def _compare(
     req: CompareRequest,
     models: list[ModelEntry],
@@ -387,7 +246,8 @@ def _compare(
     elif req.band_um is not None:
         band0 = req.band_um / slide.require_mpp("a band in microns")
     else:
-        band0 = _default_band_px(labels, models, slide)
+        blocks = [(m.card.get("block_size"), m.card.get("train_mpp")) for m in models]
+        band0 = default_band_px(slide, labels, blocks)
     band_grid = band0 / ds
     common = {"band_px_level0": band0, "band_um": band0 * slide.mpp if slide.mpp else None}
     colors = model_colors(models)
@@ -430,94 +290,7 @@ def _compare(
     return comp
 
 
-# -- napari layer data (no Qt) -------------------------------------------------------------
-
-
-def legend_entries(boundaries: Iterable[Boundary]) -> list[tuple[str, str]]:
-    """(label, colour) for each boundary: ground truth, low-res threshold, then each model."""
-    out = []
-    for b in boundaries:
-        if b.kind == "lowres":
-            out.append(("Low resolution (p >= 0.5)", b.color))
-        elif b.kind == "model" and b.entry is not None:
-            out.append((b.entry.label, b.color))
-        else:
-            out.append((b.name, b.color))
-    return out
-
-
-def band_layer_data(comp: Comparison) -> LayerData:
-    """The evaluation band as a translucent labels layer on the truth grid."""
-    from napari.utils.colormaps import DirectLabelColormap
-
-    cmap = DirectLabelColormap(color_dict={0: "transparent", 1: BAND_COLOR, None: "transparent"})
-    um = comp.band_um
-    width = f"{um:.0f} um" if um else f"{comp.band_px:.0f} px"
-    return (
-        comp.band.astype(np.uint8),
-        {
-            "name": f"{comp.slide.name} evaluation band ({width})",
-            "colormap": cmap,
-            **_placement(comp.slide, comp.truth.downsample),
-            "opacity": BAND_OPACITY,
-            "units": "um" if comp.slide.mpp else "pixel",
-            "metadata": {"napari_lsr": {"kind": "band", "band_px_level0": comp.band_px}},
-        },
-        "labels",
-    )
-
-
-def heatmap_layer_data(
-    values: np.ndarray, downsample: float, slide: Slide, name: str, visible: bool = True
-) -> LayerData:
-    """A prediction's cancer probability (uint8) as a translucent heat map over the slide."""
-    return (
-        values,
-        {
-            "name": f"{name} probability",
-            "colormap": "inferno",
-            "contrast_limits": (0, 255),
-            "opacity": HEATMAP_OPACITY,
-            "blending": "translucent",
-            "visible": visible,
-            **_placement(slide, downsample),
-            "units": "um" if slide.mpp else "pixel",
-            "metadata": {"napari_lsr": {"kind": "heatmap", "downsample": downsample}},
-        },
-        "image",
-    )
-
-
-def comparison_layers(
-    comp: Comparison, heat: Sequence[tuple[ModelEntry, np.ndarray, float]] = ()
-) -> list[LayerData]:
-    """Layers bottom to top: band, heat maps (first visible), low-res, models, ground truth."""
-    out = [band_layer_data(comp)]
-    for i, (m, values, pds) in enumerate(heat):
-        out.append(heatmap_layer_data(values, pds, comp.slide, m.name, visible=i == 0))
-    ds = comp.truth.downsample
-    name = comp.slide.name
-    ordered = [b for b in comp.boundaries if b.kind != "truth"]
-    ordered += [b for b in comp.boundaries if b.kind == "truth"]
-    for b in ordered:
-        label = b.entry.label if b.entry is not None else b.name
-        out.append(
-            boundary_layer_data(b.mask, ds, comp.slide, b.color, f"{name} {label}", kind=b.kind)
-        )
-    return out
-
-
 # -- exports -------------------------------------------------------------------------------
-
-
-def format_score(v: float | None) -> str:
-    """A score as the paper prints it (4 decimals); n/a when undefined."""
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
-
-
-def table_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
-    """Table 2 cells: the row name then masked IoU, masked DICE, IoU, DICE."""
-    return [[str(r["name"]), *(format_score(r.get(k)) for k in SCORE_KEYS)] for r in rows]
 
 
 CSV_COLUMNS = ("model", *SCORE_KEYS, "loss", "band_px_level0", "band_um", "source")

@@ -15,6 +15,12 @@ class LSRError(Exception):
     """Base of napari-lsr's errors: each carries a one-line message for the user."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (the type name when it has none)."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
 class TrainingError(LSRError, RuntimeError):
     """Training stopped: bad settings, or a non-finite loss (the last good checkpoint stays)."""
 

@@ -1,17 +1,126 @@
-"""Evaluate predictions or low-res labels against ground truth on a common grid (Table 2)."""
+"""Evaluate predictions or low-res labels against ground truth on a common grid (Table 2).
+
+One place for what an evaluation is: the thresholds, the default band, a Table 2 row and its
+formatting, and the models and boundaries of a comparison (``compare`` runs one).
+"""
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .formats import FormatError, read_prediction, read_truth
+from .formats import (
+    FormatError,
+    LowResLabels,
+    Truth,
+    read_prediction,
+    read_prediction_sidecar,
+    read_truth,
+)
 from .interop import read_lowres
-from .metrics import masked_scores, to_json_dict
+from .metrics import SCORE_KEYS, masked_scores, to_json_dict
 from .slide import Slide
+
+#: Table 2 columns: masked scores first (the paper's), then scores over the whole grid.
+TABLE_COLUMNS = ("Masked IoU", "Masked DICE", "IoU", "DICE")
+
+#: napari layer data: (data, keyword arguments, layer type).
+LayerData = tuple[Any, dict[str, Any], str]
+
+
+# -- models and boundaries -----------------------------------------------------------------
+
+
+@dataclass
+class ModelEntry:
+    """A model to compare: a checkpoint to run, or a prediction file made earlier."""
+
+    name: str
+    loss: str | None = None
+    checkpoint: Path | None = None
+    prediction: Path | None = None
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def statistic(self) -> str | None:
+        """The loss statistic (``intra``, ``inter``, ``intra+inter``) without the distance."""
+        return loss_statistic(self.loss)
+
+    @property
+    def label(self) -> str:
+        """Display name: the model name with its loss, e.g. ``m1 (intra+inter/gaussian)``."""
+        return f"{self.name} ({self.loss})" if self.loss and self.loss != self.name else self.name
+
+
+def loss_statistic(loss: str | None) -> str | None:
+    """``"intra+inter/gaussian"`` -> ``"intra+inter"``; None or blank -> None."""
+    if not loss:
+        return None
+    stat = str(loss).split("/")[0].strip().lower()
+    return stat or None
+
+
+def prediction_entry(path: str | os.PathLike) -> ModelEntry:
+    """A prediction TIFF (with its sidecar) as a model to compare; named after the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FormatError(path, "no such file")
+    meta = read_prediction_sidecar(path)
+    return ModelEntry(path.stem, meta.get("loss"), prediction=path, card=meta)
+
+
+@dataclass
+class Boundary:
+    """One boundary overlay: its mask on the truth grid and its colour."""
+
+    name: str
+    kind: str  # "truth", "lowres" or "model"
+    color: str
+    mask: np.ndarray
+    entry: ModelEntry | None = None
+
+
+@dataclass
+class Comparison:
+    """The result: boundaries on the truth grid, band, Table 2 rows and napari layer data."""
+
+    slide: Slide
+    truth: Truth
+    band_px: float  # level-0 pixels each side of the truth boundary
+    band: np.ndarray
+    boundaries: list[Boundary]
+    rows: list[dict[str, Any]]
+    layers: list[LayerData] = field(default_factory=list)
+
+    @property
+    def band_um(self) -> float | None:
+        return self.band_px * self.slide.mpp if self.slide.mpp else None
+
+    def legend(self) -> list[tuple[str, str]]:
+        """(label, colour) of every boundary, truth first."""
+        return legend_entries(self.boundaries)
+
+
+def legend_entries(boundaries: Iterable[Boundary]) -> list[tuple[str, str]]:
+    """(label, colour) for each boundary: ground truth, low-res threshold, then each model."""
+    out = []
+    for b in boundaries:
+        if b.kind == "lowres":
+            out.append(("Low resolution (p >= 0.5)", b.color))
+        elif b.kind == "model" and b.entry is not None:
+            out.append((b.entry.label, b.color))
+        else:
+            out.append((b.name, b.color))
+    return out
+
+
+# -- masks on the truth grid ---------------------------------------------------------------
 
 
 def resample_to_grid(
@@ -38,6 +147,18 @@ def paint_labels(labels: Any, shape: tuple[int, int], downsample: float) -> np.n
     return out
 
 
+def lowres_mask(labels: LowResLabels, shape: tuple[int, int], downsample: float) -> np.ndarray:
+    """The low-resolution model's cancer mask: blocks painted with probability, >= 0.5."""
+    return paint_labels(labels, shape, downsample) >= 0.5
+
+
+def prediction_mask(
+    values: np.ndarray, pred_downsample: float, shape: tuple[int, int], downsample: float
+) -> np.ndarray:
+    """A uint8 prediction sampled on the truth grid and thresholded at probability 0.5."""
+    return resample_to_grid(values, pred_downsample, shape, downsample) >= 128
+
+
 def check_prediction_slide(
     meta: dict[str, Any], slide: Slide, pred_path: str | os.PathLike
 ) -> None:
@@ -57,24 +178,52 @@ def check_prediction_slide(
 
 def default_band_px(
     slide: Slide,
-    labels_path: str | None,
-    meta: dict[str, Any] | None,
-    class_name: str | None = None,
-    columns: Any = None,
+    labels: LowResLabels | None = None,
+    blocks: Iterable[tuple[Any, Any]] = (),
+    *,
+    remedy: str = "give the band width or low-resolution labels",
+    need: str = "a band of one block width",
 ) -> float:
-    """One block width in level-0 px: from the labels, else the model's block size in um."""
-    if labels_path is not None:
-        lab = read_lowres(labels_path, slide.dimensions, class_name=class_name, columns=columns)
-        return float(np.median(lab.width))
-    if meta is not None and meta.get("model") and Path(meta["model"]).exists():
-        from .training import load_checkpoint
+    """One block width in level-0 px: the labels' median block, else the first model's block
+    (``blocks``: ``(block_size, train_mpp)`` pairs, block size in pixels at train mpp).
 
-        ckpt = load_checkpoint(meta["model"])
-        block_um = float(ckpt["block_size"]) * float(ckpt["train_mpp"])
-        return block_um / slide.require_mpp("a band in microns")
-    raise FormatError(
-        labels_path or "band", "cannot tell the block width: give --band-px or --band-um"
-    )
+    ``need`` says what the slide's mpp is wanted for, ``remedy`` what to give instead; both end
+    up in the one-line errors.
+    """
+    if labels is not None and len(labels):
+        return float(np.median(labels.width))
+    for block_size, train_mpp in blocks:
+        if block_size and train_mpp:
+            return float(block_size) * float(train_mpp) / slide.require_mpp(need)
+    raise FormatError("band", f"cannot tell the block width: {remedy}")
+
+
+def score_row(
+    name: str, mask: np.ndarray, truth: np.ndarray, band_grid_px: float, **extra: Any
+) -> dict[str, Any]:
+    """One Table 2 row: masked and unmasked IoU/DICE of ``mask`` against ``truth``."""
+    s = masked_scores(mask, truth, band_grid_px)
+    return {"name": name, **{k: float(s[k]) for k in SCORE_KEYS}, **extra}
+
+
+def format_score(v: float | None) -> str:
+    """A score as the paper prints it (4 decimals); n/a when undefined."""
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+
+def table_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """Table 2 cells: the row name then masked IoU, masked DICE, IoU, DICE."""
+    return [[str(r["name"]), *(format_score(r.get(k)) for k in SCORE_KEYS)] for r in rows]
+
+
+def _checkpoint_block(meta: dict[str, Any] | None) -> list[tuple[Any, Any]]:
+    """The ``(block_size, train_mpp)`` of the checkpoint a prediction names, when it exists."""
+    if meta is None or not meta.get("model") or not Path(meta["model"]).exists():
+        return []
+    from .training import load_checkpoint
+
+    ckpt = load_checkpoint(meta["model"])
+    return [(ckpt["block_size"], ckpt["train_mpp"])]
 
 
 def evaluate_files(
@@ -95,16 +244,15 @@ def evaluate_files(
     """
     with Slide(slide, mpp=slide_mpp) as s:
         t = read_truth(truth, s.dimensions)
-        meta = None
+        meta = lab = None
         if pred is not None:
             values, meta = read_prediction(pred)
             check_prediction_slide(meta, s, pred)
-            pmask = resample_to_grid(values, float(meta["downsample"]), t.mask.shape, t.downsample)
-            pmask = pmask >= 128  # uint8 0..255: probability >= 0.5
+            pmask = prediction_mask(values, float(meta["downsample"]), t.mask.shape, t.downsample)
             label = name or str(meta.get("loss") or Path(pred).stem)
         elif labels is not None:
             lab = read_lowres(labels, s.dimensions, class_name=class_name, columns=columns)
-            pmask = paint_labels(lab, t.mask.shape, t.downsample) >= 0.5
+            pmask = lowres_mask(lab, t.mask.shape, t.downsample)
             label = name or "low resolution"
         else:
             raise ValueError("give a prediction or low-res labels")
@@ -113,7 +261,15 @@ def evaluate_files(
         elif band_px is not None:
             band0 = float(band_px)
         else:
-            band0 = default_band_px(s, str(labels) if labels else None, meta, class_name, columns)
+            if lab is None and labels is not None:
+                lab = read_lowres(labels, s.dimensions, class_name=class_name, columns=columns)
+            band0 = default_band_px(
+                s,
+                lab,
+                [] if lab is not None else _checkpoint_block(meta),
+                remedy="give --band-px or --band-um",
+                need="a band in microns",
+            )
         scores = masked_scores(pmask, t.mask, band0 / t.downsample)
         result = {
             "name": label,

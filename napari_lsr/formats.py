@@ -284,20 +284,6 @@ class LowResLabels:
         """(n, 4) int64 array of x, y, width, height."""
         return np.stack([self.x, self.y, self.width, self.height], axis=1)
 
-    def to_frame(self) -> Any:
-        import pandas as pd
-
-        return pd.DataFrame(
-            {
-                "x": self.x,
-                "y": self.y,
-                "width": self.width,
-                "height": self.height,
-                "probability": self.probability,
-                "bin": self.bin,
-            }
-        )
-
 
 def read_lowres_csv(
     path: str | os.PathLike,

@@ -41,7 +41,7 @@ THUMB_PER_TILE = 16
 
 Progress = Callable[[str, float], None]
 
-_MODEL_CACHE: dict[tuple[str, int, str], Any] = {}
+_MODEL_CACHE: dict[tuple[str, int, str], tuple[Any, dict]] = {}
 _MODEL_LOCK = threading.Lock()
 
 
@@ -52,14 +52,22 @@ class InferenceError(LSRError, ValueError):
 def _cached_model(path: str, device: str, trust: bool = False) -> Any:
     """Load a checkpoint once per process (Dask workers included); ``trust``: the user chose
     to open a checkpoint that is not plain data (``training.load_checkpoint``)."""
+    return _cached_model_and_meta(path, device, trust)[0]
+
+
+def _cached_model_and_meta(path: str, device: str, trust: bool = False) -> tuple[Any, dict]:
+    """The cached network of ``_cached_model`` and its checkpoint's metadata (no weights)."""
     from .training import load_model
 
-    key = (path, os.stat(path).st_mtime_ns, device)
+    try:
+        key = (path, os.stat(path).st_mtime_ns, device)
+    except OSError:
+        return load_model(path, device, trust=trust)  # raises the loader's one-line error
     with _MODEL_LOCK:
         if key not in _MODEL_CACHE:
             import torch
 
-            model = load_model(path, device, trust=trust)[0]
+            model, meta = load_model(path, device, trust=trust)
             from .unet import has_inference_form, inference_form
 
             if device == "cpu" and has_inference_form(model):
@@ -69,7 +77,7 @@ def _cached_model(path: str, device: str, trust: bool = False) -> Any:
                 model = inference_form(model)
             else:
                 model = model.to(memory_format=torch.channels_last)
-            _MODEL_CACHE[key] = model
+            _MODEL_CACHE[key] = (model, meta)
         return _MODEL_CACHE[key]
 
 
@@ -201,14 +209,15 @@ def predict_slide(
     import dask
     import zarr
 
-    from .training import load_checkpoint, select_device
+    from .training import select_device
 
     t0 = time.perf_counter()
     model_path = str(Path(model_path).resolve())
-    ckpt = load_checkpoint(model_path, trust=trust_checkpoint)
+    dev = str(select_device(device))
+    # loaded once: the chunks below take the network from the same per-process cache
+    ckpt = _cached_model_and_meta(model_path, dev, trust_checkpoint)[1]
     model_loss = _model_loss(ckpt)
     model_mpp = float(ckpt["train_mpp"])
-    dev = str(select_device(device))
     with Slide(slide_path, mpp=slide_mpp) as slide:
         d, out_w, out_h = output_geometry(slide, model_mpp)
         import torch

@@ -1,15 +1,21 @@
-"""napari layer data (Qt-free) for labels heat maps, truth and boundary overlays."""
+"""napari layer data (Qt-free): labels heat maps, truth, boundary, band and comparison overlays."""
 
 from __future__ import annotations
 
+import colorsys
 import math
 import os
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .evaluation import Comparison, LayerData, ModelEntry
 from .formats import Bins, LowResLabels
 from .slide import Slide
+
+if TYPE_CHECKING:
+    from .review import ReviewBlock
 
 #: Bin colours, cold (no cancer) to hot (cancer), for the heat overlay and the legend.
 BIN_COLORS = (
@@ -45,6 +51,15 @@ BOUNDARY_WIDTH = 2
 BOUNDARY_WIDTHS = {BOUNDARY_COLORS["intra+inter"]: 3}
 #: Colours for other models, in order.
 OTHER_COLORS = ("#ff00ff", "#ffff00", "#ff8000", "#8000ff", "#00ff80", "#ffffff")
+#: Losses with a fixed boundary colour (SPEC section 4); other models get OTHER_COLORS.
+LOSS_COLORS = {"intra+inter": BOUNDARY_COLORS["intra+inter"], "intra": BOUNDARY_COLORS["intra"]}
+#: Shading of the evaluation band: a translucent dark veil over the band pixels.
+BAND_COLOR = "#000000"
+BAND_OPACITY = 0.25
+#: Opacity of the probability heat map over the slide.
+HEATMAP_OPACITY = 0.5
+#: The block fills this fraction of the canvas's shorter side when the camera moves to it.
+CAMERA_FILL = 1.0 / 3.0
 #: Largest raster painted for a heat overlay.
 MAX_RASTER_PIXELS = 16_000_000
 
@@ -178,3 +193,124 @@ def truth_layer_data(path: str | os.PathLike, slide: Slide) -> tuple:
         f"{slide.name} ground truth",
         kind="truth",
     )
+
+
+# -- model colours and the comparison's layers ---------------------------------------------
+
+
+def _palette() -> Iterator[str]:
+    """OTHER_COLORS, then as many further saturated hues as needed."""
+    yield from OTHER_COLORS
+    k = 0
+    while True:
+        h = (0.083 + 0.618034 * k) % 1.0
+        r, g, b = colorsys.hsv_to_rgb(h, 0.8, 1.0)
+        yield f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
+        k += 1
+
+
+def model_colors(models: Sequence[ModelEntry]) -> dict[str, str]:
+    """A boundary colour per model name: the first intra+inter model blue, the first intra
+    model cyan, every other model a distinct colour from OTHER_COLORS (then further hues)."""
+    reserved = {c.lower() for c in BOUNDARY_COLORS.values()}
+    used: set[str] = set()
+    out: dict[str, str] = {}
+    palette = _palette()
+    for m in models:
+        color = LOSS_COLORS.get(m.statistic or "")
+        if color is None or color in used:
+            color = next(c for c in palette if c.lower() not in reserved | used)
+        used.add(color.lower())
+        out[m.name] = color
+    return out
+
+
+def band_layer_data(comp: Comparison) -> LayerData:
+    """The evaluation band as a translucent labels layer on the truth grid."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    cmap = DirectLabelColormap(color_dict={0: "transparent", 1: BAND_COLOR, None: "transparent"})
+    um = comp.band_um
+    width = f"{um:.0f} um" if um else f"{comp.band_px:.0f} px"
+    return (
+        comp.band.astype(np.uint8),
+        {
+            "name": f"{comp.slide.name} evaluation band ({width})",
+            "colormap": cmap,
+            **_placement(comp.slide, comp.truth.downsample),
+            "opacity": BAND_OPACITY,
+            "units": "um" if comp.slide.mpp else "pixel",
+            "metadata": {"napari_lsr": {"kind": "band", "band_px_level0": comp.band_px}},
+        },
+        "labels",
+    )
+
+
+def heatmap_layer_data(
+    values: np.ndarray, downsample: float, slide: Slide, name: str, visible: bool = True
+) -> LayerData:
+    """A prediction's cancer probability (uint8) as a translucent heat map over the slide."""
+    return (
+        values,
+        {
+            "name": f"{name} probability",
+            "colormap": "inferno",
+            "contrast_limits": (0, 255),
+            "opacity": HEATMAP_OPACITY,
+            "blending": "translucent",
+            "visible": visible,
+            **_placement(slide, downsample),
+            "units": "um" if slide.mpp else "pixel",
+            "metadata": {"napari_lsr": {"kind": "heatmap", "downsample": downsample}},
+        },
+        "image",
+    )
+
+
+def comparison_layers(
+    comp: Comparison, heat: Sequence[tuple[ModelEntry, np.ndarray, float]] = ()
+) -> list[LayerData]:
+    """Layers bottom to top: band, heat maps (first visible), low-res, models, ground truth."""
+    out = [band_layer_data(comp)]
+    for i, (m, values, pds) in enumerate(heat):
+        out.append(heatmap_layer_data(values, pds, comp.slide, m.name, visible=i == 0))
+    ds = comp.truth.downsample
+    name = comp.slide.name
+    ordered = [b for b in comp.boundaries if b.kind != "truth"]
+    ordered += [b for b in comp.boundaries if b.kind == "truth"]
+    for b in ordered:
+        label = b.entry.label if b.entry is not None else b.name
+        out.append(
+            boundary_layer_data(b.mask, ds, comp.slide, b.color, f"{name} {label}", kind=b.kind)
+        )
+    return out
+
+
+# -- where a block is in the viewer -------------------------------------------------------------
+
+
+def world_box(block: ReviewBlock, unit: float) -> np.ndarray:
+    """The block's rectangle as (4, 2) (y, x) world corners (``unit`` = mpp, or 1 for px).
+
+    napari centres pixel k on coordinate k, so level-0 pixels [x, x + w) span x - 0.5 to
+    x + w - 0.5 in data coordinates.
+    """
+    y0, x0 = (block.y - 0.5) * unit, (block.x - 0.5) * unit
+    y1, x1 = (block.y + block.height - 0.5) * unit, (block.x + block.width - 0.5) * unit
+    return np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]])
+
+
+def world_center(block: ReviewBlock, unit: float) -> tuple[float, float]:
+    """(y, x) world centre of the block."""
+    return (
+        (block.y + block.height / 2 - 0.5) * unit,
+        (block.x + block.width / 2 - 0.5) * unit,
+    )
+
+
+def camera_zoom(
+    block: ReviewBlock, unit: float, canvas_size: tuple[int, int], fill: float = CAMERA_FILL
+) -> float:
+    """Canvas pixels per world unit that make the block fill ``fill`` of the canvas."""
+    side = max(block.width, block.height) * unit
+    return fill * max(1, min(canvas_size)) / side

@@ -18,8 +18,8 @@ All masks are boolean arrays of the same shape (normally 2-D, ``(rows, cols)``; 
 work for any number of dimensions). Inputs are coerced to ``bool`` with "non-zero = cancer";
 floating-point inputs must hold only 0 and 1, so that a probability map passed by mistake is
 refused rather than silently read as "everything above 0 is cancer". Threshold probability maps
-with :func:`threshold` first. Bring a prediction and a truth mask to a common pixel grid with
-:func:`downsample_mask` or :func:`resize_nearest` before scoring.
+first (``evaluation.prediction_mask``) and bring a prediction and a truth mask to a common pixel
+grid (``evaluation.resample_to_grid``, or :func:`downsample_mask`) before scoring.
 
 This module depends on numpy and scipy.ndimage only.
 """
@@ -30,7 +30,6 @@ import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -39,17 +38,15 @@ from scipy import ndimage
 __all__ = [
     "Counts",
     "band_mask",
-    "boundary",
     "confusion_counts",
     "downsample_mask",
     "evaluate_many",
     "masked_scores",
-    "resize_nearest",
-    "threshold",
     "to_json_dict",
 ]
 
-_SCORE_KEYS = ("masked_iou", "masked_dice", "unmasked_iou", "unmasked_dice")
+#: The four scores of a Table 2 row, in the table's order.
+SCORE_KEYS = ("masked_iou", "masked_dice", "unmasked_iou", "unmasked_dice")
 
 
 # --------------------------------------------------------------------------------------------
@@ -61,7 +58,7 @@ def _as_bool(array: Any, name: str) -> np.ndarray:
     """Coerce ``array`` to a boolean ndarray (non-zero = True).
 
     Floating-point arrays must contain only 0 and 1 (a probability map has to be thresholded by
-    the caller, see :func:`threshold`); NaN is refused.
+    the caller); NaN is refused.
     """
     arr = np.asarray(array)
     if arr.dtype == bool:
@@ -70,7 +67,7 @@ def _as_bool(array: Any, name: str) -> np.ndarray:
         if not np.all((arr == 0) | (arr == 1)):
             raise ValueError(
                 f"{name} is a floating-point array with values other than 0 and 1; "
-                "threshold probabilities first (napari_lsr.metrics.threshold)"
+                "threshold probabilities first (napari_lsr.evaluation.prediction_mask)"
             )
         return arr == 1
     if np.issubdtype(arr.dtype, np.integer):
@@ -82,7 +79,7 @@ def _check_same_shape(a: np.ndarray, a_name: str, b: np.ndarray, b_name: str) ->
     if a.shape != b.shape:
         raise ValueError(
             f"{a_name} shape {tuple(a.shape)} does not match {b_name} shape {tuple(b.shape)}; "
-            "bring them to a common grid first (downsample_mask / resize_nearest)"
+            "bring them to a common grid first (evaluation.resample_to_grid / downsample_mask)"
         )
 
 
@@ -93,33 +90,8 @@ def _check_band(band_px: float) -> float:
     return band
 
 
-def threshold(prob: np.ndarray, t: float = 0.5) -> np.ndarray:
-    """Cancer mask from a probability map: ``True`` where ``prob >= t``.
-
-    ``prob`` is either a floating-point array of probabilities in [0, 1] or a ``uint8`` array
-    encoding probabilities as 0..255 (the prediction TIFF format of SPEC section 2); for
-    ``uint8`` the comparison is ``prob >= t * 255`` (so with ``t = 0.5`` the codes 128..255
-    are cancer). Other integer and boolean dtypes are refused because their scale is
-    ambiguous, and so are NaN probabilities.
-    """
-    t = float(t)
-    if not (0.0 <= t <= 1.0):
-        raise ValueError(f"threshold t must lie in [0, 1], got {t!r}")
-    arr = np.asarray(prob)
-    if arr.dtype == np.uint8:
-        return arr >= t * 255.0
-    if np.issubdtype(arr.dtype, np.floating):
-        if np.isnan(arr).any():
-            raise ValueError("probability map contains NaN")
-        return arr >= t
-    raise TypeError(
-        f"threshold expects float probabilities in [0, 1] or uint8 codes 0..255, "
-        f"got dtype {arr.dtype}"
-    )
-
-
 # --------------------------------------------------------------------------------------------
-# geometry: band, boundary, resampling
+# geometry: band, resampling
 # --------------------------------------------------------------------------------------------
 
 
@@ -156,25 +128,6 @@ def band_mask(truth: np.ndarray, band_px: float) -> np.ndarray:
     return dist <= band
 
 
-def boundary(mask: np.ndarray, *, include_image_edge: bool = False) -> np.ndarray:
-    """The 1-pixel inner boundary of a binary mask, for drawing contours.
-
-    A pixel is on the boundary when it is in the mask and at least one of its edge neighbours
-    (4-connectivity in 2-D) is not, so the contour is an 8-connected line one pixel thick lying
-    just inside the region. By default the image edge does not count as outside (a region
-    cut by the border is left open there, matching :func:`band_mask`); pass
-    ``include_image_edge=True`` to close contours along the border.
-    """
-    m = _as_bool(mask, "mask")
-    if m.size == 0:
-        return np.zeros(m.shape, dtype=bool)
-    structure = ndimage.generate_binary_structure(m.ndim, 1)
-    eroded = ndimage.binary_erosion(
-        m, structure=structure, border_value=0 if include_image_edge else 1
-    )
-    return m & ~eroded
-
-
 def _positive_int_factor(factor: float) -> int:
     if isinstance(factor, (bool, np.bool_)) or not isinstance(factor, numbers.Real):
         raise ValueError(f"factor must be a positive integer, got {factor!r}")
@@ -204,42 +157,6 @@ def downsample_mask(mask: np.ndarray, factor: int) -> np.ndarray:
         return arr.copy()
     index = tuple(slice(f // 2, None, f) for _ in range(arr.ndim))
     return arr[index].copy()
-
-
-def resize_nearest(mask: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """Nearest-neighbour resampling of ``mask`` to ``shape`` by one exact integer factor.
-
-    The scale ``shape[i] / mask.shape[i]`` must be the same on every axis and be either an
-    integer ``k`` (each pixel is repeated ``k`` times along each axis) or ``1 / k`` (see
-    :func:`downsample_mask`); anything else raises ``ValueError``. The dtype is kept.
-    """
-    arr = np.asarray(mask)
-    target = tuple(int(n) for n in shape)
-    if len(target) != arr.ndim:
-        raise ValueError(f"cannot resize shape {tuple(arr.shape)} to {target}: ndim differs")
-    if target == arr.shape:
-        return arr.copy()
-    if any(n <= 0 for n in target) or any(n <= 0 for n in arr.shape):
-        raise ValueError(f"cannot resize shape {tuple(arr.shape)} to {target}: empty axis")
-    ratios = {Fraction(t, s) for t, s in zip(target, arr.shape, strict=True)}
-    if len(ratios) != 1:
-        raise ValueError(
-            f"cannot resize shape {tuple(arr.shape)} to {target}: the scale differs between "
-            f"axes ({', '.join(str(r) for r in sorted(ratios))})"
-        )
-    ratio = ratios.pop()
-    if ratio.denominator == 1:
-        k = ratio.numerator
-        out = arr
-        for axis in range(arr.ndim):
-            out = np.repeat(out, k, axis=axis)
-        return out
-    if ratio.numerator == 1:
-        return downsample_mask(arr, ratio.denominator)
-    raise ValueError(
-        f"cannot resize shape {tuple(arr.shape)} to {target}: scale {ratio} is not an integer "
-        "or the inverse of an integer"
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,7 +318,7 @@ def evaluate_many(pairs: Iterable[tuple[np.ndarray, np.ndarray]], band_px: float
             raise ValueError(f"image {index}: {err}") from err
         masked_total = masked_total + scores["masked_counts"]
         unmasked_total = unmasked_total + scores["unmasked_counts"]
-        entry = {key: float(scores[key]) for key in _SCORE_KEYS}
+        entry = {key: float(scores[key]) for key in SCORE_KEYS}
         entry["band_pixels"] = scores["band_pixels"]
         entry["masked_counts"] = scores["masked_counts"].as_dict()
         entry["unmasked_counts"] = scores["unmasked_counts"].as_dict()
@@ -417,8 +334,8 @@ def evaluate_many(pairs: Iterable[tuple[np.ndarray, np.ndarray]], band_px: float
             "unmasked_iou": unmasked_total.iou,
             "unmasked_dice": unmasked_total.dice,
         },
-        "mean": {key: _nanmean([e[key] for e in per_image]) for key in _SCORE_KEYS},
-        "n_defined": {key: sum(not math.isnan(e[key]) for e in per_image) for key in _SCORE_KEYS},
+        "mean": {key: _nanmean([e[key] for e in per_image]) for key in SCORE_KEYS},
+        "n_defined": {key: sum(not math.isnan(e[key]) for e in per_image) for key in SCORE_KEYS},
         "counts": {"masked": masked_total.as_dict(), "unmasked": unmasked_total.as_dict()},
         "per_image": per_image,
     }

@@ -1,17 +1,31 @@
-"""The p(c|z) table: built from estimates or measured fractions, compared, checked, flagged."""
+"""The p(c|z) table: built from estimates, edits or measured fractions, checked and flagged."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .formats import PRIOR_NOT_DATA, Bins, Prior, paper_prior
+from .formats import PRIOR_NOT_DATA, Bins, FormatError, Prior, paper_prior, read_prior_csv
+
+if TYPE_CHECKING:
+    from .project import Project
 
 #: A bin's std when it has fewer than two estimates (percent), so training still has a width.
 FALLBACK_STD_PCT = 1.0
+
+
+def default_prior(bins: Bins) -> Prior:
+    """The prior of bins nothing was measured for: the paper's Table 1 when its bins are
+    ``bins``, else 0 ± FALLBACK_STD_PCT % per bin (source ``default``). The one rule."""
+    paper = paper_prior()
+    if paper.bins == bins:
+        return paper
+    nb = len(bins)
+    return Prior(bins, np.zeros(nb), np.full(nb, FALLBACK_STD_PCT), source=["default"] * nb)
 
 
 def prior_from_values(
@@ -32,8 +46,7 @@ def prior_from_values(
     pct = np.asarray(list(pct), dtype=np.float64)
     nb = len(bins)
     if fallback is None:
-        paper = paper_prior()
-        fallback = paper if paper.bins == bins else None
+        fallback = default_prior(bins)
     mean = np.zeros(nb)
     std = np.full(nb, FALLBACK_STD_PCT)
     n = np.zeros(nb)
@@ -45,7 +58,7 @@ def prior_from_values(
             mean[b] = v.mean()
             std[b] = v.std() if len(v) > 1 else FALLBACK_STD_PCT
             sources[b] = source
-        elif fallback is not None:
+        else:
             mean[b] = fallback.mean_pct[b]
             std[b] = fallback.std_pct[b]
             sources[b] = fallback.source[b]
@@ -124,14 +137,6 @@ class PriorFlags:
     few_estimates: list[int]  # bins with fewer than 2 estimates
     not_monotonic: list[int]  # bins whose mean is below the previous bin's mean
 
-    def messages(self, bins: Bins) -> list[str]:
-        out = [f"bin {bins.labels[b]} %: fewer than 2 estimates" for b in self.few_estimates]
-        out += [
-            f"bin {bins.labels[b]} %: mean is lower than the bin below (not monotonic)"
-            for b in self.not_monotonic
-        ]
-        return out
-
 
 def check_prior(prior: Prior) -> PriorFlags:
     """Flag bins with fewer than two estimates and means that fall as the bin rises."""
@@ -195,3 +200,59 @@ def apply_edits(prior: Prior, edits: dict[int, tuple[float, float, str, float]])
         if 0 <= b < len(prior.bins):
             mean[b], std[b], source[b] = m, s, "edited"
     return Prior(prior.bins, mean, std, prior.n.copy(), source=source)
+
+
+# -- the prior from estimates --------------------------------------------------------------------
+
+
+#: A prior edit with this note withdraws the bin's earlier edits.
+REVERT_NOTE = "revert"
+
+
+def effective_edits(project: Project) -> dict[int, tuple[float, float, str, float]]:
+    """The latest prior edit per bin, leaving out bins whose latest edit is a revert."""
+    latest: dict[int, tuple] = {}
+    for _id, z, mean, std, who, when, note in project.store.prior_edit_history():
+        latest[z] = (mean, std, who, when, note)
+    return {z: (m, s, w, t) for z, (m, s, w, t, note) in latest.items() if note != REVERT_NOTE}
+
+
+def estimates_prior(
+    project: Project, annotator: str | None = None, saved: Prior | None = None
+) -> Prior:
+    """p(c|z) from the live estimates (all annotators pooled, or one), source ``reviewed``.
+
+    Bins without estimates take ``saved``'s row where it was measured (see
+    ``prior.fill_missing``; pass ``saved_prior(project)`` so a partial review keeps the
+    values measured for the other bins), else the paper's Table 1 row (when the bins match)
+    with n = 0.
+    """
+    est = project.store.estimates(annotator)
+    prior = prior_from_values(
+        project.bins, [e.bin for e in est], [e.percent for e in est], source="reviewed"
+    )
+    return fill_missing(prior, saved)
+
+
+def saved_prior(project: Project) -> Prior | None:
+    """The project's saved prior.csv when it exists, can be read and has the project's bins."""
+    path = project.prior_path
+    if path is None or not path.exists():
+        return None
+    try:
+        prior = read_prior_csv(path)
+    except (FormatError, OSError):
+        return None
+    return prior if prior.bins == project.bins else None
+
+
+def prior_for_saving(prior: Prior) -> Prior:
+    """The prior as prior.csv stores it: n blank for rows no estimate produced (n = 0)."""
+    n = np.where(prior.n > 0, prior.n, np.nan)
+    return Prior(prior.bins, prior.mean_pct.copy(), prior.std_pct.copy(), n, source=prior.source)
+
+
+def agreement_rows(project: Project) -> list[dict[str, float]]:
+    """Per-bin inter-annotator agreement (blocks, mean abs difference, ICC) of live estimates."""
+    est = project.store.estimates()
+    return agreement(((e.block_id, e.bin, e.annotator, e.percent) for e in est), len(project.bins))

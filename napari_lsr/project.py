@@ -25,10 +25,10 @@ from .formats import (
     LowResLabels,
     Prior,
     atomic_write_text,
-    paper_prior,
     read_prior_csv,
 )
 from .interop import read_lowres
+from .prior import default_prior
 from .slide import Slide
 from .store import Store
 
@@ -120,9 +120,9 @@ class Project:
             have.add(key)
 
     def prior(self) -> Prior:
-        """The project's prior, or the paper's Table 1 when the project names none."""
+        """The project's prior, or ``prior.default_prior`` of its bins when it names none."""
         if self.prior_path is None or not self.prior_path.exists():
-            return paper_prior()
+            return default_prior(self.bins)
         return read_prior_csv(self.prior_path)
 
     def close(self) -> None:
@@ -211,22 +211,6 @@ class Project:
             rows.append(row)
         cfg["slides"] = rows
         atomic_write_text(self.folder / PROJECT_FILE, tomli_w.dumps(cfg))
-
-    def register_blocks(self) -> None:
-        """Put every slide's blocks into the store (idempotent) so estimates can refer to them."""
-        for entry in self.slides:
-            if entry.labels is None:
-                continue
-            with entry.open() as slide:
-                labels = entry.read_labels(slide, self.bins)
-                sid = self.store.add_slide(
-                    self.slide_key(entry.path),
-                    self.slide_key(entry.labels),
-                    slide.width,
-                    slide.height,
-                    slide.mpp,
-                )
-            self.store.add_blocks(sid, labels.boxes(), labels.probability, labels.bin)
 
 
 def _parts(path: str) -> list[str]:

@@ -28,23 +28,19 @@ next block is ready when the annotator presses Enter.
 from __future__ import annotations
 
 import math
-import os
 import threading
-import weakref
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .blocks import TISSUE_MIN_FRACTION, tissue_fraction
 from .config import LSRError
-from .formats import Bins, FormatError, LowResLabels, Prior, paper_prior, read_prior_csv
-from .prior import agreement, fill_missing, prior_from_values
-from .project import PROJECT_FILE, Project, SlideEntry
+from .formats import Bins, FormatError, LowResLabels
+from .project import Project, SlideEntry
 from .slide import Slide, SlideError
 
 #: Blocks reviewed per bin unless the annotator asks for another number.
@@ -56,8 +52,6 @@ TISSUE_CHECK_PX = 32
 DEFAULT_REVIEW_PX = 240
 #: Up/Down change the estimate by this many percentage points.
 STEP_PCT = 5.0
-#: The block fills this fraction of the canvas's shorter side when the camera moves to it.
-CAMERA_FILL = 1.0 / 3.0
 #: How many prefetched block images are kept.
 IMAGE_CACHE = 16
 
@@ -631,220 +625,3 @@ class BlockImages:
         self._cache.clear()
         self._reader.shutdown(wait=wait, cancel_futures=True)
         self._writer.shutdown(wait=wait)
-
-
-# -- where a block is in the viewer -------------------------------------------------------------
-
-
-def world_box(block: ReviewBlock, unit: float) -> np.ndarray:
-    """The block's rectangle as (4, 2) (y, x) world corners (``unit`` = mpp, or 1 for px).
-
-    napari centres pixel k on coordinate k, so level-0 pixels [x, x + w) span x - 0.5 to
-    x + w - 0.5 in data coordinates.
-    """
-    y0, x0 = (block.y - 0.5) * unit, (block.x - 0.5) * unit
-    y1, x1 = (block.y + block.height - 0.5) * unit, (block.x + block.width - 0.5) * unit
-    return np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]])
-
-
-def world_center(block: ReviewBlock, unit: float) -> tuple[float, float]:
-    """(y, x) world centre of the block."""
-    return (
-        (block.y + block.height / 2 - 0.5) * unit,
-        (block.x + block.width / 2 - 0.5) * unit,
-    )
-
-
-def camera_zoom(
-    block: ReviewBlock, unit: float, canvas_size: tuple[int, int], fill: float = CAMERA_FILL
-) -> float:
-    """Canvas pixels per world unit that make the block fill ``fill`` of the canvas."""
-    side = max(block.width, block.height) * unit
-    return fill * max(1, min(canvas_size)) / side
-
-
-# -- projects from what is in the viewer --------------------------------------------------------
-
-
-def project_for_slide(
-    slide_path: str | os.PathLike,
-    labels_path: str | os.PathLike,
-    folder: str | os.PathLike | None = None,
-    labels_class: str | None = None,
-) -> Project:
-    """Open (or create) a project for one slide and its low-res labels (any format
-    ``interop.read_lowres`` reads; ``labels_class`` picks a WSInfer file's class).
-
-    The folder defaults to ``<slide folder>/<slide name>_lsr``. The labels are read first:
-    a file that cannot be used raises ReviewError and nothing is written. An existing project
-    there is opened with the slide bound to the labels chosen now (project.toml follows the
-    last choice, so a bad file chosen before never sticks).
-    """
-    slide_path = Path(slide_path).resolve()
-    labels_path = Path(labels_path).resolve()
-    if not labels_path.exists():
-        raise ReviewError(f"no such low-res CSV: {labels_path}")
-    folder = Path(folder) if folder else slide_path.parent / f"{slide_path.stem}_lsr"
-    existing = Project.open(folder) if (folder / PROJECT_FILE).exists() else None
-    entry = SlideEntry(slide_path, labels_path, labels_class=labels_class)
-    try:
-        with entry.open() as slide:
-            entry.read_labels(slide, existing.bins if existing is not None else None)
-    except (SlideError, FormatError, OSError) as exc:
-        raise ReviewError(f"not used: {exc}") from exc
-    if existing is not None:
-        return _bind_labels(existing, entry)
-    try:
-        Project.create(folder, [entry])
-    except OSError as exc:
-        raise ReviewError(f"cannot create a project here ({exc.strerror}): {folder}") from exc
-    # Reopen, so slide paths are spelled as every later Project.open spells them.
-    return Project.open(folder)
-
-
-def _bind_labels(project: Project, chosen: SlideEntry) -> Project:
-    """``project`` with ``chosen``'s slide bound to ``chosen``'s labels (added when absent);
-    project.toml is rewritten only when that changes it."""
-    for entry in project.slides:
-        if entry.path.resolve() == chosen.path:
-            if (entry.labels, entry.labels_class) == (chosen.labels, chosen.labels_class):
-                return project
-            entry.labels, entry.labels_class = chosen.labels, chosen.labels_class
-            entry.labels_columns = None
-            break
-    else:
-        project.slides.append(chosen)
-    try:
-        project.save()
-    except OSError as exc:
-        raise ReviewError(f"cannot update project.toml ({exc.strerror}): {project.folder}") from exc
-    project.close()
-    return Project.open(project.folder)
-
-
-# -- the prior from estimates --------------------------------------------------------------------
-
-
-#: A prior edit with this note withdraws the bin's earlier edits.
-REVERT_NOTE = "revert"
-
-
-def effective_edits(project: Project) -> dict[int, tuple[float, float, str, float]]:
-    """The latest prior edit per bin, leaving out bins whose latest edit is a revert."""
-    latest: dict[int, tuple] = {}
-    for _id, z, mean, std, who, when, note in project.store.prior_edit_history():
-        latest[z] = (mean, std, who, when, note)
-    return {z: (m, s, w, t) for z, (m, s, w, t, note) in latest.items() if note != REVERT_NOTE}
-
-
-def estimates_prior(
-    project: Project, annotator: str | None = None, saved: Prior | None = None
-) -> Prior:
-    """p(c|z) from the live estimates (all annotators pooled, or one), source ``reviewed``.
-
-    Bins without estimates take ``saved``'s row where it was measured (see
-    ``prior.fill_missing``; pass ``saved_prior(project)`` so a partial review keeps the
-    values measured for the other bins), else the paper's Table 1 row (when the bins match)
-    with n = 0.
-    """
-    est = project.store.estimates(annotator)
-    prior = prior_from_values(
-        project.bins, [e.bin for e in est], [e.percent for e in est], source="reviewed"
-    )
-    return fill_missing(prior, saved)
-
-
-def saved_prior(project: Project) -> Prior | None:
-    """The project's saved prior.csv when it exists, can be read and has the project's bins."""
-    path = project.prior_path
-    if path is None or not path.exists():
-        return None
-    try:
-        prior = read_prior_csv(path)
-    except (FormatError, OSError):
-        return None
-    return prior if prior.bins == project.bins else None
-
-
-def prior_for_saving(prior: Prior) -> Prior:
-    """The prior as prior.csv stores it: n blank for rows no estimate produced (n = 0)."""
-    n = np.where(prior.n > 0, prior.n, np.nan)
-    return Prior(prior.bins, prior.mean_pct.copy(), prior.std_pct.copy(), n, source=prior.source)
-
-
-def agreement_rows(project: Project) -> list[dict[str, float]]:
-    """Per-bin inter-annotator agreement (blocks, mean abs difference, ICC) of live estimates."""
-    est = project.store.estimates()
-    return agreement(((e.block_id, e.bin, e.annotator, e.percent) for e in est), len(project.bins))
-
-
-def default_prior(project: Project) -> Prior:
-    """The paper's Table 1 when its bins are the project's, else 0 ± 1 % per bin."""
-    paper = paper_prior()
-    if paper.bins == project.bins:
-        return paper
-    nb = len(project.bins)
-    return Prior(project.bins, np.zeros(nb), np.ones(nb), source=["default"] * nb)
-
-
-# -- what the dock widgets of one viewer share ---------------------------------------------------
-
-
-class ReviewHub:
-    """The project open in one viewer's napari-lsr widgets, and who to tell when it changes.
-
-    Listeners get ``"project"`` (another project was opened) or ``"estimates"`` (an estimate
-    was entered or undone).
-    """
-
-    def __init__(self) -> None:
-        self.project: Project | None = None
-        self.annotator: str | None = None
-        self._listeners: list[Callable[[], Callable[[str], None] | None]] = []
-
-    def set_project(self, project: Project | None, annotator: str | None = None) -> None:
-        self.project = project
-        if annotator:
-            self.annotator = annotator
-        self.notify("project")
-
-    def subscribe(self, callback: Callable[[str], None]) -> None:
-        """Call ``callback(kind)`` on changes; bound methods are held weakly."""
-        ref: Callable[[], Callable[[str], None] | None]
-        if hasattr(callback, "__self__") and hasattr(callback, "__func__"):
-            ref = weakref.WeakMethod(callback)  # type: ignore[arg-type]
-        else:
-            ref = lambda: callback  # noqa: E731
-        self._listeners.append(ref)
-
-    def unsubscribe(self, callback: Callable[[str], None]) -> None:
-        self._listeners = [r for r in self._listeners if r() not in (None, callback)]
-
-    def notify(self, kind: str) -> None:
-        alive = []
-        for ref in list(self._listeners):
-            cb = ref()
-            if cb is None:
-                continue
-            alive.append(ref)
-            try:
-                cb(kind)
-            except RuntimeError:  # a deleted Qt widget
-                alive.pop()
-        self._listeners = alive
-
-
-_HUBS: weakref.WeakKeyDictionary[Any, ReviewHub] = weakref.WeakKeyDictionary()
-
-
-def hub_for(viewer: Any) -> ReviewHub:
-    """The hub of a viewer (created on first use; forgotten with the viewer).
-
-    napari hands plugin widgets a proxy of the viewer, a new one per widget: the hub is kept
-    by the viewer behind the proxy, so every widget of one viewer shares it.
-    """
-    viewer = getattr(viewer, "__wrapped__", viewer)
-    hub = _HUBS.get(viewer)
-    if hub is None:
-        hub = _HUBS[viewer] = ReviewHub()
-    return hub

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .config import LSRError
+from .config import LSRError, first_line
 
 #: Extensions that OpenSlide may read. TIFFs are tried with OpenSlide first and fall back to
 #: plain images.
@@ -277,12 +277,6 @@ class Slide:
         rgb = _composite(rgba, self.background)
         return _resize(rgb, out_w, out_h)
 
-    def thumbnail(self, max_side: int = 1024) -> np.ndarray:
-        """The whole slide scaled so its longer side is at most ``max_side``; RGB uint8."""
-        scale = max(self.width, self.height) / max_side
-        scale = max(scale, 1.0)
-        return self.read_region(0, 0, self.width, self.height, downsample=scale)
-
     def pyramid(self) -> list[Any]:
         """Lazy dask arrays (H, W, 3) uint8, one per level, finest first, for napari.
 
@@ -385,12 +379,6 @@ def _crop_padded(
     return out
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of an error's message (the type name when it has none)."""
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
 def _detect_openslide(path: Path) -> str | None:
     """OpenSlide's vendor name for the file, or None when OpenSlide does not know it."""
     import openslide
@@ -451,8 +439,3 @@ def shared_slide(path: str | os.PathLike, mpp: float | None = None) -> Slide:
         if hit is None or hit[0] != mtime or hit[1].closed:
             _SHARED[key] = (mtime, Slide(key[0], mpp=mpp))
         return _SHARED[key][1]
-
-
-def open_slide(path: str | os.PathLike, mpp: float | None = None) -> Slide:
-    """Open a slide (any OpenSlide format, or a plain image as a one-level slide)."""
-    return Slide(path, mpp=mpp)

@@ -723,10 +723,3 @@ def _cancel_fn(cancel: Callable[[], bool] | threading.Event | None) -> Callable[
     if isinstance(cancel, threading.Event):
         return cancel.is_set
     return cancel
-
-
-def read_card(path: str | os.PathLike) -> dict[str, Any]:
-    """A model card (``<model>.json``), size-limited and schema-checked (FormatError)."""
-    from .formats import read_model_card
-
-    return read_model_card(path)

@@ -15,23 +15,24 @@ from PIL import Image
 from napari_lsr.compare import (
     LOWRES_NAME,
     CompareRequest,
-    ModelEntry,
     draw_legend,
-    lowres_mask,
-    model_colors,
-    prediction_entry,
     prediction_path,
     project_models,
     reusable_prediction,
     run_comparison,
-    table_rows,
     write_figure,
     write_metrics_csv,
 )
-from napari_lsr.evaluation import evaluate_files
+from napari_lsr.evaluation import (
+    ModelEntry,
+    evaluate_files,
+    lowres_mask,
+    prediction_entry,
+    table_rows,
+)
 from napari_lsr.formats import FormatError, LowResLabels
 from napari_lsr.inference import InferenceError
-from napari_lsr.layers import BOUNDARY_COLORS, OTHER_COLORS
+from napari_lsr.layers import BOUNDARY_COLORS, OTHER_COLORS, model_colors
 
 
 def run(req: CompareRequest) -> tuple[list[tuple[str, float]], object]:

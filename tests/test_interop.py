@@ -28,6 +28,7 @@ from napari_lsr.interop import (
     parse_columns,
     read_lowres,
 )
+from napari_lsr.review import SlideSet, load_blocks
 
 SLIDE = (300, 300)
 # Three 100 px patches of one row: (x, y, tumour probability, other probability).
@@ -435,7 +436,9 @@ def test_project_reads_wsinfer_labels(project_copy, tmp_path):
 
 
 def test_export_estimates(project_copy, tmp_path, capsys):
-    project_copy.register_blocks()
+    _slides = SlideSet(project_copy)
+    load_blocks(project_copy, _slides)
+    _slides.close()
     store = project_copy.store
     ids = sorted(store.block_ids(1).values())[:3]
     store.add_estimate(ids[0], "ana", 40.0)

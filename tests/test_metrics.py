@@ -11,13 +11,10 @@ import pytest
 from napari_lsr.metrics import (
     Counts,
     band_mask,
-    boundary,
     confusion_counts,
     downsample_mask,
     evaluate_many,
     masked_scores,
-    resize_nearest,
-    threshold,
     to_json_dict,
 )
 
@@ -276,37 +273,6 @@ def test_evaluate_many_errors():
 # ------------------------------------------------------------------------------------------
 
 
-def test_threshold():
-    prob = np.array([0.0, 0.49, 0.5, 0.51, 1.0])
-    np.testing.assert_array_equal(threshold(prob), [False, False, True, True, True])
-    np.testing.assert_array_equal(threshold(prob, 0.9), [False, False, False, False, True])
-    codes = np.array([0, 127, 128, 255], dtype=np.uint8)  # 127/255 < 0.5 <= 128/255
-    np.testing.assert_array_equal(threshold(codes), [False, False, True, True])
-    with pytest.raises(ValueError):
-        threshold(prob, 1.5)
-    with pytest.raises(ValueError, match="NaN"):
-        threshold(np.array([np.nan]))
-    with pytest.raises(TypeError):
-        threshold(np.array([1, 2], dtype=np.int32))
-
-
-def test_boundary_inner_contour():
-    # 3x3 square in a 7x7 image: its 8 outer pixels are the boundary, the centre is not.
-    m = np.zeros((7, 7), dtype=bool)
-    m[2:5, 2:5] = True
-    b = boundary(m)
-    expected = m.copy()
-    expected[3, 3] = False
-    np.testing.assert_array_equal(b, expected)
-    # Region touching the image edge: open there unless include_image_edge=True.
-    g = left_half_truth()
-    assert boundary(g).sum() == 10 and boundary(g)[:, 4].all()
-    closed = boundary(g, include_image_edge=True)
-    # column 4 (10) + column 0 (10) + rows 0 and 9 in columns 1..3 (6) = 26
-    assert closed.sum() == 26
-    assert not boundary(np.zeros((3, 3))).any()
-
-
 def test_downsample_mask():
     # factor 2 takes pixel 2*i + 1 of each axis
     a = np.arange(16).reshape(4, 4)
@@ -321,21 +287,3 @@ def test_downsample_mask():
         with pytest.raises(ValueError, match="positive integer"):
             downsample_mask(a, bad)  # type: ignore[arg-type]
     assert downsample_mask(a, 2.0).shape == (2, 2)
-
-
-def test_resize_nearest():
-    m = np.array([[True, False], [False, True]])
-    up = resize_nearest(m, (4, 4))
-    np.testing.assert_array_equal(
-        up,
-        [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]],
-    )
-    assert up.dtype == bool
-    np.testing.assert_array_equal(resize_nearest(up, (2, 2)), m)  # round trip
-    np.testing.assert_array_equal(resize_nearest(m, (2, 2)), m)
-    with pytest.raises(ValueError, match="not an integer"):
-        resize_nearest(np.zeros((4, 4)), (6, 6))
-    with pytest.raises(ValueError, match="differs between axes"):
-        resize_nearest(np.zeros((4, 4)), (8, 4))
-    with pytest.raises(ValueError, match="ndim"):
-        resize_nearest(np.zeros((4, 4)), (8,))

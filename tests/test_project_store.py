@@ -10,6 +10,7 @@ import pytest
 from napari_lsr.formats import FormatError
 from napari_lsr.prior import agreement, check_prior, prior_from_values
 from napari_lsr.project import Project
+from napari_lsr.review import SlideSet, load_blocks
 from napari_lsr.store import Store
 
 
@@ -32,7 +33,9 @@ def test_not_a_project(tmp_path):
 
 def test_store_wal_and_estimates(project_copy):
     p = project_copy
-    p.register_blocks()
+    _slides = SlideSet(p)
+    load_blocks(p, _slides)
+    _slides.close()
     store = p.store
     mode = store.query("PRAGMA journal_mode")[0][0]
     assert mode == "wal"
@@ -58,9 +61,11 @@ def test_store_wal_and_estimates(project_copy):
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def test_register_blocks_is_idempotent(project_copy):
-    project_copy.register_blocks()
-    project_copy.register_blocks()
+def test_load_blocks_is_idempotent(project_copy):
+    slides = SlideSet(project_copy)
+    load_blocks(project_copy, slides)
+    load_blocks(project_copy, slides)
+    slides.close()
     n = project_copy.store.query("SELECT COUNT(*) FROM blocks")[0][0]
     assert n == (768 // 64) ** 2
 

@@ -12,29 +12,28 @@ import pytest
 
 from napari_lsr.blocks import TISSUE_MIN_FRACTION, tissue_fraction
 from napari_lsr.formats import Prior, paper_prior
+from napari_lsr.layers import camera_zoom, world_box, world_center
+from napari_lsr.prior import (
+    REVERT_NOTE,
+    agreement_rows,
+    effective_edits,
+    estimates_prior,
+    prior_for_saving,
+)
 from napari_lsr.project import Project, SlideEntry
 from napari_lsr.review import (
-    REVERT_NOTE,
     BinSampler,
     BlockImages,
     ReviewBlock,
     ReviewError,
     ReviewSession,
     SlideSet,
-    agreement_rows,
-    camera_zoom,
-    effective_edits,
-    estimates_prior,
     has_tissue,
-    hub_for,
     load_blocks,
     parse_percent,
-    prior_for_saving,
-    project_for_slide,
     training_geometry,
-    world_box,
-    world_center,
 )
+from napari_lsr.state import hub_for, project_for_slide
 from napari_lsr.store import Store
 
 # -- parsing -------------------------------------------------------------------------------------

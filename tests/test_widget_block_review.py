@@ -10,8 +10,8 @@ from qtpy.QtCore import Qt
 
 from napari_lsr._reader import slide_layer_data
 from napari_lsr.formats import read_prior_csv
+from napari_lsr.layers import world_box, world_center
 from napari_lsr.project import Project, SlideEntry
-from napari_lsr.review import world_box, world_center
 from napari_lsr.widgets.block_review import OUTLINE_NAME, BlockReviewWidget
 from napari_lsr.widgets.prior_table import SAVED, PriorTableWidget
 

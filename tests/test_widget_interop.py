@@ -90,9 +90,12 @@ def test_comparison_exports_regions_to_qupath(make_napari_viewer, project_copy, 
 
 
 def test_prior_table_exports_estimates(make_napari_viewer, project_copy, tmp_path):
+    from napari_lsr.review import SlideSet, load_blocks
     from napari_lsr.widgets.prior_table import PriorTableWidget
 
-    project_copy.register_blocks()
+    _slides = SlideSet(project_copy)
+    load_blocks(project_copy, _slides)
+    _slides.close()
     ids = sorted(project_copy.store.block_ids(1).values())
     project_copy.store.add_estimate(ids[0], "ana", 25.0)
     project_copy.store.add_estimate(ids[1], "ana", None, skipped=True)

@@ -281,7 +281,7 @@ def test_loss_curve_draws_the_running_mean(qtbot) -> None:
 
 
 def test_project_is_shared_with_the_other_widgets(make_napari_viewer, project_copy) -> None:
-    from napari_lsr.review import hub_for
+    from napari_lsr.state import hub_for
 
     viewer = make_napari_viewer()
     hub = hub_for(viewer)
@@ -295,6 +295,21 @@ def test_project_is_shared_with_the_other_widgets(make_napari_viewer, project_co
     assert w.project is other  # and when it changes
     w.set_project(project_copy.folder)  # opened here: the others follow
     assert hub.project is w.project
+
+
+def test_prior_table_choice_reads_the_shared_prior(make_napari_viewer, project_copy) -> None:
+    from napari_lsr.state import hub_for
+    from napari_lsr.widgets.prior_table import PriorTableWidget
+
+    viewer = make_napari_viewer()
+    w = tw.TrainingWidget(viewer)
+    w.set_project(project_copy)  # shared: the Prior table opens it too
+    w.set_prior_choice("widget")
+    with pytest.raises(ValueError, match="open the Prior table"):
+        w.current_prior()
+    table = PriorTableWidget(viewer)
+    assert table.project is project_copy and hub_for(viewer).prior is table.prior
+    assert w.current_prior()[0] is table.prior
 
 
 def test_cancel_is_honoured_at_the_next_step(project_copy) -> None:

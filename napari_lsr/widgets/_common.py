@@ -22,6 +22,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+#: How an error message is drawn in every dock widget: one red, bold.
+ERROR_STYLE = "color: #ff6b6b; font-weight: bold;"
+
 
 def project_row(
     parent: QWidget, placeholder: str, open_project: Callable[[str], object]

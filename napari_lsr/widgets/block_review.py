@@ -42,7 +42,7 @@ from qtpy.QtWidgets import (
 from .._reader import slide_layer_data
 from ..formats import FormatError
 from ..interop import default_class, lowres_classes
-from ..layers import bin_color, labels_layer_data
+from ..layers import bin_color, camera_zoom, labels_layer_data, world_box, world_center
 from ..project import Project
 from ..review import (
     DEFAULT_K,
@@ -54,16 +54,12 @@ from ..review import (
     ReviewSession,
     SlideSet,
     bin_label,
-    camera_zoom,
-    hub_for,
     load_blocks,
     parse_percent,
-    project_for_slide,
-    world_box,
-    world_center,
 )
 from ..slide import SlideError
-from ._common import project_row, reason_first
+from ..state import hub_for, project_for_slide
+from ._common import ERROR_STYLE, project_row, reason_first
 
 #: The spin box's value when nothing is typed (shown as "–").
 NO_VALUE = -1
@@ -75,7 +71,6 @@ OUTLINE_NAME = "review block"
 OUTLINE_COLOR = "yellow"
 #: The heat overlay is kept light so the tissue around the block stays readable.
 OVERLAY_OPACITY = 0.3
-ERROR_STYLE = "color: #ff6b6b; font-weight: bold;"
 INFO_STYLE = "color: #9fd89f;"
 KEYS_HELP = (
     "Keys: digits then Enter record · ↑/↓ ±5 · S skip · Backspace/Ctrl+Z undo · "

@@ -32,21 +32,18 @@ from qtpy.QtWidgets import (
 )
 
 from ..compare import (
-    TABLE_COLUMNS,
     CompareRequest,
-    Comparison,
-    ModelEntry,
-    one_line,
-    prediction_entry,
     project_models,
     run_comparison,
-    table_rows,
     write_figure,
     write_metrics_csv,
 )
 from ..config import LSRError
+from ..config import first_line as one_line
+from ..evaluation import TABLE_COLUMNS, Comparison, ModelEntry, prediction_entry, table_rows
 from ..layers import color_label
-from ._common import reason_first, scroll_contents, vet_checkpoint
+from ..state import hub_for
+from ._common import ERROR_STYLE, reason_first, scroll_contents, vet_checkpoint
 
 if TYPE_CHECKING:
     import napari
@@ -61,7 +58,6 @@ SLIDE_FILTER = (
     "Slides (*.svs *.tif *.tiff *.ndpi *.mrxs *.scn *.vms *.vmu *.bif *.svslide *.png *.jpg);;"
     "All files (*)"
 )
-ERROR_STYLE = "color: #ff6060;"
 #: Item data role holding a ModelEntry in the models list.
 ENTRY_ROLE = Qt.ItemDataRole.UserRole
 
@@ -292,7 +288,12 @@ class ComparisonWidget(QWidget):
     # -- inputs --------------------------------------------------------------------------
 
     def _guess_project(self) -> None:
-        """Open the project of a slide already in the viewer, if it belongs to one."""
+        """Open the project the other widgets share, else that of a slide already in the
+        viewer when it belongs to one."""
+        shared = hub_for(self.viewer).project
+        if shared is not None:
+            self.open_project(shared.folder, quiet=True)
+            return
         for layer in self.viewer.layers:
             path = (layer.metadata or {}).get("napari_lsr", {}).get("path")
             if path and (Path(path).parent / "project.toml").exists():

@@ -47,27 +47,25 @@ from qtpy.QtWidgets import (
 from ..formats import FormatError, Prior, paper_prior, read_prior_csv, write_prior_csv
 from ..layers import bin_color
 from ..prior import (
+    REVERT_NOTE,
     PriorFlags,
     agreement,
+    agreement_rows,
     apply_edits,
     check_prior,
-    paper_replacements,
-    row_text,
-    save_changes,
-)
-from ..project import Project
-from ..review import (
-    REVERT_NOTE,
-    agreement_rows,
-    bin_label,
     default_prior,
     effective_edits,
     estimates_prior,
-    hub_for,
+    paper_replacements,
     prior_for_saving,
+    row_text,
+    save_changes,
     saved_prior,
 )
-from ._common import project_row, reason_first, scroll_contents
+from ..project import Project
+from ..review import bin_label
+from ..state import hub_for
+from ._common import ERROR_STYLE, project_row, reason_first, scroll_contents
 
 POOLED = "pooled"
 ANNOTATOR = "annotator"
@@ -95,7 +93,6 @@ SOURCE_TIPS = {
 PAPER_BG = QColor("#5a3a1a")
 FLAG_BG = QColor("#6b5a00")
 EDIT_BG = QColor("#1f4f7a")
-ERROR_STYLE = "color: #ff6b6b; font-weight: bold;"
 INFO_STYLE = "color: #9fd89f;"
 #: Seconds to wait after an estimate before redrawing (a burst of entries redraws once).
 REFRESH_DELAY_MS = 300
@@ -348,7 +345,7 @@ class PriorTableWidget(QWidget):
         if kind == FILE and self.loaded is not None:
             return self.loaded
         if kind == PAPER:
-            return default_prior(p)
+            return default_prior(p.bins)
         return estimates_prior(p, saved=self.saved)
 
     def load_prior(self, path: str | os.PathLike | None = None) -> bool:
@@ -394,6 +391,7 @@ class PriorTableWidget(QWidget):
             self.base = self._base_prior(kind, name)
             self.edits = effective_edits(self.project)
             self.prior = apply_edits(self.base, self.edits)
+            self.hub.set_prior(self.prior)
             self.changes = save_changes(self.saved, prior_for_saving(self.prior))
         except (FormatError, OSError, sqlite3.Error) as exc:
             self._error(reason_first(exc))

@@ -49,7 +49,6 @@ from qtpy.QtWidgets import (
 from .. import config
 from ..formats import Prior, paper_prior, read_prior_csv, resource_path
 from ..models import ModelCard, list_models
-from ..review import hub_for
 from ..run import (  # noqa: F401 (Phase, SlideSource, TrainingFailed, readable_error: the API)
     Phase,
     RunPlan,
@@ -61,6 +60,7 @@ from ..run import (  # noqa: F401 (Phase, SlideSource, TrainingFailed, readable_
     run_training,
     warm_up_engine,
 )
+from ..state import hub_for
 from ._common import reason_first, vet_checkpoint
 
 if TYPE_CHECKING:
@@ -978,21 +978,10 @@ class TrainingWidget(QWidget):
         raise ValueError(f"no {kind} prior to choose")
 
     def _prior_from_widget(self) -> Prior:
-        """The current table of the Prior table dock widget (duck-typed, see module doc)."""
-        window = self.viewer.window._qt_window
-        for w in window.findChildren(QWidget):
-            if type(w).__name__ != "PriorTableWidget":
-                continue
-            for attr in ("current_prior", "prior", "get_prior"):
-                value = getattr(w, attr, None)
-                if callable(value):
-                    value = value()
-                if isinstance(value, Prior):
-                    return value
-                if isinstance(value, (str, os.PathLike)) and Path(value).is_file():
-                    return read_prior_csv(value)
-            raise ValueError("the Prior table widget holds no prior yet")
-        raise ValueError("open the Prior table widget first, or choose another prior")
+        """The current table of the Prior table dock widget, as it shares it (``state``)."""
+        if self.hub.prior is None:
+            raise ValueError("open the Prior table widget first, or choose another prior")
+        return self.hub.prior
 
     def current_prior(self) -> tuple[Prior, str]:
         """The chosen prior and a label for the model card (a path where there is one)."""
