@@ -33,13 +33,24 @@ from common import machine, table  # noqa: E402
 #: changes the training resolution of the real sets.
 #: The screen's baseline: the recipe's engine (BatchNorm, output started at the prior, no
 #: colour jitter, RMSprop lr 1e-3) with the paper's groups (2 x 15 blocks, bins of 8 or more).
-BASE: dict = {"groups": 2, "group_size": 15, "min_group": 0}
+BASE: dict = {
+    "groups": 2,
+    "group_size": 15,
+    "min_group": 0,
+    "group_draw": "uniform",
+    "lr_schedule": "constant",
+    "ema": 0.0,
+    "bn_freeze": 0,
+}
+#: Small groups from every bin (the first change the screen found).
+G48: dict = {**BASE, "groups": 4, "group_size": 8, "min_group": 2}
 
 VARIANTS: dict[str, dict] = {
     "recipe": {},  # napari-lsr's defaults (TrainConfig())
     "base": BASE,
     # the engine as first written (per-pixel norm, bias -2, colour jitter, lr 3e-3)
     "engine-v1": {**BASE, "norm": "channel", "init_bias": "fixed", "colour": 0.05, "lr": 3e-3},
+    # the paper preset, as `train --preset "paper (Sec. 3.3)"` gives it
     "paper": {**BASE, "norm": "channel", "init_bias": "fixed", "colour": 0.05, "lr": "paper"},
     # normalisation
     "channel": {**BASE, "norm": "channel"},
@@ -66,17 +77,40 @@ VARIANTS: dict[str, dict] = {
     # pixel variance
     "exact": {**BASE, "pixel_variance": "exact"},
     # groups of the inter statistic
-    "groups-4x8": {"groups": 4, "group_size": 8, "min_group": 0},
+    "groups-4x8": {**BASE, "groups": 4, "group_size": 8},
     "groups-blocks": {**BASE, "group_draw": "blocks"},
     "groups-min2": {**BASE, "min_group": 2},
-    "groups-4x8-min2": {"groups": 4, "group_size": 8, "min_group": 2},
-    "groups-6x5-min2": {"groups": 6, "group_size": 5, "min_group": 2},
+    "groups-4x8-min2": G48,
+    "groups-6x5-min2": {**BASE, "groups": 6, "group_size": 5, "min_group": 2},
     "intra-first": {**BASE, "intra_steps": 250},
     "intra-first-cosine-ema": {**BASE, "intra_steps": 250, "lr_schedule": "cosine", "ema": 0.99},
-    # the recipe with one change
-    "recipe-cosine-ema": {"lr_schedule": "cosine", "ema": 0.99},
-    "recipe-exact": {"pixel_variance": "exact"},
+    "groups-4x8-min2-cosine-ema": {**G48, "lr_schedule": "cosine", "ema": 0.99},
+    "groups-4x8-min2-freeze150": {**G48, "bn_freeze": 150},
+    "groups-4x8-min2-freeze150-cosine-ema": {
+        **G48,
+        "bn_freeze": 150,
+        "lr_schedule": "cosine",
+        "ema": 0.99,
+    },
+    # the recipe (TrainConfig()) with one change
+    "recipe-channel": {"norm": "channel", "bn_freeze": 0},
+    "recipe-group": {"norm": "group", "bn_freeze": 0},
+    "recipe-bias-fixed": {"init_bias": "fixed"},
+    "recipe-adam": {"optimizer": "adam"},
+    "recipe-adamw": {"optimizer": "adamw"},
+    "recipe-warmup": {"warmup": 50},
+    "recipe-lr3e-3": {"lr": 3e-3},
+    "recipe-lr3e-4": {"lr": 3e-4},
+    "recipe-constant": {"lr_schedule": "constant", "ema": 0.0},
+    "recipe-2000-steps": {"steps": 2000},
+    "recipe-0.5um": {"train_mpp": 0.5},
     "recipe-2um": {"train_mpp": 2.0},
+    "recipe-colour0.05": {"colour": 0.05},
+    "recipe-exact": {"pixel_variance": "exact"},
+    "recipe-uniform": {"group_draw": "uniform"},
+    "recipe-recalibrate": {"recalibrate": True},
+    "recipe-kl": {"distance": "kl"},
+    "recipe-paper-distance": {"distance": "paper"},
 }
 
 
@@ -158,6 +192,34 @@ def run_one(job: dict) -> dict:
     }
 
 
+def time_variants(args: argparse.Namespace, work: Path) -> str:
+    """Seconds per training step of each variant and loss (after 5 warm-up steps)."""
+    from napari_lsr.blocks import load_block_set
+    from napari_lsr.config import PAPER_LR, TrainConfig
+    from napari_lsr.training import train
+
+    rows = []
+    for ds in args.datasets.split(","):
+        for v in args.variants.split(","):
+            over = dict(VARIANTS[v])
+            data = build(ds, work, over.pop("train_mpp", 1.0))
+            blocks = load_block_set(data["blocks"])
+            for loss in args.losses.split(","):
+                if over.get("lr") == "paper":
+                    over["lr"] = PAPER_LR[loss]
+                n = args.time_steps + 5
+                cfg = TrainConfig(
+                    **{**over, "steps": n, "loss": loss, "checkpoint_every": 0, "device": "cpu"}
+                )
+                stamps = []
+                for ev in train(blocks, data["prior"], cfg, work / "runs" / "timing.pt"):
+                    if ev.kind == "step":
+                        stamps.append(time.perf_counter())
+                per = (stamps[-1] - stamps[4]) / (len(stamps) - 5)
+                rows.append([ds, v, loss, f"{per:.3f}", f"{per * 500 / 60:.1f}"])
+    return table(["data set", "variant", "loss", "s per step", "min per 500 steps"], rows)
+
+
 def summarise(path: Path) -> str:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     out = []
@@ -168,6 +230,7 @@ def summarise(path: Path) -> str:
         lines = []
         for v, loss in keys:
             sel = [r for r in rs if r["variant"] == v and r["loss"] == loss]
+            sel.sort(key=lambda r: r["seed"])
             d = np.array([r["masked_dice"] for r in sel])
             deg = sum(r["mean_prob"] < 0.01 or r["mean_prob"] > 0.99 for r in sel)
             lines.append(
@@ -213,6 +276,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", default="bench_out")
     ap.add_argument("--summary", action="store_true", help="only print the table so far")
+    ap.add_argument(
+        "--time-steps",
+        type=int,
+        default=0,
+        help="only time this many training steps of each variant (one process, all threads)",
+    )
     args = ap.parse_args()
     work = Path(args.out).resolve() / "ablation"
     (work / "runs").mkdir(parents=True, exist_ok=True)
@@ -220,6 +289,10 @@ def main() -> None:
     if args.summary:
         print(f"machine: {machine()}")
         print(summarise(results))
+        return
+    if args.time_steps:
+        print(f"machine: {machine()}")
+        print(time_variants(args, work))
         return
     for name in args.datasets.split(","):  # build (and cache) before the pool starts
         for v in args.variants.split(","):

@@ -176,8 +176,9 @@ def gl_renderer(viewer) -> str:  # noqa: ANN001
         return f"unknown ({exc})"
 
 
-def screenshot(project, path: Path, steps_shown: int) -> int:  # noqa: ANN001
-    """Train on the sample in a shown viewer and save the window once the curve has points."""
+def screenshot(project, path: Path, steps_shown: int, finish: int = 0) -> int:  # noqa: ANN001
+    """Train on the sample in a shown viewer and save the window once the curve has points
+    (or, with ``finish`` steps, once a whole run has ended: its model-health view filled)."""
     import napari
     from qtpy.QtWidgets import QApplication
 
@@ -199,22 +200,25 @@ def screenshot(project, path: Path, steps_shown: int) -> int:  # noqa: ANN001
     widget.napari_progress = True  # show napari's activity bar as on a desktop with a GPU
     viewer.window.add_dock_widget(widget, name="Training", area="right")
     widget.set_project(project)
-    widget.steps_spin.setValue(300)
+    widget.steps_spin.setValue(finish or 300)
     app = QApplication.instance()
     spin(app, 120.0, until=lambda: widget.warmed_up)
     name = "intra+inter-gaussian"
-    for suffix in (".pt", ".json"):
+    for suffix in (".pt", ".json", ".card.json"):
         (project.models_dir / f"{name}{suffix}").unlink(missing_ok=True)
     widget.name_edit.setText(name)
     assert widget.start(), "the widget refused to start"
-    spin(app, 600.0, until=lambda: len(widget.curve) >= steps_shown)
+    if finish:
+        spin(app, 3600.0, until=lambda: not widget.is_running)
+    else:
+        spin(app, 600.0, until=lambda: len(widget.curve) >= steps_shown)
     spin(app, 1.5)  # a refresh tick or two
     path.parent.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(str(path), canvas_only=False)
     print(f"wrote {path} at step {len(widget.curve)}")
     widget.cancel()
     spin(app, 60.0, until=lambda: not widget.is_running)
-    for suffix in (".pt", ".json"):
+    for suffix in (".pt", ".json", ".card.json"):
         (project.models_dir / f"{name}{suffix}").unlink(missing_ok=True)
     viewer.close()
     return 0
@@ -237,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--screenshot", help="save a screenshot of the window mid-training here")
     ap.add_argument("--steps-shown", type=int, default=40, help="steps before the screenshot")
+    ap.add_argument(
+        "--finish", type=int, default=0, help="with --screenshot: train this many steps to the end"
+    )
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--width", type=int, default=16)
     args = ap.parse_args(argv)
@@ -257,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     project = Project.open(folder)
     lines = machine()
     if args.screenshot:
-        return screenshot(project, Path(args.screenshot), args.steps_shown)
+        return screenshot(project, Path(args.screenshot), args.steps_shown, args.finish)
 
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(*WINDOW)
@@ -332,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(project.cache_dir, ignore_errors=True)  # measure extraction too
         spin(app, 10.0)  # the widget readies the next run's child process after each run
         name = f"stall-{mode}-{setting}-{bar or 'bar'}"
-        for suffix in (".pt", ".json"):
+        for suffix in (".pt", ".json", ".card.json"):
             (project.models_dir / f"{name}{suffix}").unlink(missing_ok=True)
         widget.name_edit.setText(name)
         steps: list[float] = []
@@ -360,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         spin(app, 60.0, until=lambda: not widget.is_running)
         probe.stop()
         widget.run_event.disconnect(on_event)
-        for suffix in (".pt", ".json"):  # leave the sample's models folder as it was
+        for suffix in (".pt", ".json", ".card.json"):  # leave the sample's models folder as it was
             (project.models_dir / f"{name}{suffix}").unlink(missing_ok=True)
         shown = widget._use_napari_progress()
         label = (

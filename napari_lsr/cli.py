@@ -222,6 +222,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{state}: {last.step}/{last.total} steps in {dt:.0f} s on {last.device}, final loss "
         f"{last.loss:.4f}\ncheckpoint {out}\nmodel card {card_path(out)}"
     )
+    health = last.extra.get("health")
+    if health:  # one line: healthy, or degenerate with what to try
+        print(f"model health: {health['message']}")
     if last.kind == "cancelled":
         print(f"resume with: napari-lsr train ... --resume {out} --out {out}")
     return 130 if last.kind == "cancelled" else 0

@@ -53,14 +53,14 @@ class TrainConfig:
     pixel_variance: str = "paper"
     steps: int = 500
     lr: float = 1e-3
-    lr_schedule: str = "constant"  # "constant" or "cosine" decay to lr/20
+    lr_schedule: str = "cosine"  # "constant" or "cosine" decay to lr/20
     warmup: int = 0  # steps of linear learning-rate warm-up
     optimizer: str = "rmsprop"
-    ema: float = 0.0  # weight averaging decay; 0 disables (inference uses EMA weights if on)
+    ema: float = 0.99  # weight averaging decay; 0 disables (inference uses EMA weights if on)
     batch_size: int = 30  # intra: blocks per batch
     groups: int = 4  # inter, intra+inter: groups per batch (the paper: 2)
     group_size: int = 8  # blocks per group (the paper: 15)
-    group_draw: str = "uniform"
+    group_draw: str = "blocks"
     min_group: int = 2  # smallest bin that may form a group (0: half the group size)
     intra_steps: int = 0  # inter losses: train with intra for this many steps first
     rmsprop_alpha: float = 0.9  # RMSprop smoothing (the paper's beta)
@@ -74,7 +74,7 @@ class TrainConfig:
     colour: float = 0.0  # colour jitter (stain) strength on top of augment; 0: none
     #: BatchNorm switches to its running statistics (inference's) from this step on, so the
     #: rest of training sees what inference sees, never the batch's mix of bins; 0: never.
-    bn_freeze: int = 0
+    bn_freeze: int = 150
     recalibrate: bool = False  # BatchNorm statistics recomputed with the final weights
     checkpoint_every: int = 100
 
@@ -159,6 +159,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "groups",
                 "group_size",
                 "min_group",
+                "group_draw",
+                "bn_freeze",
                 "norm",
             )
         },
@@ -171,6 +173,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "groups": 2,
         "group_size": 15,
         "min_group": 0,
+        "group_draw": "uniform",
+        "bn_freeze": 0,
         "norm": "channel",
     },
 }

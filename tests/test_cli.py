@@ -51,7 +51,11 @@ def test_pipeline_train_predict_evaluate(project_copy, tmp_path, capsys):
     assert "finished: 3/3 steps" in out and model.exists()
     # the prior's origin in one line: the sample's prior.csv is measured from its masks
     assert "prior: 0 of 10 bins from the paper's Table 1, 10 from this data" in err
+    health = [ln for ln in out.splitlines() if ln.startswith("model health: ")]
+    assert len(health) == 1  # one line, healthy or degenerate with what to try
     card = json.loads(card_path(model).read_text())
+    assert card["health"]["message"] in health[0] and len(card["health"]["bins"]) >= 2
+    assert card["settings"]["loss"] == "intra+inter"
     # issue 14: a prediction written beside its model (m.tiff by m.pt) keeps the model's card
     pred = tmp_path / "m.tiff"
     assert main(["predict", "--model", str(model), "--slide", str(e.path), "--out", str(pred)]) == 0

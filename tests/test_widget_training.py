@@ -170,6 +170,12 @@ def test_train_cancel_resume_and_card(widget, qtbot) -> None:
     for key in ("loss", "distance", "prior", "slides", "final_loss", "duration_s", "device"):
         assert key in card
     assert len(widget.curve) == 24  # the curve kept the first part of the run
+    # model health beside the curve: per-bin predicted cancer against the prior, one verdict
+    assert widget.health is not None and widget.health == card["health"]
+    rows = widget.health_table.topLevelItemCount()
+    assert rows == len(card["health"]["bins"]) >= 2
+    assert widget.health_table.topLevelItem(0).text(0) == "0-20"
+    assert widget.health_label.text().startswith("model health: ")
     models = widget.models()
     assert [m.checkpoint for m in models] == [out]
     names = [

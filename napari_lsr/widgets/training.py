@@ -1063,11 +1063,14 @@ class TrainingWidget(QWidget):
         }
 
     def _preset_engine(self) -> dict[str, Any]:
-        """Engine settings the form does not show: the recipe's, or the first engine's
-        (ChannelNorm's companions) when the paper preset is chosen."""
-        if self.preset_combo.currentText() == config.PAPER_PRESET:
-            return {k: config.LEGACY[k] for k in ("init_bias", "colour")}
-        return {}
+        """Engine settings the form does not show, from the chosen preset (and, for the
+        paper's, the first engine's companions of ChannelNorm)."""
+        name = self.preset_combo.currentText()
+        preset = PRESETS[name]
+        out = {k: preset[k] for k in ("min_group", "group_draw", "bn_freeze") if k in preset}
+        if name == config.PAPER_PRESET:
+            out.update({k: config.LEGACY[k] for k in ("init_bias", "colour")})
+        return out
 
     # -- running -------------------------------------------------------------------------------
 
