@@ -220,6 +220,41 @@ def time_variants(args: argparse.Namespace, work: Path) -> str:
     return table(["data set", "variant", "loss", "s per step", "min per 500 steps"], rows)
 
 
+def table2(path: Path) -> str:
+    """Table 2 from the recipe's runs: loss x distance, masked IoU and DICE, mean +- std."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    distance_of = {"recipe": "gaussian", "recipe-kl": "kl", "recipe-paper-distance": "paper"}
+    out = []
+    for ds in sorted({r["dataset"] for r in rows}):
+        rs = [r for r in rows if r["dataset"] == ds and r["variant"] in distance_of]
+        if not rs:
+            continue
+        lines = [["Low resolution model", "-", "-", "-", f"{rs[0]['lowres_dice']:.4f}", "-"]]
+        for loss in ("intra", "inter", "intra+inter"):
+            for v, dist in distance_of.items():
+                sel = [r for r in rs if r["loss"] == loss and r["variant"] == v]
+                if not sel:
+                    continue
+                iou = np.array([r["masked_iou"] for r in sel])
+                dice = np.array([r["masked_dice"] for r in sel])
+                deg = sum(r["mean_prob"] < 0.01 or r["mean_prob"] > 0.99 for r in sel)
+                lines.append(
+                    [
+                        loss,
+                        dist,
+                        len(sel),
+                        f"{iou.mean():.4f} ± {iou.std():.4f}",
+                        f"{dice.mean():.4f} ± {dice.std():.4f}",
+                        deg,
+                    ]
+                )
+        out.append(f"\n### {ds}\n")
+        out.append(
+            table(["model", "distance", "seeds", "masked IoU", "masked DICE", "degenerate"], lines)
+        )
+    return "\n".join(out)
+
+
 def summarise(path: Path) -> str:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     out = []
@@ -289,6 +324,8 @@ def main() -> None:
     if args.summary:
         print(f"machine: {machine()}")
         print(summarise(results))
+        print("\n## Table 2 (the recipe's runs)")
+        print(table2(results))
         return
     if args.time_steps:
         print(f"machine: {machine()}")

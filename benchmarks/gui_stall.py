@@ -187,7 +187,8 @@ def screenshot(project, path: Path, steps_shown: int, finish: int = 0) -> int:  
     from napari_lsr.widgets.training import TrainingWidget
 
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(*WINDOW)
+    # taller than the stall runs' window, so the model-health table shows every bin
+    viewer.window._qt_window.resize(WINDOW[0], 1180 if finish else WINDOW[1])
     entry = project.slides[0]
     data, meta, _ = read_slide(str(entry.path))[0]
     viewer.add_image(data, **meta)
@@ -201,6 +202,8 @@ def screenshot(project, path: Path, steps_shown: int, finish: int = 0) -> int:  
     viewer.window.add_dock_widget(widget, name="Training", area="right")
     widget.set_project(project)
     widget.steps_spin.setValue(finish or 300)
+    if finish:
+        widget.splitter.setSizes([250, 900])
     app = QApplication.instance()
     spin(app, 120.0, until=lambda: widget.warmed_up)
     name = "intra+inter-gaussian"

@@ -6,6 +6,7 @@ import argparse
 import math
 import signal
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Sequence
@@ -15,12 +16,14 @@ from typing import Any
 from . import config
 
 EPILOG_TRAIN = """\
-defaults: napari-lsr's recipe (BENCHMARKS.md, "The recipe"): BatchNorm U-Net with its output
-started at the prior's mean, RMSprop (smoothing 0.9) at lr 1e-3 for every loss, flips and
-rotations without colour jitter, distance gaussian; intra batches of 30 blocks, inter groups
-of 2 x 15 blocks of one bin each. --preset "paper (Sec. 3.3)" gives the paper's settings
-(lr 1e-5 intra, 1e-3 inter and intra+inter) on the first engine's per-pixel norm.
-"""
+defaults: napari-lsr's recipe (BENCHMARKS.md, "Real tissue"): BatchNorm U-Net (running
+statistics from step 150) with its output started at the prior's mean, RMSprop (smoothing
+0.9) at lr 1e-3 for every loss with a cosine decay and EMA weights, flips and rotations
+without colour jitter, distance gaussian; intra batches of 30 blocks, inter groups of 4 x 8
+blocks of one bin each, from every bin with 2 or more blocks, drawn by block count.
+--preset "paper (Sec. 3.3)" gives the paper's settings (lr 1e-5 intra, 1e-3 inter and
+intra+inter, constant; 2 x 15 groups) on the first engine's per-pixel norm.
+""" + textwrap.fill(config.PAPER_PRESET_NOTE[0].upper() + config.PAPER_PRESET_NOTE[1:] + ".", 90)
 
 TRUST_HELP = (
     "open a checkpoint that is not plain data (an older napari-lsr file) with the unsafe "

@@ -617,7 +617,7 @@ class TrainingWidget(QWidget):
             "fill LR, schedule, EMA, batch layout and normalisation: napari-lsr's recipe "
             f"(BatchNorm, lr {DEFAULTS['lr']:g} for every loss; BENCHMARKS.md), or the paper's "
             "settings (lr 1e-5 intra, 1e-3 inter/intra+inter) with the first engine's "
-            "per-pixel norm, which trained worse than the block labels on real tissue"
+            f"per-pixel norm; {config.PAPER_PRESET_NOTE}"
         )
         self.norm_combo = QComboBox()
         self.norm_combo.addItems(NORMS)
@@ -697,7 +697,7 @@ class TrainingWidget(QWidget):
         self.progress_bar.setTextVisible(True)
         v.insertWidget(1, self.progress_bar)
         curves = QHBoxLayout()
-        curves.addWidget(self.curve, 3)
+        curves.addWidget(self.curve, 1)
         health = QVBoxLayout()
         self.health_label = QLabel("model health: after the first checks")
         self.health_label.setWordWrap(True)
@@ -709,9 +709,11 @@ class TrainingWidget(QWidget):
         self.health_table.setHeaderLabels(["bin", "prior %", "model %"])
         self.health_table.setRootIsDecorated(False)
         self.health_table.setToolTip(self.health_label.toolTip())
+        self.health_table.setMinimumWidth(190)
+        self.health_table.setIndentation(0)
         health.addWidget(self.health_label)
         health.addWidget(self.health_table, 1)
-        curves.addLayout(health, 2)
+        curves.addLayout(health, 1)
         v.addLayout(curves, 1)
         low.addWidget(prog, 1)
 
