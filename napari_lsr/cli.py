@@ -453,7 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-group",
         type=int,
         default=None,
-        help="smallest bin that may form a group (default: half the group size)",
+        help=f"smallest bin that may form a group (default {d['min_group']}; 0: half the "
+        "group size)",
     )
     t.add_argument(
         "--intra-steps",

@@ -67,10 +67,14 @@ class FormatError(LSRError, ValueError):
         self.reason = message
         where = [self.path]
         if row is not None:
-            where.append(f"row {row} (line {row + 1})")
+            where.append(self._row_words.format(row=row, line=row + 1))
         if column is not None:
-            where.append(f"column {column!r}")
-        super().__init__(f"{', '.join(where)}: {message}")
+            where.append(self._column_words.format(column=column))
+        ValueError.__init__(self, f"{', '.join(where)}: {message}")
+
+    #: How the message names the row and the column (a GeoJSON's say feature and property).
+    _row_words = "row {row} (line {line})"
+    _column_words = "column {column!r}"
 
 
 # -- atomic writing ----------------------------------------------------------------------------

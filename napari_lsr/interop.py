@@ -58,22 +58,8 @@ _MAX_CANVAS = 64_000_000
 class FeatureError(FormatError):
     """Bad input in a GeoJSON: names the file, the feature (1-based) and the property."""
 
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        message: str,
-        row: int | None = None,
-        column: str | None = None,
-    ) -> None:
-        self.path = str(path)
-        self.row = row
-        self.column = column
-        where = [self.path]
-        if row is not None:
-            where.append(f"feature {row}")
-        if column is not None:
-            where.append(f"property {column!r}")
-        ValueError.__init__(self, f"{', '.join(where)}: {message}")
+    _row_words = "feature {row}"
+    _column_words = "property {column!r}"
 
 
 # -- which format, which class -----------------------------------------------------------------
