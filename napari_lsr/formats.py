@@ -968,18 +968,19 @@ def read_prediction_sidecar(path: str | os.PathLike) -> dict[str, Any]:
     return read_json_object(side, "sidecar", SIDECAR_SCHEMA, required=("slide", "downsample"))
 
 
-def write_json(path: str | os.PathLike, data: Any) -> None:
+def json_ready(v: Any) -> Any:
+    """Plain JSON data: NaN and infinities as null, numpy scalars as numbers, tuples as lists."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: json_ready(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_ready(x) for x in v]
+    if isinstance(v, np.generic):
+        return json_ready(v.item())
+    return v
+
+
+def write_json(path: str | os.PathLike, data: Any, indent: int | None = 2) -> None:
     """Write JSON atomically (NaN written as null)."""
-
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if isinstance(v, np.generic):
-            return clean(v.item())
-        return v
-
-    atomic_write_text(path, json.dumps(clean(data), indent=2))
+    atomic_write_text(path, json.dumps(json_ready(data), indent=indent))

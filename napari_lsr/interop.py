@@ -34,9 +34,9 @@ from .formats import (
     _number,
     _read_csv_rows,
     atomic_path,
-    atomic_write_text,
     read_lowres_csv,
     read_prediction,
+    write_json,
 )
 
 #: Names :func:`detect_lowres_format` returns.
@@ -564,7 +564,7 @@ def export_geojson(
     values, meta = read_prediction(pred)
     feats = region_features(values, meta, threshold, min_area_um2, simplify_um, slide_mpp)
     collection = {"type": "FeatureCollection", "features": feats}
-    atomic_write_text(out, json.dumps(_finite(collection)))
+    write_json(out, collection, indent=None)
     area = sum(f["properties"]["area_px"] for f in feats)
     mpp0 = prediction_mpp(meta, slide_mpp)
     return {
@@ -576,16 +576,6 @@ def export_geojson(
         "loss": meta.get("loss"),
         "threshold": threshold,
     }
-
-
-def _finite(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_finite(x) for x in v]
-    return v
 
 
 # -- what the reviewers typed ------------------------------------------------------------------
