@@ -643,16 +643,21 @@ def read_mask_image(path: str | os.PathLike, slide_size: tuple[int, int]) -> tup
     return arr > 0, di
 
 
+def geojson_features(path: str | os.PathLike, data: Any) -> Any:
+    """The features of parsed GeoJSON: a FeatureCollection's (as stored), a lone Feature, or
+    a bare list; anything else is a FormatError naming the file."""
+    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
+        return data.get("features")
+    if isinstance(data, dict) and data.get("type") == "Feature":
+        return [data]
+    if isinstance(data, list):
+        return data
+    raise FormatError(path, "not a GeoJSON FeatureCollection")
+
+
 def _geojson_polygons(path: Path, data: Any) -> list[list[np.ndarray]]:
     """Polygons (each a list of rings, exterior first) of cancer features in a GeoJSON."""
-    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
-        feats = data.get("features") or []
-    elif isinstance(data, dict) and data.get("type") == "Feature":
-        feats = [data]
-    elif isinstance(data, list):
-        feats = data
-    else:
-        raise FormatError(path, "not a GeoJSON FeatureCollection")
+    feats = geojson_features(path, data) or []
 
     def cls_name(f: dict) -> str | None:
         props = f.get("properties") or {}

@@ -34,6 +34,7 @@ from .formats import (
     _number,
     _read_csv_rows,
     atomic_path,
+    geojson_features,
     read_lowres_csv,
     read_prediction,
     write_json,
@@ -354,14 +355,7 @@ def _geojson_features(path: Path) -> list[Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FormatError(path, f"not valid JSON ({exc})") from exc
-    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
-        feats = data.get("features")
-    elif isinstance(data, dict) and data.get("type") == "Feature":
-        feats = [data]
-    elif isinstance(data, list):
-        feats = data
-    else:
-        raise FormatError(path, "not a GeoJSON FeatureCollection")
+    feats = geojson_features(path, data)
     if not isinstance(feats, list) or not feats:
         raise FormatError(path, "no features in the GeoJSON")
     return feats

@@ -194,34 +194,26 @@ def recalibrate_batch_norm(
     During training BatchNorm keeps an exponential average of recent batches, taken with
     weights that were still moving (and, for EMA weights, with the live model's weights).
     At the end of a run this recomputes them with the final weights over up to
-    ``RECALIBRATION_BLOCKS`` random blocks (un-augmented, as inference sees tissue), as
-    ``torch.optim.swa_utils.update_bn`` does. Uses its own RNG: training's stays untouched.
+    ``RECALIBRATION_BLOCKS`` random blocks (un-augmented, as inference sees tissue), with
+    ``torch.optim.swa_utils.update_bn``. Uses its own RNG: training's stays untouched.
     Returns whether the model had BatchNorm layers.
     """
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not bns:
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return False
     rng = np.random.default_rng([seed, 0x42])
     idx = np.sort(rng.permutation(len(blocks))[:RECALIBRATION_BLOCKS])
-    device = next(model.parameters()).device
-    momenta = [m.momentum for m in bns]
+    batches = (
+        torch.from_numpy(np.asarray(blocks.images[idx[a : a + batch]], np.float32) / 255.0).permute(
+            0, 3, 1, 2
+        )
+        for a in range(0, len(idx), batch)
+        if len(idx[a : a + batch]) >= 2  # a lone block gives no batch statistics
+    )
     was_training = model.training
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative (equal-weight) average over the batches
-    model.train()
-    try:
-        with torch.no_grad():
-            for a in range(0, len(idx), batch):
-                raw = np.asarray(blocks.images[idx[a : a + batch]])
-                if len(raw) < 2:
-                    continue
-                x = torch.from_numpy(raw.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
-                model(x.to(device))
-    finally:
-        for m, mom in zip(bns, momenta):
-            m.momentum = mom
-        model.train(was_training)
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        torch.optim.swa_utils.update_bn(batches, model, device=device)
+    model.train(was_training)
     return True
 
 
