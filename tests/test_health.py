@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from napari_lsr.health import assess, block_fractions, check_model, sample_blocks
@@ -91,3 +92,26 @@ def test_block_fractions_keep_the_training_mode_and_sample_is_fixed() -> None:
     z = np.array([0, 0, 0, 1, 1, 2])
     a, b = sample_blocks(z, 2), sample_blocks(z, 2)
     assert np.array_equal(a, b) and np.bincount(z[a]).tolist() == [2, 2, 1]
+
+
+def test_fractions_that_follow_the_bins_far_from_the_prior_are_degenerate() -> None:
+    """All bins predicted low, in the right order (the 0.598 seed of BENCHMARKS.md's ablation):
+    the rank correlation passes, the calibration error does not."""
+    z = np.repeat(np.arange(10), 5)
+    low = ETA[z] * 0.2  # a fifth of the prior's mean in every bin
+    h = assess(low, z, ETA, RHO)
+    assert h.rank_correlation > 0.9
+    assert h.calibration_error > 2
+    assert h.degenerate and "prior std" in h.reason and "try" in h.message
+    near = assess(np.clip(ETA[z] + 0.05, 0, 1), z, ETA, RHO)  # half a std off: healthy
+    assert not near.degenerate, near.message
+    assert near.calibration_error == pytest.approx(0.5)
+    assert "prior std" in near.message and near.to_dict()["calibration_error"] == pytest.approx(0.5)
+
+
+def test_a_one_value_bin_does_not_count_tiny_deviations_as_huge() -> None:
+    z = np.repeat(np.arange(10), 5)
+    rho = np.zeros(10)  # every bin estimated from one value
+    h = assess(np.clip(ETA[z] + 0.02, 0, 1), z, ETA, rho)
+    assert h.calibration_error == pytest.approx(0.02 / 0.05)
+    assert not h.degenerate
