@@ -153,6 +153,55 @@ def machine() -> list[str]:
     ]
 
 
+_gc_frozen = 0
+
+
+def _gc_freeze() -> None:
+    """Move every object that exists now out of the garbage collector's sight (nestable).
+
+    A full collection in a training thread walks every Python object of napari (hundreds of
+    ms) while holding the GIL: the GUI stalls. Frozen objects are not walked, so the
+    collections a run triggers stay short. Unfrozen when the run ends, so that cyclic garbage
+    made before the run (a closed layer, say) is still collected afterwards. GUI thread only.
+    """
+    global _gc_frozen
+    import gc
+
+    if _gc_frozen == 0:
+        gc.freeze()
+    _gc_frozen += 1
+
+
+def _gc_unfreeze() -> None:
+    global _gc_frozen
+    import gc
+
+    _gc_frozen = max(0, _gc_frozen - 1)
+    if _gc_frozen == 0:
+        gc.unfreeze()
+
+
+def training_widget_class():  # noqa: ANN201 (a class made on demand: napari imported late)
+    """The training widget, able to train in napari's own process too (``in_process``): in
+    its generator worker, a thread, instead of the widget's child process (its one mode)."""
+    from napari_lsr.run import run_training
+    from napari_lsr.widgets.training import TrainingWidget
+    from napari_lsr.widgets.training_run import TrainWorker
+
+    class InProcessTrainingWidget(TrainingWidget):
+        in_process = False
+
+        def make_worker(self, plan, handle):  # noqa: ANN001, ANN202
+            if not self.in_process:
+                return super().make_worker(plan, handle)
+            worker = TrainWorker(handle, run_training, plan, handle.cancel, handle.finished)
+            _gc_freeze()  # the training thread allocates in this process: short GC pauses
+            worker.finished.connect(_gc_unfreeze)  # a function: runs even if the widget is gone
+            return worker
+
+    return InProcessTrainingWidget
+
+
 def torch_threads_used(setting: int | None, mode: str) -> int:
     """What the widget's torch_threads setting means on this machine (see napari_lsr.run)."""
     import torch
@@ -165,15 +214,12 @@ def torch_threads_used(setting: int | None, mode: str) -> int:
     return setting or default
 
 
-def gl_renderer(viewer) -> str:  # noqa: ANN001
+def gl_renderer(widget) -> str:  # noqa: ANN001
     """The OpenGL renderer of napari's canvas (llvmpipe: software, CPU-bound compositing)."""
-    try:
-        from vispy.gloo import gl
+    from napari_lsr.widgets._napari import canvas_gl
 
-        viewer.window._qt_viewer.canvas._scene_canvas.set_current()
-        return f"{gl.glGetParameter(gl.GL_RENDERER)} ({gl.glGetParameter(gl.GL_VERSION)})"
-    except Exception as exc:  # diagnostics only
-        return f"unknown ({exc})"
+    renderer, version = canvas_gl(widget)
+    return f"{renderer} ({version})" if renderer else "unknown"
 
 
 def screenshot(project, path: Path, steps_shown: int, finish: int = 0) -> int:  # noqa: ANN001
@@ -188,7 +234,7 @@ def screenshot(project, path: Path, steps_shown: int, finish: int = 0) -> int:  
 
     viewer = napari.Viewer(show=True)
     # taller than the stall runs' window, so the model-health table shows every bin
-    viewer.window._qt_window.resize(WINDOW[0], 1180 if finish else WINDOW[1])
+    viewer.window.resize(WINDOW[0], 1180 if finish else WINDOW[1])
     entry = project.slides[0]
     data, meta, _ = read_slide(str(entry.path))[0]
     viewer.add_image(data, **meta)
@@ -258,7 +304,6 @@ def main(argv: list[str] | None = None) -> int:
     from napari_lsr._reader import read_slide
     from napari_lsr.project import Project
     from napari_lsr.synthetic import write_sample
-    from napari_lsr.widgets.training import TrainingWidget
 
     folder = Path(args.sample)
     if not (folder / "project.toml").exists():
@@ -270,14 +315,15 @@ def main(argv: list[str] | None = None) -> int:
         return screenshot(project, Path(args.screenshot), args.steps_shown, args.finish)
 
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(*WINDOW)
+    viewer.window.resize(*WINDOW)
     data, meta, _ = read_slide(str(project.slides[0].path))[0]
     viewer.add_image(data, **meta)
+    TrainingWidget = training_widget_class()  # noqa: N806 (a class)
     widget = TrainingWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Training")
     widget.set_project(project)
-    size = viewer.window._qt_window.size()
-    lines.append(f"OpenGL renderer: {gl_renderer(viewer)}; window {size.width()}x{size.height()}")
+    _, _, width, height = viewer.window.geometry()
+    lines.append(f"OpenGL renderer: {gl_renderer(widget)}; window {width}x{height}")
     widget.depth_spin.setValue(args.depth)
     widget.width_spin.setValue(args.width)
     widget.steps_spin.setValue(1_000_000)  # never finishes inside the probe window
@@ -335,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in args.runs.split(","):
         mode, setting, bar = run.split(":")
         threads = None if setting == "auto" else int(setting)
-        TrainingWidget.isolation = "thread" if mode == "thread" else "process"
+        TrainingWidget.in_process = mode == "thread"
         TrainingWidget.priority = mode if mode in ("idle", "low", "normal") else "idle"
         TrainingWidget.torch_threads = threads
         TrainingWidget.napari_progress = {"bar": True, "nobar": False, "quiet": False}.get(bar)
@@ -391,10 +437,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{time.perf_counter() - t_cancel:.2f} s; "
             f"napari process CPU {100 * cpu:.0f} % of a core; {probe.gc_note()}"
         )
-    TrainingWidget.isolation = "process"
-    TrainingWidget.priority = "idle"
-    TrainingWidget.torch_threads = None
-    TrainingWidget.napari_progress = None
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
     print("\n".join(lines))

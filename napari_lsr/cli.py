@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config
+from .progress import Progress
 
 EPILOG_TRAIN = """\
 defaults: napari-lsr's recipe (BENCHMARKS.md, "Real tissue"): BatchNorm U-Net (running
@@ -33,38 +34,6 @@ TRUST_HELP = (
 
 class CliError(config.LSRError):
     """A one-line error for the user; exit status 2."""
-
-
-class Progress:
-    """A plain progress line on stderr: redrawn in a terminal, every 10 % otherwise."""
-
-    def __init__(self, label: str, stream: Any = None) -> None:
-        self.label = label
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.last_decile = -1
-        self.t0 = time.perf_counter()
-
-    def __call__(self, what: str, frac: float, extra: str = "") -> None:
-        frac = min(max(frac, 0.0), 1.0)
-        pct = int(frac * 100)
-        elapsed = time.perf_counter() - self.t0
-        eta = elapsed / frac - elapsed if frac > 0 else math.nan
-        bar = "#" * (pct // 5) + "-" * (20 - pct // 5)
-        msg = f"{self.label}: {what} [{bar}] {pct:3d}%"
-        if extra:
-            msg += f" {extra}"
-        if frac < 1 and math.isfinite(eta):
-            msg += f" eta {eta:4.0f}s"
-        if self.tty:
-            self.stream.write("\r" + msg[:150].ljust(150))
-            if frac >= 1:
-                self.stream.write("\n")
-            self.stream.flush()
-        elif pct // 10 != self.last_decile or frac >= 1:
-            self.last_decile = pct // 10
-            self.stream.write(msg + "\n")
-            self.stream.flush()
 
 
 # -- sample ------------------------------------------------------------------------------------
@@ -350,10 +319,23 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="write a synthetic project (slide, labels, truth, prior)")
     s.add_argument("out_dir", help="folder to write the project to")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    s.add_argument("--size", type=int, default=4096, help="slide side in pixels (default 4096)")
-    s.add_argument("--mpp", type=float, default=1.0, help="microns per pixel (default 1.0)")
     s.add_argument(
-        "--block-um", type=float, default=256.0, help="low-res block side in microns (default 256)"
+        "--size",
+        type=int,
+        default=config.SAMPLE_SIZE,
+        help=f"slide side in pixels (default {config.SAMPLE_SIZE})",
+    )
+    s.add_argument(
+        "--mpp",
+        type=float,
+        default=config.SAMPLE_MPP,
+        help=f"microns per pixel (default {config.SAMPLE_MPP:g})",
+    )
+    s.add_argument(
+        "--block-um",
+        type=float,
+        default=config.SAMPLE_BLOCK_UM,
+        help=f"low-res block side in microns (default {config.SAMPLE_BLOCK_UM:g})",
     )
     s.add_argument("--slides", type=int, default=1, help="number of slides (default 1)")
     s.set_defaults(func=cmd_sample)
@@ -545,7 +527,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--pred", default=None, help="prediction TIFF from predict")
     ex.add_argument("--geojson", default=None, help="GeoJSON to write (QuPath annotations)")
     ex.add_argument(
-        "--threshold", type=float, default=0.5, help="cancer where probability >= this (0.5)"
+        "--threshold",
+        type=float,
+        default=config.CANCER_THRESHOLD,
+        help=f"cancer where probability >= this ({config.CANCER_THRESHOLD:g})",
     )
     ex.add_argument(
         "--min-area-um2", type=float, default=0.0, help="drop regions smaller than this (um²)"
@@ -570,7 +555,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=config.DEFAULTS["steps"],
         help=f"training steps per model (default {config.DEFAULTS['steps']}, as train's)",
     )
-    d.add_argument("--size", type=int, default=4096, help="sample slide side in px (4096)")
+    d.add_argument(
+        "--size",
+        type=int,
+        default=config.SAMPLE_SIZE,
+        help=f"sample slide side in px ({config.SAMPLE_SIZE})",
+    )
     d.set_defaults(func=cmd_demo)
     return p
 
@@ -614,7 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except known as exc:
-        print(f"napari-lsr {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"napari-lsr {args.command}: error: {config.first_line(exc)}", file=sys.stderr)
         return 2
     except ImportError as exc:
         print(f"napari-lsr {args.command}: error: missing dependency ({exc})", file=sys.stderr)
@@ -622,11 +612,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"napari-lsr {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return " ".join(text.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,7 @@ Importing this module does not import torch, so the widget opens without waiting
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -15,10 +16,11 @@ class LSRError(Exception):
     """Base of napari-lsr's errors: each carries a one-line message for the user."""
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of an error's message (the type name when it has none)."""
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of an error's message, without terminal colour codes (the type name
+    when it has none), cut to ``limit`` characters when given: the package's one helper."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip() or type(exc).__name__
+    return text.splitlines()[0][:limit]
 
 
 class TrainingError(LSRError, RuntimeError):
@@ -42,6 +44,14 @@ PAPER_LR: dict[str, float] = {"intra": 1e-5, "inter": 1e-3, "intra+inter": 1e-3}
 
 #: Training resolution (um/px) when neither the project nor the user gives one.
 DEFAULT_TRAIN_MPP = 4.0
+#: A pixel is cancer where the predicted probability is at least this (evaluation, export).
+CANCER_THRESHOLD = 0.5
+#: The synthetic sample (``napari-lsr sample``, the demo): a 4 x 4 mm slide at 1 um/px with
+#: 256 um blocks. It trains a useful model on a 2-core CPU in minutes at DEFAULT_TRAIN_MPP
+#: (64 px blocks).
+SAMPLE_SIZE = 4096
+SAMPLE_MPP = 1.0
+SAMPLE_BLOCK_UM = 256.0
 
 
 @dataclass

@@ -6,9 +6,9 @@ import os
 import sys
 from pathlib import Path
 
-from .cli import Progress
-from .config import DEFAULT_TRAIN_MPP, DEFAULTS
+from .config import DEFAULT_TRAIN_MPP, DEFAULTS, SAMPLE_BLOCK_UM, SAMPLE_SIZE
 from .formats import write_json
+from .progress import Progress
 
 
 def has_display() -> bool:
@@ -22,7 +22,7 @@ def run_demo(
     out_dir: Path,
     headless: bool = False,
     steps: int = DEFAULTS["steps"],
-    size: int = 4096,
+    size: int = SAMPLE_SIZE,
     train_overrides: dict | None = None,
 ) -> int:
     """Run the whole pipeline on the synthetic sample; open napari unless headless.
@@ -46,9 +46,9 @@ def run_demo(
         project = write_sample(folder, size=size, progress=Progress("sample"))
     entry = project.slides[0]
     prior = project.prior()
-    tcfg = project.config.get("training", {})
-    mpp = float(tcfg.get("mpp", DEFAULT_TRAIN_MPP))
-    block_size = int(tcfg.get("block_size", 64))
+    block_size, mpp = project.training_geometry()
+    mpp = mpp or DEFAULT_TRAIN_MPP
+    block_size = block_size or round(SAMPLE_BLOCK_UM / mpp)
     with entry.open() as slide:
         labels = entry.read_labels(slide, prior.bins)
     blocks = extract_blocks(

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import CANCER_THRESHOLD
 from .formats import (
     FormatError,
     LowResLabels,
@@ -149,14 +150,16 @@ def paint_labels(labels: Any, shape: tuple[int, int], downsample: float) -> np.n
 
 def lowres_mask(labels: LowResLabels, shape: tuple[int, int], downsample: float) -> np.ndarray:
     """The low-resolution model's cancer mask: blocks painted with probability, >= 0.5."""
-    return paint_labels(labels, shape, downsample) >= 0.5
+    return paint_labels(labels, shape, downsample) >= CANCER_THRESHOLD
 
 
 def prediction_mask(
     values: np.ndarray, pred_downsample: float, shape: tuple[int, int], downsample: float
 ) -> np.ndarray:
-    """A uint8 prediction sampled on the truth grid and thresholded at probability 0.5."""
-    return resample_to_grid(values, pred_downsample, shape, downsample) >= 128
+    """A uint8 prediction (probability x 255) sampled on the truth grid and thresholded at
+    probability CANCER_THRESHOLD (0.5: uint8 128)."""
+    cut = math.ceil(CANCER_THRESHOLD * 255)
+    return resample_to_grid(values, pred_downsample, shape, downsample) >= cut
 
 
 def check_prediction_slide(

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import CANCER_THRESHOLD
 from .formats import (
     Bins,
     FormatError,
@@ -478,7 +479,7 @@ def prediction_mpp(meta: dict[str, Any], slide_mpp: float | None = None) -> floa
 def region_features(
     values: np.ndarray,
     meta: dict[str, Any],
-    threshold: float = 0.5,
+    threshold: float = CANCER_THRESHOLD,
     min_area_um2: float = 0.0,
     simplify_um: float | None = None,
     slide_mpp: float | None = None,
@@ -546,7 +547,7 @@ def region_features(
 def export_geojson(
     pred: str | os.PathLike,
     out: str | os.PathLike,
-    threshold: float = 0.5,
+    threshold: float = CANCER_THRESHOLD,
     min_area_um2: float = 0.0,
     simplify_um: float | None = None,
     slide_mpp: float | None = None,

@@ -44,6 +44,8 @@ from collections.abc import Callable
 
 import torch
 
+from .config import DISTANCES, LOSSES, PIXEL_VARIANCES
+
 __all__ = [
     "DISTANCES",
     "EPS",
@@ -59,14 +61,9 @@ __all__ = [
     "lsr_loss",
 ]
 
-STATISTICS: tuple[str, ...] = ("intra", "inter", "intra+inter")
-"""Names accepted by ``lsr_loss(statistic=...)``."""
-
-DISTANCES: tuple[str, ...] = ("paper", "gaussian", "kl")
-"""Names accepted by ``lsr_loss(distance=...)`` and :func:`distance_fn`."""
-
-PIXEL_VARIANCES: tuple[str, ...] = ("paper", "exact")
-"""Names accepted by ``lsr_loss(pixel_variance=...)`` and :func:`block_stats`."""
+# Names accepted by ``lsr_loss(statistic=..., distance=..., pixel_variance=...)``,
+# :func:`distance_fn` and :func:`block_stats`: the training choices of ``config``.
+STATISTICS = LOSSES
 
 RHO_MIN: float = 1e-4
 """Lower bound on the prior standard deviation ``rho`` (a fraction, i.e. 0.01 percent).

@@ -86,6 +86,13 @@ class Project:
     def cache_dir(self) -> Path:
         return self.folder / "cache"
 
+    def training_geometry(self) -> tuple[int | None, float | None]:
+        """(block_size px, mpp) of training from ``[training]`` in project.toml; None where
+        it gives none (the one reader of that table)."""
+        cfg = self.config.get("training", {}) or {}
+        size, mpp = cfg.get("block_size"), cfg.get("mpp")
+        return (int(size) if size else None, float(mpp) if mpp else None)
+
     @property
     def store(self) -> Store:
         if self._store is None:

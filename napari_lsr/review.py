@@ -556,14 +556,6 @@ class ReviewSession:
 # -- block images and prefetch -----------------------------------------------------------------
 
 
-def training_geometry(project: Project) -> tuple[int | None, float | None]:
-    """(block_size px, mpp) of the review image from ``[training]`` in project.toml."""
-    cfg = project.config.get("training", {}) or {}
-    size = cfg.get("block_size")
-    mpp = cfg.get("mpp")
-    return (int(size) if size else None, float(mpp) if mpp else None)
-
-
 class BlockImages:
     """Block images at the training resolution, read ahead in a background thread.
 
@@ -574,7 +566,7 @@ class BlockImages:
 
     def __init__(self, project: Project, slides: SlideSet) -> None:
         self.slides = slides
-        self.size, self.mpp = training_geometry(project)
+        self.size, self.mpp = project.training_geometry()
         if self.size is None and self.mpp is None:
             self.size = DEFAULT_REVIEW_PX
         self.enabled = True

@@ -1,26 +1,30 @@
 """A training run off the GUI thread: labels, block cache, then the engine's events (no Qt).
 
 ``run_training`` is the generator the training widget's worker iterates. ``run_in_subprocess``
-runs the same generator in a child Python process (``python -m napari_lsr.run``) at a lower
-CPU priority and relays its events, so that training never holds the GUI process's GIL and the
-GUI always wins the CPU (benchmarks/gui_stall.py). The child saves a checkpoint and stops when
-asked to cancel, and also when its parent goes away (its stdin closes).
+runs the same generator in a child Python process (multiprocessing's spawn, two pipes) at a
+lower CPU priority and relays its events, so that training never holds the GUI process's GIL
+and the GUI always wins the CPU (benchmarks/gui_stall.py). The child saves a checkpoint and
+stops when asked to cancel, and also when its parent goes away (its control pipe ends).
 """
 
 from __future__ import annotations
 
 import atexit
 import math
+import multiprocessing
 import os
-import pickle
 import queue
 import signal
-import subprocess
 import sys
 import threading
 import time
+import traceback
+import types
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,12 +101,7 @@ class RunPlan:
 def readable_error(exc: BaseException, name: str, device: str = "") -> str:
     """A one-paragraph message for a notification, from any exception a run can raise."""
     text = str(exc).strip()
-    low = text.lower()
-    if (
-        isinstance(exc, MemoryError)
-        or "out of memory" in low
-        or "OutOfMemory" in type(exc).__name__
-    ):
+    if _out_of_memory(exc) or "out of memory" in text.lower():
         where = f" on {device}" if device else ""
         text = (
             f"out of memory{where}; lower the batch or group size, the block size or the "
@@ -119,6 +118,17 @@ def readable_error(exc: BaseException, name: str, device: str = "") -> str:
     ):
         text = text.replace(flag, words)
     return f"training {name!r} stopped: {text}"
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Python's MemoryError, or torch's out-of-memory error (of any device) once torch is
+    imported (a torch error cannot come earlier; the GUI imports this without torch)."""
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    kinds = (getattr(torch, "OutOfMemoryError", None), getattr(cuda, "OutOfMemoryError", None))
+    return any(kind is not None and isinstance(exc, kind) for kind in kinds)
 
 
 def _sources_from_checkpoint(ckpt: dict[str, Any]) -> list[SlideSource]:
@@ -320,47 +330,104 @@ def run_in_subprocess(
     yield from _readable_errors(_relay(plan, cancel, priority, started), plan, finished)
 
 
-def _child_env() -> dict[str, str]:
-    import site
+@dataclass(eq=False)
+class _Child:
+    """A training child and the parent's ends of its two pipes: ``control`` takes the plan,
+    then a cancel; ``events`` brings the child's ``(kind, payload)`` messages (event, error,
+    end)."""
 
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    installed = {os.path.normcase(os.path.abspath(p)) for p in site.getsitepackages()}
-    if os.path.normcase(root) not in installed:  # a source tree: make it importable there too
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    env.pop("QT_QPA_PLATFORM", None)  # the child never touches Qt
-    return env
+    process: BaseProcess
+    control: Connection
+    events: Connection
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def poll(self) -> int | None:
+        """The exit code (minus the signal that ended it), or None while it runs."""
+        return self.process.exitcode
+
+    def cancel(self) -> None:
+        """Ask the run to stop with a checkpoint (nothing happens once the child has gone)."""
+        with self.lock:
+            try:
+                self.control.send("cancel")
+            except (OSError, ValueError):
+                pass
+
+    def close(self) -> None:
+        """Close the parent's pipe ends: the child cancels its run (a waiting child exits),
+        and its writes fail instead of blocking on a full pipe."""
+        with self.lock:
+            for conn in (self.control, self.events):
+                try:
+                    conn.close()
+                except OSError:
+                    pass
 
 
-def _spawn(priority: str) -> subprocess.Popen:
-    """Start a child (``python -m napari_lsr.run``) that imports the engine, then waits for a
-    plan on its stdin."""
+#: Every child starts as a fresh interpreter (never a fork of napari's Qt and torch threads).
+_SPAWN = multiprocessing.get_context("spawn")
+_START_LOCK = threading.Lock()
+
+
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """While a child starts, show multiprocessing an empty ``__main__``.
+
+    spawn runs the parent's main script again in the child (as ``__mp_main__``) for the
+    objects defined there. The child needs none of them (its target and its messages are
+    napari_lsr's), and a script without an ``if __name__ == "__main__":`` guard (one that
+    opens a napari viewer, say) would run a second time there. The swap lasts as long as
+    ``Process.start``; the lock keeps two starts from overlapping.
+    """
+    with _START_LOCK:
+        main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            if main is not None:
+                sys.modules["__main__"] = main
+            else:
+                del sys.modules["__main__"]
+
+
+def _spawn(priority: str) -> _Child:
+    """Start a child that imports the engine, then waits for a plan on its control pipe."""
     if priority not in PRIORITIES:
         raise ValueError(f"priority must be one of {PRIORITIES}, not {priority!r}")
-    kwargs: dict[str, Any] = {}
-    if os.name == "nt" and priority != "normal":
-        flag = "IDLE_PRIORITY_CLASS" if priority == "idle" else "BELOW_NORMAL_PRIORITY_CLASS"
-        kwargs["creationflags"] = getattr(subprocess, flag, 0)
-    if sys.stderr is None:  # pythonw: nowhere to print; the child must not inherit nothing
-        kwargs["stderr"] = subprocess.DEVNULL
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "napari_lsr.run", priority],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=_child_env(),
-        **kwargs,
+    their_control, control = _SPAWN.Pipe(duplex=False)
+    events, their_events = _SPAWN.Pipe(duplex=False)
+    process = _SPAWN.Process(
+        target=_child_main,
+        args=(priority, their_control, their_events),
+        name=f"napari-lsr-training-{priority}",
     )
-    _LIVE.add(proc)
-    return proc
+    try:
+        with _main_module_hidden():
+            process.start()
+    except BaseException:
+        control.close()
+        events.close()
+        raise
+    finally:  # the child's ends: it holds its own copies now
+        their_control.close()
+        their_events.close()
+    child = _Child(process, control, events)
+    _LIVE.add(child)
+    return child
 
 
 #: Children started ahead of a run, one per priority (``prepare_subprocess``).
-_STANDBY: dict[str, subprocess.Popen] = {}
+_STANDBY: dict[str, _Child] = {}
 _STANDBY_LOCK = threading.Lock()
 #: How long exit waits for a run's child to save its checkpoint before killing it.
 EXIT_WAIT_S = 15.0
 #: Every child not yet reaped: the last resort at exit kills those still alive.
-_LIVE: set[subprocess.Popen] = set()
+_LIVE: set[_Child] = set()
 _EXITING = threading.Event()
 
 
@@ -370,43 +437,31 @@ def prepare_subprocess(priority: str = CHILD_PRIORITY) -> None:
     with _STANDBY_LOCK:
         if _EXITING.is_set():
             return
-        proc = _STANDBY.get(priority)
-        if proc is None or proc.poll() is not None:
-            if proc is not None:
-                _release(proc)
+        child = _STANDBY.get(priority)
+        if child is None or child.poll() is not None:
+            if child is not None:
+                _release(child)
             _STANDBY[priority] = _spawn(priority)
 
 
-def _take_child(priority: str) -> subprocess.Popen:
+def _take_child(priority: str) -> _Child:
     with _STANDBY_LOCK:
-        proc = _STANDBY.pop(priority, None)
-    if proc is not None and proc.poll() is None:
-        return proc
-    if proc is not None:
-        _release(proc)
+        child = _STANDBY.pop(priority, None)
+    if child is not None and child.poll() is None:
+        return child
+    if child is not None:
+        _release(child)
     return _spawn(priority)
 
 
-def _release(proc: subprocess.Popen, kill: bool = False) -> None:
+def _release(child: _Child, kill: bool = False) -> None:
     """Close a child's pipes (a waiting child then exits), optionally kill it, and reap it."""
-    if kill and proc.poll() is None:
-        proc.kill()
-    _close_pipes(proc)
-    if proc.poll() is not None or kill:
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        _LIVE.discard(proc)
-
-
-def _close_pipes(proc: subprocess.Popen) -> None:
-    for f in (proc.stdin, proc.stdout):
-        try:
-            if f is not None:
-                f.close()
-        except OSError:
-            pass
+    if kill and child.poll() is None:
+        child.process.kill()
+    child.close()
+    if child.poll() is not None or kill:
+        child.process.join(5)
+        _LIVE.discard(child)
 
 
 @atexit.register
@@ -415,20 +470,17 @@ def _close_standby() -> None:
     still alive (the widget has already asked those to stop and waited for them)."""
     _EXITING.set()
     with _STANDBY_LOCK:
-        procs = list(_STANDBY.values())
+        children = list(_STANDBY.values())
         _STANDBY.clear()
-    for proc in procs:
-        _release(proc, kill=True)
-    runs = [p for p in list(_LIVE) if p.poll() is None]
-    for proc in runs:  # stdin closing cancels a run: it saves its checkpoint and exits
-        _release(proc)
+    for child in children:
+        _release(child, kill=True)
+    runs = [c for c in list(_LIVE) if c.poll() is None]
+    for child in runs:  # its control pipe closing cancels a run: it saves and exits
+        _release(child)
     deadline = time.monotonic() + EXIT_WAIT_S
-    for proc in runs:
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-        _release(proc, kill=True)
+    for child in runs:
+        child.process.join(max(0.1, deadline - time.monotonic()))
+        _release(child, kill=True)
 
 
 def _relay(
@@ -438,28 +490,18 @@ def _relay(
     started: Callable[[int | None], None] | None = None,
 ) -> Iterator[Phase | TrainEvent]:
     name = plan.out.stem
-    data = pickle.dumps(_absolute(plan), protocol=pickle.HIGHEST_PROTOCOL)
+    plan = _absolute(plan)
     try:
-        proc = _take_child(priority)
+        child = _take_child(priority)
     except OSError as exc:
         raise TrainingFailed(f"training {name!r} could not start a process: {exc}") from exc
-    assert proc.stdin is not None and proc.stdout is not None
-    stdin, stdout = proc.stdin, proc.stdout
-
-    def tell_cancel() -> None:
-        try:
-            stdin.write(b"c")
-            stdin.flush()
-        except (OSError, ValueError):  # the child has gone already
-            pass
-
     done = threading.Event()
 
-    def watch() -> None:  # cancel asked in the GUI: one byte on the child's stdin
+    def watch() -> None:  # cancel asked in the GUI: a message on the child's control pipe
         while not cancel.wait(0.1):
-            if done.is_set() or proc.poll() is not None:
+            if done.is_set():
                 return
-        tell_cancel()
+        child.cancel()
 
     error: str | None = None
     torn: Exception | None = None
@@ -467,16 +509,15 @@ def _relay(
     watcher = threading.Thread(target=watch, name="lsr-run-cancel", daemon=True)
     try:
         try:
-            stdin.write(len(data).to_bytes(8, "little") + data)
-            stdin.flush()
+            child.control.send(plan)
         except OSError:
             pass  # the child died at once: reported below from its exit code
         watcher.start()
         if started is not None:
-            started(proc.pid)
+            started(child.pid)
         while True:
             try:
-                kind, payload = pickle.load(stdout)
+                kind, payload = child.events.recv()
             except EOFError:
                 break
             except Exception as exc:  # a torn message: the child died mid-write
@@ -487,8 +528,8 @@ def _relay(
                     yield payload
                 except GeneratorExit:  # the worker was dropped: stop cleanly, checkpoint first
                     cancel.set()
-                    tell_cancel()
-                    for _ in iter(lambda: _next_message(stdout), None):
+                    child.cancel()
+                    while _next_message(child.events) is not None:
                         pass
                     raise
             elif kind == "error":
@@ -496,23 +537,24 @@ def _relay(
             elif kind == "end":
                 ended = True
     finally:
-        if proc.poll() is None:
-            tell_cancel()
+        if child.poll() is None:
+            child.cancel()
         done.set()  # ends the watcher
         if watcher.is_alive():
             watcher.join()
         # Stop reading before waiting: a child still writing gets EPIPE, cancels and exits
         # instead of blocking on a full pipe.
-        _close_pipes(proc)
-        proc.wait()
-        _LIVE.discard(proc)
+        child.close()
+        child.process.join()
+        _LIVE.discard(child)
         if started is not None:
             started(None)
     if error is not None:
         raise TrainingFailed(error)
     if not ended:
-        why = _describe_exit(proc.returncode)
-        if torn is not None and proc.returncode is not None and proc.returncode >= 0:
+        code = child.poll()
+        why = _describe_exit(code)
+        if torn is not None and code is not None and code >= 0:
             why = f"lost contact with it: {torn}"
         raise TrainingFailed(
             f"training {name!r} stopped: the training process ended unexpectedly "
@@ -536,23 +578,62 @@ def _absolute(plan: RunPlan) -> RunPlan:
     )
 
 
-def _next_message(stream: Any) -> Any:
+def _next_message(conn: Connection) -> Any:
     try:
-        return pickle.load(stream)
+        return conn.recv()
     except Exception:
         return None
 
 
-def _child_main(argv: list[str]) -> int:
-    """The child: read the plan from stdin, run it, send every event to the parent.
+def _set_child_environ() -> None:
+    """In the child, before torch is imported: a source tree stays importable for its own
+    children, and Qt's platform setting goes (the child never touches Qt)."""
+    import site
 
-    The protocol goes on the original stdout; anything else printed goes to stderr. Any
-    byte on stdin, or stdin closing (the parent gone), cancels the run.
+    root = str(Path(__file__).resolve().parent.parent)
+    installed = {os.path.normcase(os.path.abspath(p)) for p in site.getsitepackages()}
+    if os.path.normcase(root) not in installed:
+        path = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, path) if p)
+    os.environ.pop("QT_QPA_PLATFORM", None)
+
+
+def _child_main(priority: str, control: Connection, events: Connection) -> None:
+    """The child process's target: run ``_child_run``, then end the process at once.
+
+    Everything is saved and the parent told by then: ``os._exit`` skips the interpreter's
+    and torch's teardown (a second or more), so that the parent learns at once that the
+    run has ended.
     """
-    proto = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    code = 1
+    try:
+        code = _child_run(priority, control, events)
+    except BaseException:  # noqa: BLE001 (printed; the parent reports the exit code)
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+
+def _child_run(priority: str, control: Connection, events: Connection) -> int:
+    """The child: take the plan from ``control``, run it, send every event on ``events``.
+
+    Anything printed goes to stderr. Any message on ``control``, or its end (the parent
+    gone), cancels the run.
+    """
+    _set_child_environ()
     if sys.stderr is None:  # e.g. started without a console: print nowhere
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process)
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    if sys.stdout is not None:
+        try:
+            os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
     if hasattr(signal, "SIGINT"):  # Ctrl+C in a terminal is napari's: it cancels the run
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:  # should memory run out, the kernel kills this child rather than napari
@@ -560,29 +641,25 @@ def _child_main(argv: list[str]) -> int:
             f.write("500")
     except OSError:
         pass
-    lower_priority(argv[0] if argv else CHILD_PRIORITY)
-    fd = sys.stdin.fileno()  # raw reads: a thread blocked in the buffered reader at exit aborts
+    lower_priority(priority)
     broken = threading.Event()
+    cancel = threading.Event()
 
     def send(msg: tuple[str, Any]) -> None:
         if broken.is_set():
             return
         try:
-            pickle.dump(msg, proto, protocol=pickle.HIGHEST_PROTOCOL)
-            proto.flush()
+            events.send(msg)
         except (OSError, ValueError):  # the parent has gone: stop, with a checkpoint
             broken.set()
             cancel.set()
 
-    cancel = threading.Event()
     try:
         warm_up_engine()
     except Exception:  # only a warm-up: the run reports real errors
         pass
     try:
-        plan: RunPlan = pickle.loads(
-            _read_exactly(fd, int.from_bytes(_read_exactly(fd, 8), "little"))
-        )
+        plan: RunPlan = control.recv()
     except EOFError:  # a waiting child let go (the parent exited): nothing to do
         return 0
     except Exception as exc:
@@ -591,12 +668,12 @@ def _child_main(argv: list[str]) -> int:
 
     def watch() -> None:
         try:
-            os.read(fd, 1)  # a byte: cancel; b"": the parent closed stdin or died
-        except OSError:
+            control.recv()  # a message: cancel; EOF: the parent closed the pipe or died
+        except Exception:
             pass
         cancel.set()
 
-    threading.Thread(target=watch, name="lsr-run-stdin", daemon=True).start()
+    threading.Thread(target=watch, name="lsr-run-control", daemon=True).start()
     if plan.torch_threads is None:
         plan.torch_threads = CHILD_TORCH_THREADS
     try:
@@ -608,7 +685,7 @@ def _child_main(argv: list[str]) -> int:
     except BaseException as exc:  # noqa: BLE001 (anything reaches the parent as a message)
         send(("error", readable_error(exc, plan.out.stem, plan.config.device)))
     try:
-        proto.close()
+        events.close()
     except OSError:
         pass
     return 0
@@ -659,6 +736,14 @@ def lower_priority(priority: str) -> str:
             return "SCHED_IDLE"
         except OSError:
             pass
+    if priority in ("idle", "low") and os.name == "nt":
+        import ctypes
+
+        # IDLE_PRIORITY_CLASS, BELOW_NORMAL_PRIORITY_CLASS
+        flag, what = (0x40, "idle") if priority == "idle" else (0x4000, "below normal")
+        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        if kernel32.SetPriorityClass(kernel32.GetCurrentProcess(), flag):
+            return f"{what} priority class"
     if priority in ("idle", "low") and hasattr(os, "nice"):
         try:
             os.nice(19 if priority == "idle" else 10)
@@ -666,28 +751,3 @@ def lower_priority(priority: str) -> str:
         except OSError:
             pass
     return "normal"
-
-
-def _read_exactly(fd: int, n: int) -> bytes:
-    parts, left = [], n
-    while left:
-        chunk = os.read(fd, left)
-        if not chunk:
-            raise EOFError(f"stdin closed after {n - left} of {n} bytes")
-        parts.append(chunk)
-        left -= len(chunk)
-    return b"".join(parts)
-
-
-if __name__ == "__main__":
-    # Run the imported module's function, not this __main__ copy's: the events' classes must
-    # pickle as napari_lsr.run.Phase etc., which the parent can load.
-    from napari_lsr.run import _child_main as main
-
-    code = main(sys.argv[1:])
-    for stream in (sys.stdout, sys.stderr):
-        if stream is not None:
-            stream.flush()
-    # Everything is saved and the parent told: skip the interpreter's and torch's teardown
-    # (a second or more), so that the parent learns at once that the run has ended.
-    os._exit(code)

@@ -1,14 +1,19 @@
-"""What the napari-lsr widgets of one viewer share: project, prior, and who to tell of changes."""
+"""The state the napari-lsr widgets of one viewer share, evented: project, prior, models, slide."""
 
 from __future__ import annotations
 
+import operator
 import os
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from psygnal import Signal, SignalGroupDescriptor
 
 from .formats import FormatError, Prior
+from .models import ModelCard
 from .project import PROJECT_FILE, Project, SlideEntry
 from .review import ReviewError
 from .slide import SlideError
@@ -75,69 +80,80 @@ def _bind_labels(project: Project, chosen: SlideEntry) -> Project:
 # -- what the dock widgets of one viewer share ---------------------------------------------------
 
 
+@dataclass(eq=False)
 class SharedState:
-    """What one viewer's napari-lsr widgets share, and who to tell when it changes: the open
-    project, its annotator and the Prior table's current prior (``None`` until it shows one).
+    """What one viewer's napari-lsr widgets share, as an evented model (psygnal).
 
-    Listeners get ``"project"`` (another project was opened), ``"estimates"`` (an estimate
-    was entered or undone) or ``"prior"`` (the Prior table's table changed).
+    Fields, each with a signal of the same name in ``events`` that is emitted with the new
+    value when it changes: ``project`` (the open project), ``annotator`` (who reviews),
+    ``prior`` (the Prior table's current table; ``None`` until it shows one), ``models``
+    (the project's trained models, as the Training widget lists them) and ``slide`` (the
+    slide being reviewed or compared). ``estimates_changed`` is emitted when an estimate is
+    entered or undone. Another project clears ``prior`` and ``models`` before its listeners
+    hear of it, so none reads the previous project's.
+
+    Widgets subscribe with ``connect``; whoever opens a project or a slide sets the field.
     """
 
-    def __init__(self) -> None:
-        self.project: Project | None = None
-        self.annotator: str | None = None
-        self.prior: Prior | None = None
-        self._listeners: list[Callable[[], Callable[[str], None] | None]] = []
+    events: ClassVar[SignalGroupDescriptor] = SignalGroupDescriptor(
+        equality_operators={"project": operator.is_, "prior": operator.is_}
+    )
+    estimates_changed: ClassVar[Signal] = Signal()
 
-    def set_project(self, project: Project | None, annotator: str | None = None) -> None:
-        self.project = project
+    project: Project | None = None
+    annotator: str | None = None
+    prior: Prior | None = None
+    models: tuple[ModelCard, ...] = ()
+    slide: Path | None = None
+
+    def __post_init__(self) -> None:
+        # Before every other listener: they hear of the project with nothing stale beside it.
+        self.events.project.connect(self._project_changed, priority=100)
+
+    def _project_changed(self, _project: Project | None) -> None:
         self.prior = None  # the Prior table publishes the new project's prior
-        if annotator:
-            self.annotator = annotator
-        self.notify("project")
+        self.models = ()  # and the Training widget its models
 
-    def set_prior(self, prior: Prior | None) -> None:
-        """The Prior table's current table (what training's "Prior table widget" choice uses)."""
-        self.prior = prior
-        self.notify("prior")
+    def connect(self, owner: Any, **slots: Callable[..., Any]) -> None:
+        """Call each of ``owner``'s bound methods ``slots`` (by signal name: ``project``,
+        ``annotator``, ``prior``, ``models``, ``slide``, ``estimates_changed``) on changes.
 
-    def subscribe(self, callback: Callable[[str], None]) -> None:
-        """Call ``callback(kind)`` on changes; bound methods are held weakly."""
-        ref: Callable[[], Callable[[str], None] | None]
-        if hasattr(callback, "__self__") and hasattr(callback, "__func__"):
-            ref = weakref.WeakMethod(callback)  # type: ignore[arg-type]
-        else:
-            ref = lambda: callback  # noqa: E731
-        self._listeners.append(ref)
+        The methods are held weakly, and a Qt ``owner`` is disconnected when it is destroyed
+        (a deleted widget's method would raise and stop the emission to the others).
+        """
+        pairs = []
+        for name, slot in slots.items():
+            if getattr(slot, "__self__", None) is not owner:
+                raise TypeError(f"{name}: connect a method of the owner, not {slot!r}")
+            signal = self.events[name] if name in self.events else getattr(self, name)
+            signal.connect(slot)
+            pairs.append((signal, slot.__func__))
+        destroyed = getattr(owner, "destroyed", None)
+        if destroyed is None:
+            return
+        ref = weakref.ref(owner)  # the connection must not keep the widget alive
 
-    def unsubscribe(self, callback: Callable[[str], None]) -> None:
-        self._listeners = [r for r in self._listeners if r() not in (None, callback)]
+        def forget(*_: Any) -> None:
+            obj = ref()
+            if obj is not None:  # (a collected owner's methods are already forgotten)
+                for signal, func in pairs:
+                    signal.disconnect(func.__get__(obj), missing_ok=True)
 
-    def notify(self, kind: str) -> None:
-        alive = []
-        for ref in list(self._listeners):
-            cb = ref()
-            if cb is None:
-                continue
-            alive.append(ref)
-            try:
-                cb(kind)
-            except RuntimeError:  # a deleted Qt widget
-                alive.pop()
-        self._listeners = alive
+        destroyed.connect(forget)
 
 
-_HUBS: weakref.WeakKeyDictionary[Any, SharedState] = weakref.WeakKeyDictionary()
+_STATES: weakref.WeakKeyDictionary[Any, SharedState] = weakref.WeakKeyDictionary()
 
 
-def hub_for(viewer: Any) -> SharedState:
-    """The hub of a viewer (created on first use; forgotten with the viewer).
+def state_for(viewer: Any) -> SharedState:
+    """The shared state of a viewer's napari-lsr widgets (created on first use; forgotten
+    with the viewer).
 
-    napari hands plugin widgets a proxy of the viewer, a new one per widget: the hub is kept
-    by the viewer behind the proxy, so every widget of one viewer shares it.
+    napari hands plugin widgets a proxy of the viewer, a new one per widget: the state is
+    kept by the viewer behind the proxy, so every widget of one viewer shares it.
     """
     viewer = getattr(viewer, "__wrapped__", viewer)
-    hub = _HUBS.get(viewer)
-    if hub is None:
-        hub = _HUBS[viewer] = SharedState()
-    return hub
+    state = _STATES.get(viewer)
+    if state is None:
+        state = _STATES[viewer] = SharedState()
+    return state

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import DEFAULT_TRAIN_MPP, SAMPLE_BLOCK_UM, SAMPLE_MPP, SAMPLE_SIZE
 from .formats import (
     Bins,
     LowResLabels,
@@ -21,12 +22,6 @@ from .formats import (
 from .prior import prior_from_values
 from .project import Project, SlideEntry
 
-#: Defaults of ``napari-lsr sample``: a 4 x 4 mm slide at 1 um/px, 256 um blocks. It trains a
-#: useful model on a 2-core CPU in minutes at 4 um/px (64 px blocks).
-DEFAULT_SIZE = 4096
-DEFAULT_MPP = 1.0
-DEFAULT_BLOCK_UM = 256.0
-DEFAULT_TRAIN_MPP = 4.0
 TILE = 256
 TRUTH_DOWNSAMPLE = 4
 
@@ -175,10 +170,10 @@ def block_fractions(mask: np.ndarray, downsample: int, boxes: np.ndarray) -> np.
 
 def write_sample(
     out_dir: str | os.PathLike,
-    size: int = DEFAULT_SIZE,
-    mpp: float = DEFAULT_MPP,
+    size: int = SAMPLE_SIZE,
+    mpp: float = SAMPLE_MPP,
     seed: int = 0,
-    block_um: float = DEFAULT_BLOCK_UM,
+    block_um: float = SAMPLE_BLOCK_UM,
     n_slides: int = 1,
     tumour_fraction: float = 0.25,
     classifier: ClassifierModel | None = None,

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .blocks import BlockSet, GroupSampler, IntraSampler, augment
-from .config import PAPER_LR, TrainConfig, TrainingError  # noqa: F401 (re-exported)
+from .config import PAPER_LR, TrainConfig, TrainingError, first_line  # noqa: F401 (re-exported)
 from .formats import Prior, atomic_path, write_json
 from .health import Health, assess, block_fractions, sample_blocks
 from .losses import lsr_loss
@@ -85,7 +86,8 @@ class _Prefetcher:
     """Draws and augments the next batches in a thread while the current step runs.
 
     Each batch carries the sampler RNG state from *before* it was drawn, so a checkpoint can
-    store the state that reproduces the next batch exactly.
+    store the state that reproduces the next batch exactly (``peek_state``). Up to ``depth``
+    batches wait: in the queue, and the one ``peek_state`` took out of it.
     """
 
     def __init__(
@@ -100,7 +102,9 @@ class _Prefetcher:
     ) -> None:
         self.blocks, self.sampler, self.rng, self.do_augment = blocks, sampler, rng, do_augment
         self.colour, self.next_step = colour, first_step
-        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.q: queue.Queue = queue.Queue(maxsize=max(1, depth - 1))
+        self.head: Any = None  # the next item, taken from the queue by ``peek_state``
+        self.has_head = False
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True, name="lsr-prefetch")
         self.thread.start()
@@ -136,11 +140,22 @@ class _Prefetcher:
             if isinstance(item, BaseException):
                 return
 
+    def _next(self) -> Any:
+        if not self.has_head:
+            self.head, self.has_head = self.q.get(), True
+        return self.head
+
     def get(self) -> tuple:
-        item = self.q.get()
+        item, self.head, self.has_head = self._next(), None, False
         if isinstance(item, BaseException):
             raise item
         return item
+
+    def peek_state(self) -> dict:
+        """The RNG state from before the next batch was drawn (waiting for the draw, so that
+        the state is consistent); the generator's own state when drawing failed."""
+        item = self._next()
+        return item[0] if isinstance(item, tuple) else self.rng.bit_generator.state
 
     def close(self) -> None:
         self.stop.set()
@@ -148,7 +163,14 @@ class _Prefetcher:
 
 
 def _lr_lambda(config: TrainConfig) -> Callable[[int], float]:
-    """Learning-rate factor at a step: linear warm-up, then constant or cosine to 1/20."""
+    """Learning-rate factor at a step: linear warm-up, then constant or cosine to 1/20.
+
+    For ``LambdaLR``, not ``SequentialLR(LinearLR, CosineAnnealingLR(eta_min))``: those
+    compute each rate from the previous one (this curve to about 1e-15, not exactly), the
+    cosine climbs again past its end where this one stays at the floor, and their state
+    (the cosine's length) is saved in the checkpoint, where a resumed run takes the curve
+    from its own settings.
+    """
     warm = config.warmup
     floor = 0.05
     total = max(1, config.steps - warm)
@@ -162,6 +184,16 @@ def _lr_lambda(config: TrainConfig) -> Callable[[int], float]:
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
     return factor
+
+
+def _ema(model: torch.nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights (``ema += (1 - decay) * (model -
+    ema)`` after each step), starting from its current weights; the buffers (BatchNorm's
+    running statistics) are not averaged but copied from ``model`` at each update. The
+    checkpoint's ``ema_model`` is ``.module``'s state dict, a plain U-Net's."""
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+    ema.update_parameters(model)  # the first update copies: the average starts at ``model``
+    return ema.requires_grad_(False)
 
 
 def _optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
@@ -330,11 +362,6 @@ def checkpoint_needs_trust(path: str | os.PathLike) -> list[str]:
     return []
 
 
-def _first_line(exc: BaseException) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-    return (text.splitlines() or [type(exc).__name__])[0][:200]
-
-
 def load_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device = "cpu", *, trust: bool = False
 ) -> dict:
@@ -362,10 +389,10 @@ def load_checkpoint(
             ckpt = torch.load(path, map_location=map_location, weights_only=False)
         except Exception as exc2:
             raise TrainingError(
-                f"{path}: not a readable checkpoint ({_first_line(exc2)})"
+                f"{path}: not a readable checkpoint ({first_line(exc2, 200)})"
             ) from exc2
     except Exception as exc:
-        raise TrainingError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from exc
+        raise TrainingError(f"{path}: not a readable checkpoint ({first_line(exc, 200)})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path}: not a napari-lsr checkpoint")
     return ckpt
@@ -439,11 +466,8 @@ def train(
     model.to(device)
     opt = _optimizer(config, model.parameters())
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config))
-    ema_model = None
-    if config.ema > 0:
-        ema_model = build_model(_unet_config(config)).to(device)
-        ema_model.load_state_dict(model.state_dict())
-        ema_model.requires_grad_(False)
+    ema = _ema(model, config.ema) if config.ema > 0 else None
+    ema_model = ema.module if ema is not None else None
     start, history, elapsed0 = 0, [], 0.0
     if resume is not None:
         ckpt = load_checkpoint(resume, map_location=device)
@@ -632,16 +656,11 @@ def train(
             loss.backward()
             opt.step()
             sched.step()
-            if ema_model is not None:
-                with torch.no_grad():
-                    torch._foreach_lerp_(
-                        list(ema_model.parameters()), list(model.parameters()), 1 - config.ema
-                    )
-                    for b_ema, b in zip(ema_model.buffers(), model.buffers()):
-                        b_ema.copy_(b)
+            if ema is not None:
+                ema.update_parameters(model)
             last_loss = value
             # The state from before the *next* batch was drawn: what a resume needs.
-            next_state = _peek_state(prefetch, rng)
+            next_state = prefetch.peek_state()
             history.append((step, value))
             dt = time.perf_counter() - ts
             step_time = dt if step_time is None else 0.9 * step_time + 0.1 * dt
@@ -681,23 +700,6 @@ def train(
         )
     finally:
         prefetch.close()
-
-
-def _peek_state(prefetch: _Prefetcher, rng: np.random.Generator) -> dict:
-    """RNG state before the next batch: from the queue head, else the generator itself."""
-    with prefetch.q.mutex:
-        if prefetch.q.queue:
-            head = prefetch.q.queue[0]
-            if isinstance(head, tuple):
-                return head[0]
-    # The thread has not drawn the next batch yet; wait for it so the state is consistent.
-    item = prefetch.q.get()
-    with prefetch.q.mutex:
-        prefetch.q.queue.appendleft(item)
-        prefetch.q.unfinished_tasks += 1
-    if isinstance(item, tuple):
-        return item[0]
-    return rng.bit_generator.state
 
 
 def _ckpt_step(path: Path) -> str:

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import NORMS
+
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -58,14 +60,11 @@ class ChannelNorm(nn.Module):
         return y.permute(0, 3, 1, 2)
 
 
-#: Normalisations after each conv. ``batch``: BatchNorm (batch statistics in training, the
-#: running ones at inference, so tiles are seamless); ``channel``: per-pixel ChannelNorm;
-#: ``group``: GroupNorm (spatial statistics: a tile's values depend on the tile, so tiled
-#: inference shows seams; kept for the ablation in BENCHMARKS.md).
-NORMS: tuple[str, ...] = ("batch", "channel", "group")
-
-
 def _norm(ch: int, kind: str, groups: int) -> nn.Module:
+    """The normalisation after each conv (one of ``config.NORMS``). ``batch``: BatchNorm
+    (batch statistics in training, the running ones at inference, so tiles are seamless);
+    ``channel``: per-pixel ChannelNorm; ``group``: GroupNorm (spatial statistics: a tile's
+    values depend on the tile, so tiled inference shows seams; kept for the ablation)."""
     if kind == "batch":
         return nn.BatchNorm2d(ch)
     if kind == "group":

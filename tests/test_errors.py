@@ -1,4 +1,4 @@
-"""Every error napari-lsr raises for the user derives from one base, config.LSRError."""
+"""Errors for the user: one base (config.LSRError), one-line messages, out of memory by type."""
 
 from __future__ import annotations
 
@@ -29,3 +29,25 @@ def test_every_package_error_derives_from_lsr_error() -> None:
                 found.append(obj)
                 assert issubclass(obj, LSRError), f"{module.__name__}.{name}"
     assert len(found) >= 8
+
+
+def test_one_line_messages() -> None:
+    from napari_lsr.config import first_line
+
+    assert first_line(ValueError("\x1b[31mbad\x1b[0m value\nmore")) == "bad value"
+    assert first_line(KeyError()) == "KeyError"
+    assert first_line(OSError("x" * 300), 200) == "x" * 200
+
+
+def test_out_of_memory_is_known_by_its_type_not_its_name() -> None:
+    import torch
+
+    from napari_lsr.run import readable_error
+
+    class OutOfMemoryLookalike(Exception):
+        pass
+
+    for exc in (torch.OutOfMemoryError("CUDA error: allocation failed"), MemoryError()):
+        assert "out of memory on cuda; lower the batch" in readable_error(exc, "m", "cuda")
+    text = readable_error(OutOfMemoryLookalike("boom"), "m")
+    assert text == "training 'm' stopped: OutOfMemoryLookalike: boom"

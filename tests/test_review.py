@@ -31,9 +31,8 @@ from napari_lsr.review import (
     has_tissue,
     load_blocks,
     parse_percent,
-    training_geometry,
 )
-from napari_lsr.state import hub_for, project_for_slide
+from napari_lsr.state import project_for_slide, state_for
 from napari_lsr.store import Store
 
 # -- parsing -------------------------------------------------------------------------------------
@@ -295,7 +294,7 @@ def test_bin_without_blocks_says_so(project_copy, tmp_path):
 
 
 def test_block_images_at_training_resolution(session, project_copy):
-    assert training_geometry(project_copy) == (32, 4.0)
+    assert project_copy.training_geometry() == (32, 4.0)
     images = BlockImages(project_copy, session.slides)
     try:
         b = session.current
@@ -333,7 +332,7 @@ def test_world_geometry_follows_napari_pixel_centres():
     assert camera_zoom(b, 2.0, (600, 900)) == pytest.approx(600 / 3 / 12)
 
 
-# -- projects, prior, hub ------------------------------------------------------------------------
+# -- projects, prior, state ----------------------------------------------------------------------
 
 
 def test_project_for_slide_creates_then_reopens(project_copy, tmp_path):
@@ -371,34 +370,38 @@ def test_estimates_prior_edits_and_agreement(session, project_copy):
     assert set(edits) == {5} and edits[5][:3] == (40.0, 9.0, "ana")
 
 
-def test_hub_is_per_viewer_and_forgets_deleted_listeners():
+def test_state_is_per_viewer_and_forgets_deleted_listeners():
     class Viewer:
         pass
 
     class Listener:
         def __init__(self):
-            self.kinds = []
+            self.got = []
 
-        def __call__(self, kind):
-            self.kinds.append(kind)
+        def on_project(self, project):
+            self.got.append(("project", project))
 
-        def on(self, kind):
-            self.kinds.append(kind)
+        def on_estimates(self):
+            self.got.append("estimates")
 
     v1, v2 = Viewer(), Viewer()
-    hub = hub_for(v1)
-    assert hub_for(v1) is hub and hub_for(v2) is not hub
+    state = state_for(v1)
+    assert state_for(v1) is state and state_for(v2) is not state
     a, b = Listener(), Listener()
-    hub.subscribe(a.on)
-    hub.subscribe(b.on)
-    hub.notify("estimates")
-    assert a.kinds == b.kinds == ["estimates"]
-    del b
-    hub.notify("project")
-    assert a.kinds == ["estimates", "project"]
-    hub.unsubscribe(a.on)
-    hub.notify("x")
-    assert a.kinds == ["estimates", "project"]
+    state.connect(a, project=a.on_project, estimates_changed=a.on_estimates)
+    state.connect(b, project=b.on_project, estimates_changed=b.on_estimates)
+    state_for(v2).estimates_changed.emit()  # another viewer's: not heard here
+    state.estimates_changed.emit()
+    assert a.got == b.got == ["estimates"]
+    del b  # held weakly: a listener that is gone is forgotten
+    state.prior, state.models = object(), ("card",)
+    state.project = "p"
+    assert a.got == ["estimates", ("project", "p")]
+    assert state.prior is None and state.models == ()  # nothing of the previous project
+    state.project = "p"  # no change, no event
+    assert len(a.got) == 2
+    with pytest.raises(TypeError, match="method of the owner"):
+        state.connect(a, project=print)
 
 
 def test_store_opens_fresh_and_reopens(tmp_path: Path):

@@ -71,13 +71,13 @@ def test_errors_in_the_child_arrive_as_readable_messages(project_copy) -> None:
 def test_a_killed_child_is_reported_and_its_checkpoint_kept(project_copy) -> None:
     plan = tiny_plan(project_copy, "k", steps=100_000)
     plan.config.checkpoint_every = 2
-    pids = []
+    pids, killed = [], []
     with pytest.raises(run.TrainingFailed) as err:
-        for ev in run.run_in_subprocess(plan, threading.Event()):
-            if getattr(ev, "kind", "") == "checkpoint" and not pids:
-                pids.append(_child_pid())
+        for ev in run.run_in_subprocess(plan, threading.Event(), started=pids.append):
+            if getattr(ev, "kind", "") == "checkpoint" and not killed:
+                killed.append(pids[0])
                 os.kill(pids[0], signal.SIGKILL)
-    assert pids
+    assert killed and pids[-1] is None  # the pid came through ``started``, then None
     text = str(err.value)
     assert "ended unexpectedly" in text and "SIGKILL" in text and "checkpoint" in text
     assert plan.out.exists()  # the periodic checkpoint survives
@@ -98,25 +98,10 @@ def _parent_script(tmp_path: Path, plan: run.RunPlan, body: str) -> Path:
     return script
 
 
-def _child_pid() -> int:
-    """The pid of this process's running ``napari_lsr.run`` child."""
-    me = os.getpid()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmd = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == me and b"napari_lsr.run" in cmd:
-            return int(entry.name)
-    raise AssertionError("no training child process found")
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="uses /proc and SIGKILL")
 def test_the_child_saves_a_checkpoint_when_its_parent_dies(project_copy, tmp_path) -> None:
-    """A parent killed outright closes the child's stdin: the child cancels with a checkpoint."""
+    """A parent killed outright closes the child's control pipe: the child cancels with a
+    checkpoint."""
     plan = tiny_plan(project_copy, "orphan", steps=100_000)
     script = _parent_script(
         tmp_path,
@@ -192,14 +177,14 @@ def test_a_run_that_outlives_the_interpreter_saves_its_checkpoint(project_copy, 
     assert card["status"] == "cancelled"
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="uses /proc")
+@pytest.mark.skipif(sys.platform != "linux", reason="sends SIGINT to the child")
 def test_ctrl_c_is_for_napari_not_the_child(project_copy) -> None:
     """SIGINT (Ctrl+C in napari's terminal reaches its whole process group) does not kill the
     child mid-step; napari handles it and cancels the run itself."""
     plan = tiny_plan(project_copy, "sigint", steps=6)
-    events = []
-    for ev in run.run_in_subprocess(plan, threading.Event()):
+    events, pids = [], []
+    for ev in run.run_in_subprocess(plan, threading.Event(), started=pids.append):
         events.append(ev)
         if getattr(ev, "kind", "") == "step" and ev.step == 2:
-            os.kill(_child_pid(), signal.SIGINT)
+            os.kill(pids[0], signal.SIGINT)
     assert events[-1].kind == "done" and events[-1].step == 6

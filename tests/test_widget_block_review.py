@@ -246,7 +246,7 @@ def test_bad_projects_say_so(make_napari_viewer, project_copy, tmp_path):
     _, w = viewer.window.add_plugin_dock_widget("napari-lsr", "Block review")
     _, table = viewer.window.add_plugin_dock_widget("napari-lsr", "Prior table")
     assert isinstance(w, BlockReviewWidget) and isinstance(table, PriorTableWidget)
-    assert w.hub is table.hub
+    assert w.state is table.state
     w.annotator_edit.setText("ana")
     assert w.record("10") is None and "Open a project" in w.message.text()
     assert not w.use_viewer_slide("x.csv")

@@ -315,9 +315,10 @@ def test_screenshot_colours_at_boundary_pixels(make_napari_viewer, qtbot, projec
         assert colour_fraction(shot, rr, cc, color, tol=10) < 0.01, color
 
 
-def test_project_of_an_open_slide_is_found(make_napari_viewer, project_with_model):
+def test_project_of_an_open_slide_comes_from_the_state(make_napari_viewer, project_with_model):
     from napari_lsr._reader import slide_layer_data
     from napari_lsr.slide import Slide
+    from napari_lsr.state import state_for
     from napari_lsr.widgets.comparison import ComparisonWidget
 
     viewer = make_napari_viewer()
@@ -325,7 +326,9 @@ def test_project_of_an_open_slide_is_found(make_napari_viewer, project_with_mode
     data, meta, _ = slide_layer_data(Slide(entry.path))
     viewer.add_image(data, **meta)
     widget = ComparisonWidget(viewer)
-    assert widget.project is not None and widget.project.folder == project_with_model.folder
+    assert widget.project is None  # not guessed from the layer's file
+    state_for(viewer).project = project_with_model  # as Block review's "Use slide" shares it
+    assert widget.project is project_with_model
     assert widget.truth_edit.text() == str(entry.truth)
     assert [e.name for e in widget.entries()] == ["lsr"]
 

@@ -57,17 +57,28 @@ class Recorder:
         return [e.step for e in self.events if getattr(e, "kind", "") == "step"]
 
 
-def test_choices_and_defaults_match_the_engine() -> None:
-    from napari_lsr import config, losses, training
+def test_the_form_offers_the_config_choices_default_first(make_napari_viewer) -> None:
+    """One source of truth: the engine and the form use config's choices, defaults, presets."""
+    from napari_lsr import config, losses, training, unet
 
-    assert set(tw.LOSSES) == set(losses.STATISTICS)
-    assert set(tw.DISTANCES) == set(losses.DISTANCES)
-    assert set(tw.PIXEL_VARIANCES) == set(losses.PIXEL_VARIANCES)
-    assert tw.PAPER_LR is config.PAPER_LR and training.PAPER_LR is config.PAPER_LR
-    assert set(tw.LR_SCHEDULES) == {"constant", "cosine"}
-    for preset in tw.PRESETS.values():
-        assert set(preset["lr"]) == set(losses.STATISTICS)
-    assert tw.DEFAULTS == training.TrainConfig().to_dict()
+    assert losses.STATISTICS is config.LOSSES and losses.DISTANCES is config.DISTANCES
+    assert losses.PIXEL_VARIANCES is config.PIXEL_VARIANCES and unet.NORMS is config.NORMS
+    assert training.PAPER_LR is config.PAPER_LR
+    for preset in config.PRESETS.values():
+        assert set(preset["lr"]) == set(config.LOSSES)
+    assert config.DEFAULTS == training.TrainConfig().to_dict()
+    w = tw.TrainingWidget(make_napari_viewer())
+    for combo, choices, key in (
+        (w.loss_combo, config.LOSSES, "loss"),
+        (w.distance_combo, config.DISTANCES, "distance"),
+        (w.variance_combo, config.PIXEL_VARIANCES, "pixel_variance"),
+        (w.schedule_combo, config.LR_SCHEDULES, "lr_schedule"),
+        (w.norm_combo, config.NORMS, "norm"),
+    ):
+        items = [combo.itemText(i) for i in range(combo.count())]
+        assert sorted(items) == sorted(choices) and items[0] == config.DEFAULTS[key], key
+    presets = [w.preset_combo.itemText(i) for i in range(w.preset_combo.count())]
+    assert presets == list(config.PRESETS)
 
 
 def test_the_form_prefills_the_command_line_defaults(make_napari_viewer) -> None:
@@ -251,7 +262,7 @@ def test_cancel_before_training_saves_nothing(project_copy) -> None:
     assert finished.is_set() and not plan.out.exists()
 
 
-def test_slide_layers_offer_their_slide_and_project(make_napari_viewer, project_copy) -> None:
+def test_slide_layers_offer_their_slide(make_napari_viewer, project_copy) -> None:
     from napari_lsr._reader import read_slide
 
     viewer = make_napari_viewer()
@@ -259,7 +270,7 @@ def test_slide_layers_offer_their_slide_and_project(make_napari_viewer, project_
     assert w.project is None and w.sources() == []
     data, meta, _ = read_slide(str(project_copy.slides[0].path))[0]
     viewer.add_image(data, **meta)
-    assert w.project is not None and w.project.folder == project_copy.folder
+    assert w.project is None  # the layer tells its slide; the project is the shared one
     (src,) = w.sources()
     assert src.labels == project_copy.slides[0].labels
 
@@ -287,24 +298,24 @@ def test_loss_curve_draws_the_running_mean(qtbot) -> None:
 
 
 def test_project_is_shared_with_the_other_widgets(make_napari_viewer, project_copy) -> None:
-    from napari_lsr.state import hub_for
+    from napari_lsr.state import state_for
 
     viewer = make_napari_viewer()
-    hub = hub_for(viewer)
-    hub.set_project(project_copy)  # e.g. opened in Block review
+    state = state_for(viewer)
+    state.project = project_copy  # e.g. opened in Block review
     w = tw.TrainingWidget(viewer)
     assert w.project is project_copy  # picked up when the widget opens
     from napari_lsr.project import Project
 
     other = Project.open(project_copy.folder)
-    hub.set_project(other)
+    state.project = other
     assert w.project is other  # and when it changes
     w.set_project(project_copy.folder)  # opened here: the others follow
-    assert hub.project is w.project
+    assert state.project is w.project
 
 
 def test_prior_table_choice_reads_the_shared_prior(make_napari_viewer, project_copy) -> None:
-    from napari_lsr.state import hub_for
+    from napari_lsr.state import state_for
     from napari_lsr.widgets.prior_table import PriorTableWidget
 
     viewer = make_napari_viewer()
@@ -314,7 +325,7 @@ def test_prior_table_choice_reads_the_shared_prior(make_napari_viewer, project_c
     with pytest.raises(ValueError, match="open the Prior table"):
         w.current_prior()
     table = PriorTableWidget(viewer)
-    assert table.project is project_copy and hub_for(viewer).prior is table.prior
+    assert table.project is project_copy and state_for(viewer).prior is table.prior
     assert w.current_prior()[0] is table.prior
 
 

@@ -46,9 +46,12 @@ def open_docks(viewer: Any, project: Any = None, keys: tuple[str, ...] = DOCKS) 
 
 
 def fit_window(viewer: Any) -> None:
-    """Shrink the main window to the screen's available size when it has grown past it."""
-    qt_window = viewer.window._qt_window
-    screen = qt_window.screen() if hasattr(qt_window, "screen") else None
+    """Shrink the main window to the screen's available size when it has grown past it
+    (the window is found above the docks: with none open, nothing happens)."""
+    from ._napari import main_window
+
+    qt_window = main_window(viewer)
+    screen = qt_window.screen() if qt_window is not None and hasattr(qt_window, "screen") else None
     if screen is None:
         return
     avail = screen.availableGeometry()

@@ -58,7 +58,7 @@ from ..review import (
     parse_percent,
 )
 from ..slide import SlideError
-from ..state import hub_for, project_for_slide
+from ..state import project_for_slide, state_for
 from ._common import ERROR_STYLE, project_row, reason_first
 
 #: The spin box's value when nothing is typed (shown as "–").
@@ -160,7 +160,7 @@ class BlockReviewWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.hub = hub_for(napari_viewer)
+        self.state = state_for(napari_viewer)  # what the napari-lsr widgets of the viewer share
         self.project: Project | None = None
         self.session: ReviewSession | None = None
         self.slides: SlideSet | None = None
@@ -182,6 +182,7 @@ class BlockReviewWidget(QWidget):
         self.destroyed.connect(functools.partial(_cleanup, self._resources))
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self._build()
+        self.state.connect(self, project=self._on_project)
 
     # -- layout ---------------------------------------------------------------------------------
 
@@ -453,9 +454,10 @@ class BlockReviewWidget(QWidget):
         if not str(labels_csv).strip():
             self._error(f"Choose the low-res CSV of {layer.name} first.")
             return False
+        self.state.slide = Path(layer.metadata["napari_lsr"]["path"])  # the slide to review
         try:
             project = project_for_slide(
-                layer.metadata["napari_lsr"]["path"], labels_csv, labels_class=self.labels_class()
+                self.state.slide, labels_csv, labels_class=self.labels_class()
             )
         except (ReviewError, FormatError, OSError) as exc:
             self._error(reason_first(exc))
@@ -473,7 +475,10 @@ class BlockReviewWidget(QWidget):
         self._resources["slides"] = self.slides
         self._resources["store"] = project.store
         self._populate_bins()
-        self.hub.set_project(project, self.annotator_edit.text().strip() or None)
+        annotator = self.annotator_edit.text().strip()
+        if annotator:
+            self.state.annotator = annotator
+        self.state.project = project  # the other widgets follow
         try:
             self._blocks, self.labels_by_slide = load_blocks(project, self.slides)
         except ReviewError as exc:
@@ -484,6 +489,12 @@ class BlockReviewWidget(QWidget):
         self.images = BlockImages(project, self.slides)
         self._resources["images"] = self.images
         return self.start_session()
+
+    def _on_project(self, project: Project | None) -> None:
+        """A project opened in another widget: offered here (Open reviews it), the review
+        on screen kept."""
+        if self.project is None and project is not None:
+            self.path_edit.setText(str(project.folder))
 
     def start_session(self) -> bool:
         """(Re)start the review with the annotator, K and seed in the widget."""
@@ -507,7 +518,7 @@ class BlockReviewWidget(QWidget):
             self._set_status_empty("Not reviewing")
             self._error(reason_first(exc))
             return False
-        self.hub.annotator = self.session.annotator
+        self.state.annotator = self.session.annotator
         n_slides = len(self.labels_by_slide)
         self._info(
             f"{self.project.folder.name}: {len(self._blocks)} blocks in {n_slides} slide(s); "
@@ -632,7 +643,7 @@ class BlockReviewWidget(QWidget):
         self.timings["committed"] = time.perf_counter()
         self._clear_entry()
         self._moved(f"Recorded {pct:g} % for block {block.id}.")
-        self.hub.notify("estimates")
+        self.state.estimates_changed.emit()
         return eid
 
     def skip(self) -> int | None:
@@ -647,7 +658,7 @@ class BlockReviewWidget(QWidget):
             return None
         self._clear_entry()
         self._moved(f"Skipped block {block.id}.")
-        self.hub.notify("estimates")
+        self.state.estimates_changed.emit()
         return eid
 
     def undo(self) -> ReviewBlock | None:
@@ -666,7 +677,7 @@ class BlockReviewWidget(QWidget):
         self._clear_entry()
         self._show_current()
         self._info(f"Undone: block {block.id} is back for a new estimate.")
-        self.hub.notify("estimates")
+        self.state.estimates_changed.emit()
         return block
 
     def next_block(self) -> bool:
@@ -977,6 +988,7 @@ class BlockReviewWidget(QWidget):
                 layers.append(overlay)
             self._layers[index] = layers
             self._raise_outline()
+        self.state.slide = self.project.slides[index].path  # the slide on screen
         for i, group in self._layers.items():
             for layer in group:
                 if layer.visible != (i == index):

@@ -38,15 +38,18 @@ from ..compare import (
     write_figure,
     write_metrics_csv,
 )
-from ..config import LSRError
+from ..config import CANCER_THRESHOLD, LSRError
 from ..config import first_line as one_line
 from ..evaluation import TABLE_COLUMNS, Comparison, ModelEntry, prediction_entry, table_rows
 from ..layers import color_label
-from ..state import hub_for
+from ..state import state_for
 from ._common import ERROR_STYLE, reason_first, scroll_contents, vet_checkpoint
 
 if TYPE_CHECKING:
     import napari
+
+    from ..models import ModelCard
+    from ..project import Project
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +129,8 @@ class ComparisonWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.project: Any = None
+        self.state = state_for(napari_viewer)  # what the napari-lsr widgets of the viewer share
+        self.project: Project | None = None
         self.comparison: Comparison | None = None
         self.worker: Any = None
         self.device = "auto"
@@ -134,7 +138,11 @@ class ComparisonWidget(QWidget):
         self._slide: Any = None  # the open Slide behind the slide layer we added
         self._build()
         scroll_contents(self)  # stacked with other docks, the dock scrolls instead
-        self._guess_project()
+        self.state.connect(
+            self, project=self._on_project, models=self._on_models, slide=self._on_slide
+        )
+        if self.state.project is not None:
+            self._use_project(self.state.project)
 
     # -- layout --------------------------------------------------------------------------
 
@@ -248,7 +256,8 @@ class ComparisonWidget(QWidget):
         self.export_metrics_button.clicked.connect(self._browse_export_metrics)
         self.export_regions_button = QPushButton("Regions to QuPath…", results)
         self.export_regions_button.setToolTip(
-            "Write the selected model's cancer regions (probability >= 0.5) as GeoJSON "
+            f"Write the selected model's cancer regions (probability >= {CANCER_THRESHOLD:g}) "
+            "as GeoJSON "
             "annotations that QuPath opens by drag and drop"
         )
         self.export_regions_button.clicked.connect(self._browse_export_regions)
@@ -287,26 +296,20 @@ class ComparisonWidget(QWidget):
 
     # -- inputs --------------------------------------------------------------------------
 
-    def _guess_project(self) -> None:
-        """Open the project the other widgets share, else that of a slide already in the
-        viewer when it belongs to one."""
-        shared = hub_for(self.viewer).project
-        if shared is not None:
-            self.open_project(shared.folder, quiet=True)
-            return
-        for layer in self.viewer.layers:
-            path = (layer.metadata or {}).get("napari_lsr", {}).get("path")
-            if path and (Path(path).parent / "project.toml").exists():
-                self.open_project(Path(path).parent, quiet=True)
-                self.select_slide(path)
-                return
+    def set_project(self, project: Project | str | Path) -> bool:
+        """Use an open ``Project`` (or a project folder), shared with the other widgets."""
+        from ..project import Project
 
-    def set_project(self, project: Any) -> bool:
-        """Use an open ``Project`` (or a project folder), as the other widgets do."""
-        return self.open_project(getattr(project, "folder", project))
+        if not isinstance(project, Project):
+            return self.open_project(project)
+        self.state.project = project  # shown here through _on_project, as in the others
+        if self.project is not project:
+            self._use_project(project)
+        return True
 
     def open_project(self, folder: str | Path, quiet: bool = False) -> bool:
-        """Open a project folder: its slides, ground truth, labels and models."""
+        """Open a project folder here and in the other widgets: its slides, ground truth,
+        labels and models."""
         from ..project import Project
 
         try:
@@ -315,28 +318,58 @@ class ComparisonWidget(QWidget):
             if not quiet:
                 self.show_error(one_line(exc))
             return False
+        return self.set_project(project)
+
+    def _on_project(self, project: Project | None) -> None:
+        if project is not None and project is not self.project:
+            self._use_project(project)
+
+    def _use_project(self, project: Project) -> None:
+        """Show ``project``: its slides (the shared slide chosen when it is one of them),
+        ground truth, labels and models."""
         self.project = project
         self.project_edit.setText(str(project.folder))
         self.slide_combo.blockSignals(True)
         self.slide_combo.clear()
         for entry in project.slides:
             self.slide_combo.addItem(entry.name, str(entry.path))
+        shared = self._slide_index(self.state.slide)
+        self.slide_combo.setCurrentIndex(max(0, shared))
         self.slide_combo.blockSignals(False)
-        self._slide_changed(0)
+        self._slide_changed(self.slide_combo.currentIndex())
         self.models_list.clear()  # prediction files added for another project go too
         if not self.refresh_models():
             self._info(f"project {project.folder.name}: {len(project.slides)} slide(s)")
-        return True
+
+    def _on_models(self, _models: tuple[ModelCard, ...]) -> None:
+        """The Training widget listed the shared project's models: list them again."""
+        if self.project is not None and self.project is self.state.project:
+            self._list_models(report=False)  # errors were shown when the project opened
+
+    def _on_slide(self, path: Path | None) -> None:
+        """Another widget shows a slide: choose it when it is one of the list."""
+        index = self._slide_index(path)
+        if index >= 0:
+            self.slide_combo.setCurrentIndex(index)
+
+    def _slide_index(self, path: str | Path | None) -> int:
+        """Where slide ``path`` is in the list (-1: not listed)."""
+        if not path:
+            return -1
+        want = str(Path(path).resolve())
+        for i in range(self.slide_combo.count()):
+            if str(Path(self.slide_combo.itemData(i)).resolve()) == want:
+                return i
+        return -1
 
     def select_slide(self, path: str | Path) -> None:
         """Select a slide of the list by path, adding it when it is not listed."""
-        path = str(Path(path).resolve())
-        for i in range(self.slide_combo.count()):
-            if str(Path(self.slide_combo.itemData(i)).resolve()) == path:
-                self.slide_combo.setCurrentIndex(i)
-                return
-        self.slide_combo.addItem(Path(path).stem, path)
-        self.slide_combo.setCurrentIndex(self.slide_combo.count() - 1)
+        index = self._slide_index(path)
+        if index < 0:
+            path = str(Path(path).resolve())
+            self.slide_combo.addItem(Path(path).stem, path)
+            index = self.slide_combo.count() - 1
+        self.slide_combo.setCurrentIndex(index)
 
     def _project_entry(self, slide_path: str | None) -> Any:
         if self.project is None or not slide_path:
@@ -347,7 +380,10 @@ class ComparisonWidget(QWidget):
         return None
 
     def _slide_changed(self, _index: int) -> None:
-        entry = self._project_entry(self.slide_combo.currentData())
+        path = self.slide_combo.currentData()
+        if path:
+            self.state.slide = Path(path)  # the slide being compared
+        entry = self._project_entry(path)
         if entry is not None:
             self.truth_edit.setText(str(entry.truth) if entry.truth else "")
             self.labels_edit.setText(str(entry.labels) if entry.labels else "")
@@ -355,6 +391,9 @@ class ComparisonWidget(QWidget):
     def refresh_models(self) -> list[str]:
         """List the project's models (checked), keeping added prediction files; a malformed
         model card is left out with a one-line error (returned too)."""
+        return self._list_models(report=True)
+
+    def _list_models(self, report: bool) -> list[str]:
         kept = [e for e in self.entries(checked_only=False) if e.checkpoint is None]
         checked = {e.name for e in self.entries()}
         self.models_list.clear()
@@ -364,7 +403,7 @@ class ComparisonWidget(QWidget):
             self._add_entry(m, checked=not checked or m.name in checked)
         for m in kept:
             self._add_entry(m, checked=m.name in checked)
-        for message in errors:
+        for message in errors if report else ():
             self.show_error(message)
         return errors
 
@@ -622,7 +661,7 @@ class ComparisonWidget(QWidget):
             return chosen
         return next((e for e in self.entries() if e.prediction is not None), None)
 
-    def export_regions(self, path: str | Path, threshold: float = 0.5) -> Path | None:
+    def export_regions(self, path: str | Path, threshold: float = CANCER_THRESHOLD) -> Path | None:
         """Save the selected model's cancer regions as QuPath GeoJSON (level-0 px)."""
         from ..interop import export_geojson
 

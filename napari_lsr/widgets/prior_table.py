@@ -64,7 +64,7 @@ from ..prior import (
 )
 from ..project import Project
 from ..review import bin_label
-from ..state import hub_for
+from ..state import state_for
 from ._common import ERROR_STYLE, project_row, reason_first, scroll_contents
 
 POOLED = "pooled"
@@ -127,7 +127,7 @@ class PriorTableWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.hub = hub_for(napari_viewer)
+        self.state = state_for(napari_viewer)  # what the napari-lsr widgets of the viewer share
         self.project: Project | None = None
         self.loaded: Prior | None = None  # a prior file the user loaded
         self.base: Prior | None = None
@@ -144,9 +144,14 @@ class PriorTableWidget(QWidget):
         self._timer.timeout.connect(self.refresh)
         self._build()
         scroll_contents(self)  # stacked with other docks, the table scrolls instead
-        self.hub.subscribe(self._on_hub)
-        if self.hub.project is not None:
-            self.set_project(self.hub.project)
+        self.state.connect(
+            self,
+            project=self._on_project,
+            annotator=self._on_annotator,
+            estimates_changed=self._on_estimates,
+        )
+        if self.state.project is not None:
+            self.set_project(self.state.project)
 
     # -- layout ---------------------------------------------------------------------------------
 
@@ -169,7 +174,7 @@ class PriorTableWidget(QWidget):
         row.addWidget(QLabel("Source"))
         row.addWidget(self.source_combo, 1)
         root.addLayout(row)
-        self.name_edit = QLineEdit(self.hub.annotator or _login())
+        self.name_edit = QLineEdit(self.state.annotator or _login())
         self.name_edit.setPlaceholderText("your name: edits record who made them")
         self._name_typed = False
         self.name_edit.textEdited.connect(lambda _t: setattr(self, "_name_typed", True))
@@ -270,16 +275,21 @@ class PriorTableWidget(QWidget):
 
     # -- project --------------------------------------------------------------------------------
 
-    def _on_hub(self, kind: str) -> None:
-        if self.hub.annotator and not self._name_typed:
-            self.name_edit.setText(self.hub.annotator)  # follow the block review's annotator
-        if kind == "project" and self.hub.project is not self.project:
-            self.set_project(self.hub.project)
-        elif kind == "estimates" and self.project is not None:
+    def _on_project(self, project: Project | None) -> None:
+        if project is not self.project:
+            self.set_project(project)
+
+    def _on_annotator(self, annotator: str | None) -> None:
+        if annotator and not self._name_typed:
+            self.name_edit.setText(annotator)  # follow the block review's annotator
+
+    def _on_estimates(self) -> None:
+        if self.project is not None:
             self._timer.start()
 
     def open_project(self, folder: str | os.PathLike) -> bool:
-        """Open a project folder here (the block review keeps its own)."""
+        """Open a project folder here and in the widgets that follow the shared project
+        (the block review keeps the review it has on screen)."""
         if not str(folder).strip():
             self._error("Type or browse to a project folder first.")
             return False
@@ -288,7 +298,9 @@ class PriorTableWidget(QWidget):
         except (FormatError, OSError) as exc:
             self._error(reason_first(exc))
             return False
-        self.set_project(project)
+        self.state.project = project  # shown here through _on_project, as in the others
+        if self.project is not project:
+            self.set_project(project)
         return True
 
     def set_project(self, project: Project | None) -> None:
@@ -391,7 +403,7 @@ class PriorTableWidget(QWidget):
             self.base = self._base_prior(kind, name)
             self.edits = effective_edits(self.project)
             self.prior = apply_edits(self.base, self.edits)
-            self.hub.set_prior(self.prior)
+            self.state.prior = self.prior  # what training's "Prior table widget" uses
             self.changes = save_changes(self.saved, prior_for_saving(self.prior))
         except (FormatError, OSError, sqlite3.Error) as exc:
             self._error(reason_first(exc))
