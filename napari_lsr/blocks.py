@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import LSRError
+from .config import DEFAULT_BLOCK_PX, LSRError
 from .formats import LowResLabels, current_umask
 from .slide import Slide, shared_slide
 
@@ -124,21 +124,22 @@ def resolve_geometry(
     With ``mpp`` only, blocks are resampled to ``mpp`` and the block size follows from the
     median block width in microns; with ``block_size`` only, blocks are resampled to that
     size; with both, ``block_size`` wins and the effective mpp is the median block width in
-    microns over ``block_size``. Slides without mpp need ``--mpp`` on the slide or neither.
+    microns over ``block_size``; with neither, blocks are resampled to
+    ``config.DEFAULT_BLOCK_PX``. Slides without mpp need ``--slide-mpp`` when ``mpp`` is given.
     """
+    if mpp is None and block_size is None:
+        block_size = DEFAULT_BLOCK_PX
     widths_um = []
     for s in sources:
         with Slide(s.slide, mpp=s.mpp) as slide:
             if slide.mpp is None:
-                if mpp is not None or block_size is None:
+                if mpp is not None:
                     slide.require_mpp("training at a given resolution")
                 widths_um.append(np.asarray(s.labels.width, float))
             else:
                 widths_um.append(np.asarray(s.labels.width, float) * slide.mpp)
     med_um = float(np.median(np.concatenate(widths_um)))
     if block_size is None:
-        if mpp is None:
-            raise BlockError("give a training mpp or a block size")
         block_size = max(8, int(round(med_um / mpp)))
     if block_size < 8:
         raise BlockError(f"block size {block_size} px is too small (at least 8)")

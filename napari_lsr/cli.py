@@ -385,14 +385,18 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {d['pixel_variance']})",
     )
     t.add_argument(
-        "--mpp", type=float, default=None, help="training microns per pixel (paper: 4.2)"
+        "--mpp",
+        type=float,
+        default=None,
+        help="training microns per pixel (paper: 4.2); the block size then follows from the "
+        "blocks' size in microns",
     )
     t.add_argument(
         "--block-size",
         type=int,
         default=None,
-        help="training block side in px (paper: 240); with --mpp alone it follows "
-        "from the blocks' size in microns",
+        help=f"training block side in px (default {config.DEFAULT_BLOCK_PX} when --mpp is not "
+        "given; paper: 240)",
     )
     t.add_argument(
         "--slide-mpp", type=float, default=None, help="mpp of slides that lack it in their metadata"

@@ -42,16 +42,20 @@ INIT_BIASES: tuple[str, ...] = ("prior", "fixed")
 #: The paper's learning rates (Sec. 3.3) per loss.
 PAPER_LR: dict[str, float] = {"intra": 1e-5, "inter": 1e-3, "intra+inter": 1e-3}
 
-#: Training resolution (um/px) when neither the project nor the user gives one.
-DEFAULT_TRAIN_MPP = 4.0
+#: Training block side (px) when neither the project nor the user gives a geometry: label
+#: blocks of any size in microns are resampled to it, the size of every benchmark run
+#: (synthetic: 256 um blocks at 4 um/px; real tissue: 64 um blocks at 1 um/px; the paper:
+#: 240 px). A fixed mpp instead would make 64 um blocks 16 px at 4 um/px.
+DEFAULT_BLOCK_PX = 64
 #: A pixel is cancer where the predicted probability is at least this (evaluation, export).
 CANCER_THRESHOLD = 0.5
 #: The synthetic sample (``napari-lsr sample``, the demo): a 4 x 4 mm slide at 1 um/px with
-#: 256 um blocks. It trains a useful model on a 2-core CPU in minutes at DEFAULT_TRAIN_MPP
-#: (64 px blocks).
+#: 256 um blocks, written with a training resolution of 4 um/px (64 px blocks: a useful model
+#: on a 2-core CPU in minutes).
 SAMPLE_SIZE = 4096
 SAMPLE_MPP = 1.0
 SAMPLE_BLOCK_UM = 256.0
+SAMPLE_TRAIN_MPP = 4.0
 
 
 @dataclass

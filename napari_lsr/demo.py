@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_TRAIN_MPP, DEFAULTS, SAMPLE_BLOCK_UM, SAMPLE_SIZE
+from .config import DEFAULT_BLOCK_PX, DEFAULTS, SAMPLE_BLOCK_UM, SAMPLE_SIZE
 from .formats import write_json
 from .progress import Progress
 
@@ -47,8 +47,8 @@ def run_demo(
     entry = project.slides[0]
     prior = project.prior()
     block_size, mpp = project.training_geometry()
-    mpp = mpp or DEFAULT_TRAIN_MPP
-    block_size = block_size or round(SAMPLE_BLOCK_UM / mpp)
+    block_size = block_size or DEFAULT_BLOCK_PX
+    mpp = mpp or SAMPLE_BLOCK_UM / block_size
     with entry.open() as slide:
         labels = entry.read_labels(slide, prior.bins)
     blocks = extract_blocks(

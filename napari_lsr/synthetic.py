@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import DEFAULT_TRAIN_MPP, SAMPLE_BLOCK_UM, SAMPLE_MPP, SAMPLE_SIZE
+from .config import SAMPLE_BLOCK_UM, SAMPLE_MPP, SAMPLE_SIZE, SAMPLE_TRAIN_MPP
 from .formats import (
     Bins,
     LowResLabels,
@@ -250,8 +250,8 @@ def write_sample(
             "n_slides": n_slides,
         },
         "training": {
-            "mpp": DEFAULT_TRAIN_MPP,
-            "block_size": int(round(block_um / DEFAULT_TRAIN_MPP)),
+            "mpp": SAMPLE_TRAIN_MPP,
+            "block_size": int(round(block_um / SAMPLE_TRAIN_MPP)),
         },
     }
     return Project.create(out, entries, prior_path, extra)

@@ -59,6 +59,8 @@ def test_resolve_geometry(tiny_project):
     src = [SlideBlocks(entry.path, labels)]
     assert resolve_geometry(src, 4.0, None) == (32, pytest.approx(4.0))
     assert resolve_geometry(src, None, 16) == (16, pytest.approx(8.0))
+    # neither: blocks of any size in microns become DEFAULT_BLOCK_PX (64) px
+    assert resolve_geometry(src, None, None) == (64, pytest.approx(2.0))
 
 
 def test_slide_without_mpp_needs_one(tmp_path):
@@ -73,6 +75,8 @@ def test_slide_without_mpp_needs_one(tmp_path):
     with pytest.raises(MppUnknownError, match="--mpp"):
         resolve_geometry([SlideBlocks(tmp_path / "s.png", lab)], 4.0, None)
     assert resolve_geometry([SlideBlocks(tmp_path / "s.png", lab, mpp=1.0)], 4.0, None)[0] == 8
+    # a block size alone (or the default) needs no mpp: blocks are resampled to it
+    assert resolve_geometry([SlideBlocks(tmp_path / "s.png", lab)], None, None)[0] == 64
 
 
 def test_unwritable_cache(tiny_project, tmp_path):

@@ -94,7 +94,9 @@ def test_the_form_prefills_the_command_line_defaults(make_napari_viewer) -> None
         form["device"] = cli["device"]  # the form lists only the devices found here
         assert form == cli, loss
     assert w.loss_combo.currentText() == "inter"
-    assert w.mpp_spin.value() == __import__("napari_lsr.config").config.DEFAULT_TRAIN_MPP
+    from napari_lsr.config import DEFAULT_BLOCK_PX
+
+    assert w.mpp_spin.value() == 0 and w.block_spin.value() == DEFAULT_BLOCK_PX  # as the CLI
 
 
 def test_importing_the_widget_module_does_not_import_torch() -> None:

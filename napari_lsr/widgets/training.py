@@ -234,10 +234,9 @@ class TrainingWidget(QWidget):
                 source = SlideSource(entry.path, entry.labels, entry.mpp, "project")
                 self._add_source(source, checked=True, replace=True)
             block_size, mpp = p.training_geometry()
-            if mpp:
-                self.mpp_spin.setValue(mpp)
-            if block_size:
-                self.block_spin.setValue(block_size)
+            if block_size or mpp:  # the project's geometry, as given (block px wins over mpp)
+                self.mpp_spin.setValue(mpp or 0.0)
+                self.block_spin.setValue(block_size or 0)
             self.set_models_dir(p.models_dir)
         self._sync_layers()
         self._fill_priors()

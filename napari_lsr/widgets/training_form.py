@@ -164,10 +164,16 @@ class TrainingForm(QWidget):
         self.mpp_spin = QDoubleSpinBox()
         self.mpp_spin.setRange(0.0, 100.0)
         self.mpp_spin.setDecimals(2)
-        self.mpp_spin.setValue(config.DEFAULT_TRAIN_MPP)
+        self.mpp_spin.setValue(0.0)
+        self.mpp_spin.setSpecialValueText("auto")
         self.mpp_spin.setSuffix(" µm/px")
         self.mpp_spin.setToolTip("training resolution (paper: about 4.2 µm/px); 0: from block px")
-        self.block_spin = _spin(0, 4096, 0, "block size in px (0: from the mpp)")
+        self.block_spin = _spin(
+            0,
+            4096,
+            config.DEFAULT_BLOCK_PX,
+            "block size in px (0: from the mpp); wins over an mpp",
+        )
         self.block_spin.setSpecialValueText("auto")
         self.augment_check = QCheckBox("augment")
         self.augment_check.setChecked(d["augment"])
