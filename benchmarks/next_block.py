@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     viewer = napari.Viewer(show=True)
     widget = BlockReviewWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Block review")
-    viewer.window._qt_window.resize(1400, 900)
+    viewer.window.resize(1400, 900)
     QApplication.instance().processEvents()
     widget.k_spin.setValue(12)
     widget.seed_spin.setValue(args.seed)

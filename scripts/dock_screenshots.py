@@ -44,14 +44,15 @@ def main() -> int:
     from napari_lsr.project import Project
     from napari_lsr.synthetic import write_sample
     from napari_lsr.widgets._docks import fit_window, open_docks
+    from napari_lsr.widgets._napari import main_window
 
     folder = Path(tempfile.mkdtemp(prefix="lsr-docks-")) / "project"
     write_sample(folder, size=1536, mpp=1.0, seed=3, block_um=128.0)
     project = Project.open(folder)
     viewer = napari.Viewer(title="napari-lsr demo", show=True)
-    window = viewer.window._qt_window
     viewer.open(str(project.slides[0].path), plugin="napari-lsr")
     widgets = open_docks(viewer, project)
+    window = main_window(viewer)  # found above the docks, now that they are open
     review = widgets["Block review"]
     review.annotator_edit.setText("pathologist")
     review.start_session()

@@ -141,3 +141,6 @@ def test_a_deleted_widget_does_not_break_emission(make_napari_viewer, project_co
     assert kept.field.text() == str(project_copy.folder)  # ...and the others hear of it
     assert table.project is project_copy
     state.estimates_changed.emit()
+    QCoreApplication.processEvents()  # the table's queued redraw runs while it lives
+    table.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)

@@ -52,7 +52,7 @@ def _outline(viewer):
 def test_review_widget_on_screen(make_napari_viewer, project_copy, qtbot):
     """Layers, legend, camera, the yellow outline on screen, keys, value controls, bad input."""
     viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(1300, 850)
+    viewer.window.resize(1300, 850)
     w = BlockReviewWidget(viewer)
     viewer.window.add_dock_widget(w, name="Block review")
     qtbot.wait(50)
@@ -370,10 +370,11 @@ def test_the_four_docks_open_tabbed_and_fit_the_screen(make_napari_viewer, proje
     """Issue 14: with all four docks open, as `make demo` opens them, the window grew to
     2070 px on a 1080-px screen and Block review shrank to a few rows."""
     from napari_lsr.widgets._docks import DOCKS, open_docks
+    from napari_lsr.widgets._napari import main_window
 
     viewer = make_napari_viewer(show=True)
-    window = viewer.window._qt_window
     widgets = open_docks(viewer, project_copy)
+    window = main_window(viewer)
     assert list(widgets) == list(DOCKS)
     review = widgets["Block review"]
     review.annotator_edit.setText("ana")

@@ -204,7 +204,32 @@ class BlockReviewWidget(QWidget):
             self, "project folder (holds project.toml)", self.open_project
         )
         root.addLayout(row)
+        root.addLayout(self._build_labels())
+        self._build_settings(root)
+        self._build_bins(root)
+        self._build_block_view(root)
+        root.addLayout(self._build_estimate())
+        self._build_buttons(root)
+        self._build_footer(root)
+        # Enter in these finishes their own edit (opens the project, uses the slide, sets
+        # the annotator, K or seed); it is not an estimate. Their key events are handled by
+        # the field and then stopped (``eventFilter``): a field ignores Enter, and Qt would
+        # pass it on to this widget, which by then may have the focus.
+        self._text_fields = (
+            self.path_edit,
+            self.csv_edit,
+            self.annotator_edit,
+            self.k_spin,
+            self.seed_spin,
+        )
+        for field in self._text_fields:
+            field.installEventFilter(self)
+        # Wide enough for the legend and the buttons, so the dock never scrolls sideways.
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setMinimumWidth(MIN_WIDTH)
 
+    def _build_labels(self) -> QHBoxLayout:
+        """The Labels row: a low-res CSV, its class, and Use slide (the slide in the viewer)."""
         self.csv_edit = QLineEdit()
         self.csv_edit.setPlaceholderText("or: low-res CSV of the slide open in the viewer")
         csv_browse = QPushButton("Browse…")
@@ -228,8 +253,10 @@ class BlockReviewWidget(QWidget):
         row.addWidget(csv_browse)
         row.addWidget(self.class_combo)
         row.addWidget(self.use_slide_button)
-        root.addLayout(row)
+        return row
 
+    def _build_settings(self, root: QVBoxLayout) -> None:
+        """The session's settings: annotator, blocks per bin (K) and seed."""
         self.annotator_edit = QLineEdit(default_annotator())
         self.annotator_edit.setPlaceholderText("your name")
         self.annotator_edit.editingFinished.connect(self._settings_changed)
@@ -258,6 +285,8 @@ class BlockReviewWidget(QWidget):
         row.addStretch(1)
         root.addLayout(row)
 
+    def _build_bins(self, root: QVBoxLayout) -> None:
+        """The bins' colour legend and the Bin chooser."""
         self.legend = QWidget()
         self.legend_layout = QGridLayout(self.legend)
         self.legend_layout.setContentsMargins(0, 0, 0, 0)
@@ -274,6 +303,8 @@ class BlockReviewWidget(QWidget):
         row.addWidget(self.bin_combo, 1)
         root.addLayout(row)
 
+    def _build_block_view(self, root: QVBoxLayout) -> None:
+        """The bin's progress, the block's description and its image."""
         self.progress_label = QLabel("No project open")
         font = self.progress_label.font()
         font.setBold(True)
@@ -298,6 +329,8 @@ class BlockReviewWidget(QWidget):
         row.addStretch(1)
         root.addLayout(row)
 
+    def _build_estimate(self) -> QFormLayout:
+        """The Cancer % row: typed entry, spin box and slider, kept in step."""
         self.entry = QLineEdit()
         self.entry.setPlaceholderText("type %, Enter")
         self.entry.setMaximumWidth(110)
@@ -321,8 +354,10 @@ class BlockReviewWidget(QWidget):
         row.addWidget(self.spin)
         row.addWidget(self.slider, 1)
         form.addRow("Cancer %", row)
-        root.addLayout(form)
+        return form
 
+    def _build_buttons(self, root: QVBoxLayout) -> None:
+        """Record, Skip, Undo; Prev, Next, Next bin (they never take the keyboard focus)."""
         self.record_button = QPushButton("Record (Enter)")
         self.record_button.clicked.connect(lambda: self.record())
         self.skip_button = QPushButton("Skip (S)")
@@ -353,6 +388,8 @@ class BlockReviewWidget(QWidget):
         ):
             b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
 
+    def _build_footer(self, root: QVBoxLayout) -> None:
+        """The message line and the keys' help."""
         self.message = QLabel("Open a project folder, or use a slide in the viewer.")
         self.message.setWordWrap(True)
         self.message.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
@@ -362,22 +399,6 @@ class BlockReviewWidget(QWidget):
         keys.setStyleSheet("color: #909090; font-size: 10px;")
         root.addWidget(keys)
         root.addStretch(1)
-        # Enter in these finishes their own edit (opens the project, uses the slide, sets
-        # the annotator, K or seed); it is not an estimate. Their key events are handled by
-        # the field and then stopped (``eventFilter``): a field ignores Enter, and Qt would
-        # pass it on to this widget, which by then may have the focus.
-        self._text_fields = (
-            self.path_edit,
-            self.csv_edit,
-            self.annotator_edit,
-            self.k_spin,
-            self.seed_spin,
-        )
-        for field in self._text_fields:
-            field.installEventFilter(self)
-        # Wide enough for the legend and the buttons, so the dock never scrolls sideways.
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setMinimumWidth(MIN_WIDTH)
 
     # -- messages -------------------------------------------------------------------------------
 

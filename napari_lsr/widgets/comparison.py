@@ -149,7 +149,14 @@ class ComparisonWidget(QWidget):
     def _build(self) -> None:
         self.setMinimumWidth(440)  # room for the model names beside four score columns
         root = QVBoxLayout(self)
+        root.addWidget(self._build_inputs())
+        root.addWidget(self._build_models())
+        self._build_run(root)
+        root.addWidget(self._build_results())
+        root.addStretch(1)
 
+    def _build_inputs(self) -> QGroupBox:
+        """The Slide and ground truth group: project, slide, ground truth, low-res labels."""
         inputs = QGroupBox("Slide and ground truth", self)
         form = QFormLayout(inputs)
         self.project_edit = QLineEdit(inputs)
@@ -165,8 +172,10 @@ class ComparisonWidget(QWidget):
         self.labels_edit = QLineEdit(inputs)
         self.labels_edit.setPlaceholderText("low-res CSV (optional)")
         form.addRow("Low-res labels", self._with_button(self.labels_edit, self._browse_labels))
-        root.addWidget(inputs)
+        return inputs
 
+    def _build_models(self) -> QGroupBox:
+        """The Models group: the models to compare, prediction options and the band."""
         models = QGroupBox("Models", self)
         mv = QVBoxLayout(models)
         self.models_list = QListWidget(models)
@@ -204,8 +213,10 @@ class ComparisonWidget(QWidget):
         )
         band.addWidget(self.band_spin, 1)
         mv.addLayout(band)
-        root.addWidget(models)
+        return models
 
+    def _build_run(self, root: QVBoxLayout) -> None:
+        """Run comparison and Cancel, the progress bar and the status line."""
         run_row = QHBoxLayout()
         self.run_button = QPushButton("Run comparison", self)
         self.run_button.clicked.connect(self.run)
@@ -223,28 +234,13 @@ class ComparisonWidget(QWidget):
         self.status.setWordWrap(True)
         root.addWidget(self.status)
 
+    def _build_results(self) -> QGroupBox:
+        """The Boundaries and scores group: legend, score table, band line, exports."""
         results = QGroupBox("Boundaries and scores", self)
         rv = QVBoxLayout(results)
         self.legend = Legend(results)
         rv.addWidget(self.legend)
-        self.table = QTableWidget(0, 1 + len(TABLE_COLUMNS), results)
-        # Two-line headers keep the score columns narrow so the model names fit the dock.
-        self.table.setHorizontalHeaderLabels(
-            ["Model", *(c.replace(" ", "\n") for c in TABLE_COLUMNS)]
-        )
-        self.table.verticalHeader().setVisible(False)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setWordWrap(False)
-        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
-        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
-        for c in range(1, 1 + len(TABLE_COLUMNS)):
-            header.setSectionResizeMode(c, QHeaderView.ResizeMode.Stretch)
-        header.setMinimumSectionSize(40)
-        self.table.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
-        self.table.setMinimumHeight(90)
+        self.table = self._build_score_table(results)
         rv.addWidget(self.table)
         self.band_label = QLabel("", results)
         self.band_label.setWordWrap(True)
@@ -265,8 +261,28 @@ class ComparisonWidget(QWidget):
         ex.addWidget(self.export_metrics_button)
         ex.addWidget(self.export_regions_button)
         rv.addLayout(ex)
-        root.addWidget(results)
-        root.addStretch(1)
+        return results
+
+    @staticmethod
+    def _build_score_table(parent: QWidget) -> QTableWidget:
+        """The read-only table of scores: a Model column, then one per score."""
+        table = QTableWidget(0, 1 + len(TABLE_COLUMNS), parent)
+        # Two-line headers keep the score columns narrow so the model names fit the dock.
+        table.setHorizontalHeaderLabels(["Model", *(c.replace(" ", "\n") for c in TABLE_COLUMNS)])
+        table.verticalHeader().setVisible(False)
+        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        table.setWordWrap(False)
+        table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        header = table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        for c in range(1, 1 + len(TABLE_COLUMNS)):
+            header.setSectionResizeMode(c, QHeaderView.ResizeMode.Stretch)
+        header.setMinimumSectionSize(40)
+        table.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
+        table.setMinimumHeight(90)
+        return table
 
     def _with_button(self, field: QWidget, slot: Any) -> QWidget:
         box = QWidget(self)

@@ -156,9 +156,6 @@ class PriorTableWidget(QWidget):
     # -- layout ---------------------------------------------------------------------------------
 
     def _build(self) -> None:
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
         root = QVBoxLayout(self)
         root.setContentsMargins(6, 6, 6, 6)
         root.setSpacing(4)
@@ -167,7 +164,24 @@ class PriorTableWidget(QWidget):
             self, "project folder (or open one in Block review)", self.open_project
         )
         root.addLayout(row)
+        self._build_source(root)
+        root.addLayout(self._build_buttons())
 
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self._build_prior_page(), "Prior")
+        self.tabs.addTab(self._build_annotators_page(), "Annotators")
+        root.addWidget(self.tabs, 1)
+
+        self.flags_label = QLabel("")
+        self.flags_label.setWordWrap(True)
+        self.flags_label.setStyleSheet("color: #ffd54f;")
+        root.addWidget(self.flags_label)
+        self.message = QLabel("Open a project to see its prior.")
+        self.message.setWordWrap(True)
+        root.addWidget(self.message)
+
+    def _build_source(self, root: QVBoxLayout) -> None:
+        """The Source chooser and the Editor's name."""
         self.source_combo = QComboBox()
         self.source_combo.activated.connect(lambda _i: self.refresh())
         row = QHBoxLayout()
@@ -183,6 +197,8 @@ class PriorTableWidget(QWidget):
         row.addWidget(self.name_edit, 1)
         root.addLayout(row)
 
+    def _build_buttons(self) -> QHBoxLayout:
+        """Refresh, Load prior, Revert edit, Save prior, Export estimates."""
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.clicked.connect(lambda: self.refresh())
         self.load_button = QPushButton("Load prior…")
@@ -205,9 +221,13 @@ class PriorTableWidget(QWidget):
         for b in (self.refresh_button, self.load_button, self.revert_button, self.save_button):
             row.addWidget(b)
         row.addWidget(self.export_estimates_button)
-        root.addLayout(row)
+        return row
 
-        self.tabs = QTabWidget()
+    def _build_prior_page(self) -> QWidget:
+        """The Prior tab: the editable table above the plot of p(c|z)."""
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
         page = QWidget()
         lay = QVBoxLayout(page)
         lay.setContentsMargins(2, 2, 2, 2)
@@ -233,8 +253,10 @@ class PriorTableWidget(QWidget):
         self.canvas.setMinimumHeight(170)
         self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         lay.addWidget(self.canvas, 2)
-        self.tabs.addTab(page, "Prior")
+        return page
 
+    def _build_annotators_page(self) -> QWidget:
+        """The Annotators tab: each annotator's means per bin and their agreement."""
         page = QWidget()
         lay = QVBoxLayout(page)
         lay.setContentsMargins(2, 2, 2, 2)
@@ -248,16 +270,7 @@ class PriorTableWidget(QWidget):
         self.agreement_label = QLabel("")
         self.agreement_label.setWordWrap(True)
         lay.addWidget(self.agreement_label)
-        self.tabs.addTab(page, "Annotators")
-        root.addWidget(self.tabs, 1)
-
-        self.flags_label = QLabel("")
-        self.flags_label.setWordWrap(True)
-        self.flags_label.setStyleSheet("color: #ffd54f;")
-        root.addWidget(self.flags_label)
-        self.message = QLabel("Open a project to see its prior.")
-        self.message.setWordWrap(True)
-        root.addWidget(self.message)
+        return page
 
     # -- messages -------------------------------------------------------------------------------
 
@@ -426,85 +439,107 @@ class PriorTableWidget(QWidget):
 
     def _fill_table(self, measured: bool) -> None:
         prior, paper = self.prior, paper_prior()
-        same_bins = paper.bins == prior.bins
         nb = len(prior.bins)
         few = set(self.flags.few_estimates)
         drops = set(self.flags.not_monotonic)
         self._filling = True
         self.table.setRowCount(nb)
         for b in range(nb):
-            n = prior.n[b]
-            notes = []
-            edit_tip = ""
-            if b in self.edits:
-                m, s, who, when = self.edits[b]
-                stamp = _dt.datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M")
-                notes.append(f"edited by {who}")
-                edit_tip = f"edited by {who} on {stamp}: {m:g} ± {s:g} %"
-            src = prior.source[b]
-            if measured and b not in self.edits and src == "paper":
-                notes.append("no estimates: paper value")
-            elif measured and b not in self.edits and src == "measured":
-                notes.append(f"no estimates: kept from {self._saved_name()}")
-            if b in few:
-                notes.append("< 2 estimates")
-            if b in drops:
-                notes.append("not monotonic")
-            label = QTableWidgetItem(f"{bin_label(prior.bins, b)}")
-            label.setBackground(QBrush(QColor(bin_color(b, nb))))
-            label.setForeground(QBrush(QColor(_text_on(bin_color(b, nb)))))
-            paper_text = f"{paper.mean_pct[b]:g} ± {paper.std_pct[b]:g}" if same_bins else "–"
-            cells = [
-                label,
-                QTableWidgetItem("" if math.isnan(n) else str(int(n))),
-                QTableWidgetItem(_fmt(prior.mean_pct[b])),
-                QTableWidgetItem(_fmt(prior.std_pct[b])),
-                QTableWidgetItem(paper_text),
-                QTableWidgetItem(SOURCE_TEXT.get(src, src)),
-                QTableWidgetItem(self.changes[b] if b < len(self.changes) else ""),
-                QTableWidgetItem("; ".join(notes)),
-            ]
-            for c, item in enumerate(cells):
-                flags = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
-                if c in (COL_MEAN, COL_STD):
-                    flags |= Qt.ItemFlag.ItemIsEditable
-                    item.setToolTip("double-click or type to edit; the edit is recorded")
-                item.setFlags(flags)
-                if c > 0:
-                    item.setTextAlignment(
-                        int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                        if c < COL_SOURCE
-                        else int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-                    )
+            notes, edit_tip = self._row_notes(b, measured, b in few, b in drops)
+            for c, item in enumerate(self._row_cells(b, paper, notes)):
                 self.table.setItem(b, c, item)
-            self.table.item(b, COL_SOURCE).setToolTip(SOURCE_TIPS.get(src, ""))
-            if src in ("paper", "default"):
-                self.table.item(b, COL_SOURCE).setBackground(QBrush(PAPER_BG))
-            change = self.table.item(b, COL_CHANGE)
-            change.setToolTip(
-                f"Save prior writes {row_text(prior_for_saving(prior), b)} "
-                f"over {row_text(self.saved, b)}"
-                if change.text() and self.saved is not None
-                else "Save prior leaves this row as it is in prior.csv"
-                if self.saved is not None
-                else "no prior.csv yet: Save prior writes one"
-            )
-            if b in self.edits:
-                for c in (COL_MEAN, COL_STD):
-                    item = self.table.item(b, c)
-                    font = QFont(item.font())
-                    font.setBold(True)
-                    item.setFont(font)
-                    item.setBackground(QBrush(EDIT_BG))
-                    item.setToolTip(edit_tip)
-                self.table.item(b, COL_NOTES).setToolTip(edit_tip)
-            if b in few or b in drops:
-                self.table.item(b, COL_NOTES).setBackground(QBrush(FLAG_BG))
-            if b in few:
-                self.table.item(b, 1).setBackground(QBrush(FLAG_BG))
-            if b in drops:
-                self.table.item(b, COL_MEAN).setBackground(QBrush(FLAG_BG))
+            self._mark_row(b, edit_tip, b in few, b in drops)
         self._filling = False
+
+    def _row_notes(self, b: int, measured: bool, few: bool, drops: bool) -> tuple[list[str], str]:
+        """Bin ``b``'s notes (edited, where a missing estimate's value comes from, flags),
+        and the tooltip of its edit ("" when it has none)."""
+        notes: list[str] = []
+        edit_tip = ""
+        if b in self.edits:
+            m, s, who, when = self.edits[b]
+            stamp = _dt.datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M")
+            notes.append(f"edited by {who}")
+            edit_tip = f"edited by {who} on {stamp}: {m:g} ± {s:g} %"
+        src = self.prior.source[b]
+        if measured and b not in self.edits and src == "paper":
+            notes.append("no estimates: paper value")
+        elif measured and b not in self.edits and src == "measured":
+            notes.append(f"no estimates: kept from {self._saved_name()}")
+        if few:
+            notes.append("< 2 estimates")
+        if drops:
+            notes.append("not monotonic")
+        return notes, edit_tip
+
+    def _row_cells(self, b: int, paper: Prior, notes: list[str]) -> list[QTableWidgetItem]:
+        """Bin ``b``'s cells, one per column, with their flags (mean and std editable) and
+        alignment."""
+        prior = self.prior
+        nb = len(prior.bins)
+        n = prior.n[b]
+        src = prior.source[b]
+        label = QTableWidgetItem(f"{bin_label(prior.bins, b)}")
+        label.setBackground(QBrush(QColor(bin_color(b, nb))))
+        label.setForeground(QBrush(QColor(_text_on(bin_color(b, nb)))))
+        same_bins = paper.bins == prior.bins
+        paper_text = f"{paper.mean_pct[b]:g} ± {paper.std_pct[b]:g}" if same_bins else "–"
+        cells = [
+            label,
+            QTableWidgetItem("" if math.isnan(n) else str(int(n))),
+            QTableWidgetItem(_fmt(prior.mean_pct[b])),
+            QTableWidgetItem(_fmt(prior.std_pct[b])),
+            QTableWidgetItem(paper_text),
+            QTableWidgetItem(SOURCE_TEXT.get(src, src)),
+            QTableWidgetItem(self.changes[b] if b < len(self.changes) else ""),
+            QTableWidgetItem("; ".join(notes)),
+        ]
+        for c, item in enumerate(cells):
+            flags = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+            if c in (COL_MEAN, COL_STD):
+                flags |= Qt.ItemFlag.ItemIsEditable
+                item.setToolTip("double-click or type to edit; the edit is recorded")
+            item.setFlags(flags)
+            if c > 0:
+                item.setTextAlignment(
+                    int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                    if c < COL_SOURCE
+                    else int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+                )
+        return cells
+
+    def _mark_row(self, b: int, edit_tip: str, few: bool, drops: bool) -> None:
+        """Row ``b``'s tooltips and colours once in the table: where the value comes from,
+        what saving changes, the edit (bold), the flags."""
+        prior = self.prior
+        src = prior.source[b]
+        self.table.item(b, COL_SOURCE).setToolTip(SOURCE_TIPS.get(src, ""))
+        if src in ("paper", "default"):
+            self.table.item(b, COL_SOURCE).setBackground(QBrush(PAPER_BG))
+        change = self.table.item(b, COL_CHANGE)
+        change.setToolTip(
+            f"Save prior writes {row_text(prior_for_saving(prior), b)} "
+            f"over {row_text(self.saved, b)}"
+            if change.text() and self.saved is not None
+            else "Save prior leaves this row as it is in prior.csv"
+            if self.saved is not None
+            else "no prior.csv yet: Save prior writes one"
+        )
+        if b in self.edits:
+            for c in (COL_MEAN, COL_STD):
+                item = self.table.item(b, c)
+                font = QFont(item.font())
+                font.setBold(True)
+                item.setFont(font)
+                item.setBackground(QBrush(EDIT_BG))
+                item.setToolTip(edit_tip)
+            self.table.item(b, COL_NOTES).setToolTip(edit_tip)
+        if few or drops:
+            self.table.item(b, COL_NOTES).setBackground(QBrush(FLAG_BG))
+        if few:
+            self.table.item(b, 1).setBackground(QBrush(FLAG_BG))
+        if drops:
+            self.table.item(b, COL_MEAN).setBackground(QBrush(FLAG_BG))
 
     def _draw(self) -> None:
         prior, paper = self.prior, paper_prior()
