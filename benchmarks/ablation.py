@@ -220,6 +220,15 @@ def time_variants(args: argparse.Namespace, work: Path) -> str:
     return table(["data set", "variant", "loss", "s per step", "min per 500 steps"], rows)
 
 
+def degenerate(r: dict) -> bool:
+    """A run that predicts (almost) no cancer, cancer everywhere, or the same probability
+    inside and outside tumour (scored against the truth: the benchmark's view, not health's)."""
+    if r["mean_prob"] < 0.01 or r["mean_prob"] > 0.99:
+        return True
+    p_in, p_out = r.get("p_in", math.nan), r.get("p_out", math.nan)
+    return bool(abs(p_in - p_out) < 0.05)
+
+
 def table2(path: Path) -> str:
     """Table 2 from the recipe's runs: loss x distance, masked IoU and DICE, mean +- std."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -237,7 +246,7 @@ def table2(path: Path) -> str:
                     continue
                 iou = np.array([r["masked_iou"] for r in sel])
                 dice = np.array([r["masked_dice"] for r in sel])
-                deg = sum(r["mean_prob"] < 0.01 or r["mean_prob"] > 0.99 for r in sel)
+                deg = sum(map(degenerate, sel))
                 lines.append(
                     [
                         loss,
@@ -267,7 +276,7 @@ def summarise(path: Path) -> str:
             sel = [r for r in rs if r["variant"] == v and r["loss"] == loss]
             sel.sort(key=lambda r: r["seed"])
             d = np.array([r["masked_dice"] for r in sel])
-            deg = sum(r["mean_prob"] < 0.01 or r["mean_prob"] > 0.99 for r in sel)
+            deg = sum(map(degenerate, sel))
             lines.append(
                 [
                     v,
