@@ -15,7 +15,6 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFrame,
     QGroupBox,
-    QListWidgetItem,
     QScrollArea,
     QSplitter,
     QVBoxLayout,
@@ -227,19 +226,19 @@ class TrainingWidget(QWidget):
         self.project_label.setText(str(p.folder) if p else "no project")
         self.project_label.setToolTip(str(p.folder) if p else "")
         for i in reversed(range(self.slide_list.count())):
-            if self._source(self.slide_list.item(i)).origin == "project":
+            if self.slide_list.source(self.slide_list.item(i)).origin == "project":
                 self.slide_list.takeItem(i)
         if p is not None:
             for entry in p.slides:
                 source = SlideSource(entry.path, entry.labels, entry.mpp, "project")
-                self._add_source(source, checked=True, replace=True)
+                self.slide_list.add_source(source, checked=True, replace=True)
             block_size, mpp = p.training_geometry()
             if block_size or mpp:  # the project's geometry, as given (block px wins over mpp)
                 self.mpp_spin.setValue(mpp or 0.0)
                 self.block_spin.setValue(block_size or 0)
             self.set_models_dir(p.models_dir)
         self._sync_layers()
-        self._fill_priors()
+        self.prior_combo.fill(self.project)
 
     def _on_project(self, project: Project | None) -> None:
         """Another widget opened ``project``: use it too, unless a run is going on."""
@@ -261,20 +260,11 @@ class TrainingWidget(QWidget):
             except Exception as exc:
                 self._report_error(f"cannot open the project: {reason_first(exc)}")
 
-    def _source(self, item: QListWidgetItem) -> SlideSource:
-        return self.slide_list.source(item)
-
-    def _add_source(self, source: SlideSource, checked: bool, replace: bool = False) -> None:
-        self.slide_list.add_source(source, checked, replace)
-
     def add_slide(self, slide: str | os.PathLike, labels: str | os.PathLike | None) -> None:
         """Add a slide (and its labels CSV) to the list, checked."""
-        self._add_source(
+        self.slide_list.add_source(
             SlideSource(Path(slide), Path(labels) if labels else None, origin="file"), True
         )
-
-    def _labels_for(self, slide: Path) -> Path | None:
-        return labels_for(slide, self.project)
 
     def _sync_layers(self, event: Any = None) -> None:
         """Slide layers open in the viewer become slide choices (the project is the shared
@@ -286,11 +276,13 @@ class TrainingWidget(QWidget):
                 paths.append(Path(meta["path"]))
         keys = {os.path.normcase(str(p.resolve())) for p in paths}
         for i in reversed(range(self.slide_list.count())):
-            s = self._source(self.slide_list.item(i))
+            s = self.slide_list.source(self.slide_list.item(i))
             if s.origin == "layer" and s.key not in keys:
                 self.slide_list.takeItem(i)
         for p in paths:
-            self._add_source(SlideSource(p, self._labels_for(p), origin="layer"), checked=True)
+            self.slide_list.add_source(
+                SlideSource(p, labels_for(p, self.project), origin="layer"), checked=True
+            )
         if self.models_dir is None and paths:
             self.set_models_dir(paths[0].parent / "models")
 
@@ -298,7 +290,7 @@ class TrainingWidget(QWidget):
         slide, _ = QFileDialog.getOpenFileName(self, "Slide to train on")
         if not slide:
             return
-        labels = self._labels_for(Path(slide))
+        labels = labels_for(Path(slide), self.project)
         if labels is None:
             found, _ = QFileDialog.getOpenFileName(
                 self, "Its low-resolution labels", str(Path(slide).parent), "CSV (*.csv)"
@@ -311,13 +303,6 @@ class TrainingWidget(QWidget):
     def sources(self) -> list[SlideSource]:
         """The checked slides."""
         return self.slide_list.checked()
-
-    def _fill_priors(self) -> None:
-        self.prior_combo.fill(self.project)
-
-    def _prior_data(self, index: int) -> tuple[str, str]:
-        """(kind, value) of a prior-list entry: file|PATH, widget|, paper| or choose|."""
-        return self.prior_combo.choice(index)
 
     def set_prior_file(self, path: str | os.PathLike) -> None:
         """Use a prior CSV file (added to the prior list and selected)."""
@@ -335,7 +320,7 @@ class TrainingWidget(QWidget):
 
     def current_prior(self) -> tuple[Prior, str]:
         """The chosen prior and a label for the model card (a path where there is one)."""
-        kind, value = self._prior_data(self.prior_combo.currentIndex())
+        kind, value = self.prior_combo.choice(self.prior_combo.currentIndex())
         if kind == "file":
             return read_prior_csv(value), str(Path(value).resolve())
         if kind == "widget":
