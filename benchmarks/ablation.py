@@ -111,6 +111,12 @@ VARIANTS: dict[str, dict] = {
     "recipe-recalibrate": {"recalibrate": True},
     "recipe-kl": {"distance": "kl"},
     "recipe-paper-distance": {"distance": "paper"},
+    # intra+inter warm-started with the intra statistic (per-block gradients first)
+    "recipe-intra150": {"intra_steps": 150},
+    "recipe-intra250": {"intra_steps": 250},
+    # group size: 1 block per group would be intra exactly; the paper's 15
+    "recipe-groups2x15": {"groups": 2, "group_size": 15},
+    "recipe-groups8x4": {"groups": 8, "group_size": 4},
 }
 
 

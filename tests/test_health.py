@@ -115,3 +115,42 @@ def test_a_one_value_bin_does_not_count_tiny_deviations_as_huge() -> None:
     h = assess(np.clip(ETA[z] + 0.02, 0, 1), z, ETA, rho)
     assert h.calibration_error == pytest.approx(0.02 / 0.05)
     assert not h.degenerate
+
+
+def test_a_nearly_flat_model_is_degenerate() -> None:
+    """21-23 % in every bin (the screenshot run of session 5): the bins are in order and the
+    calibration error stays under 2 prior std, but the predictions barely rise: the slope
+    flags it, while a model that follows the prior at half its spread passes."""
+    z = np.repeat(np.arange(10), 5)
+    eta = np.linspace(0.02, 0.5, 10)
+    rho = np.full(10, 0.2)
+    flat = assess(0.21 + 0.002 * z, z, eta, rho)
+    assert flat.rank_correlation > 0.9 and flat.calibration_error < 2
+    assert flat.slope < 0.1
+    assert flat.degenerate and "slope" in flat.reason and "try" in flat.message
+    half = assess(eta.mean() + 0.5 * (eta[z] - eta.mean()), z, eta, rho)
+    assert half.slope == pytest.approx(0.5)
+    assert not half.degenerate, half.message
+    assert "slope 0.50" in half.message and half.to_dict()["slope"] == pytest.approx(0.5)
+    one_bin = assess(np.full(5, 0.3), np.zeros(5, np.int64), eta, rho)
+    assert np.isnan(one_bin.slope) and one_bin.to_dict()["slope"] is None
+
+
+def test_a_model_that_finds_a_fraction_of_the_expected_cancer_is_degenerate() -> None:
+    """Every bin under the prior, in order, within 2 prior std on average (the synthetic
+    intra-first run of BENCHMARKS.md that predicted no cancer): it finds a quarter of the
+    cancer the prior expects, which flags it; 0.9-1.1 of it passes."""
+    z = np.repeat(np.arange(10), 5)
+    eta = np.array([0.03, 0.07, 0.08, 0.2, 0.2, 0.25, 0.3, 0.36, 0.51, 0.78])
+    rho = np.full(10, 0.25)
+    pred = np.array([0.0, 0.0, 0.0, 0.03, 0.06, 0.07, 0.07, 0.13, 0.18, 0.22])
+    h = assess(pred[z], z, eta, rho)
+    assert h.rank_correlation > 0.8 and h.calibration_error < 2 and h.slope > 0.25
+    assert h.cancer_ratio == pytest.approx(pred.sum() / eta.sum())
+    assert h.degenerate and "of the cancer the prior expects" in h.reason
+    for scale in (0.9, 1.1):
+        ok = assess(np.clip(eta[z] * scale, 0, 1), z, eta, rho)
+        assert not ok.degenerate, ok.message
+        assert f"{scale:.0%} of the cancer" in ok.message
+    none_expected = assess(np.full(5, 0.1), np.zeros(5, np.int64), np.zeros(10), rho)
+    assert np.isnan(none_expected.cancer_ratio) and not none_expected.degenerate
