@@ -326,6 +326,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", default="bench_out")
     ap.add_argument("--summary", action="store_true", help="only print the table so far")
+    ap.add_argument("--rerun", action="store_true", help="train runs already in the results too")
     ap.add_argument(
         "--time-steps",
         type=int,
@@ -364,6 +365,13 @@ def main() -> None:
         for v in args.variants.split(",")
         for loss in args.losses.split(",")
     ]
+    done = set()
+    if results.exists() and not args.rerun:  # a run already on record is not trained again
+        for line in results.read_text().splitlines():
+            r = json.loads(line)
+            done.add((r["dataset"], r["variant"], r["loss"], r["seed"], r["steps"]))
+    key = ("dataset", "variant", "loss", "seed", "steps")
+    jobs = [j for j in jobs if tuple(j[k] for k in key) not in done]
     print(f"machine: {machine()}; {len(jobs)} runs", file=sys.stderr)
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         futs = [pool.submit(run_one, j) for j in jobs]
