@@ -69,9 +69,13 @@ def run_demo(
         if not ckpt.exists():
             bar = Progress(f"train {loss}")
             cfg = TrainConfig(**{"loss": loss, "steps": steps, **(train_overrides or {})})
+            health = None
             for ev in train(blocks, prior, cfg, ckpt, info={"prior_path": str(project.prior_path)}):
                 if ev.kind == "step":
                     bar("steps", ev.step / ev.total, f"loss {ev.loss:.3f}")
+                health = ev.extra.get("health", health)
+            if health:  # one line, as `napari-lsr train` prints it
+                print(f"{loss} model health: {health['message']}")
         pred = project.predictions_dir / f"{loss}.tiff"
         if not pred.exists():
             predict_slide(ckpt, entry.path, pred, progress=Progress(f"predict {loss}"))

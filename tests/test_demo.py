@@ -12,6 +12,9 @@ def test_headless_demo(tmp_path, capsys):
     assert run_demo(tmp_path, headless=True, steps=3, size=1024, train_overrides=tiny) == 0
     out = capsys.readouterr().out
     assert "Low resolution model" in out and "Intra+inter-instance" in out
+    for loss in ("intra", "intra+inter"):  # each trained model's health, in one line
+        line = next(x for x in out.splitlines() if x.startswith(f"{loss} model health: "))
+        assert "healthy" in line or ("degenerate" in line and "try" in line)
     rows = json.loads((tmp_path / "metrics.json").read_text())
     assert [r["name"] for r in rows] == [
         "Low resolution model",
