@@ -135,11 +135,10 @@ def run_one(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from table2 import predict_at_scale
+    from table2 import train_and_predict
 
     from napari_lsr.config import PAPER_LR, TrainConfig
     from napari_lsr.metrics import evaluate_many
-    from napari_lsr.training import load_model, train
 
     over = dict(job["overrides"])
     train_mpp = over.pop("train_mpp", 1.0)
@@ -161,14 +160,7 @@ def run_one(job: dict) -> dict:
     )
     tag = f"{job['dataset']}-{job['variant']}-{job['loss']}-{job['seed']}"
     ckpt = Path(job["work"]) / "runs" / f"{tag}.pt"
-    t0 = time.perf_counter()
-    last = math.nan
-    for ev in train(blocks, data["prior"], cfg, ckpt):
-        if ev.kind == "step":
-            last = ev.loss
-    train_s = time.perf_counter() - t0
-    model, _ = load_model(ckpt)
-    probs = [predict_at_scale(model, rgb, data["scale"]) for rgb, _t, _l in data["images"]]
+    probs, last, train_s = train_and_predict(blocks, data["prior"], cfg, ckpt, data)
     preds = [p >= 0.5 for p in probs]
     res = evaluate_many(((p, t) for p, (_r, t, _l) in zip(preds, data["images"])), data["band"])
     inside = [

@@ -107,6 +107,23 @@ def predict_at_scale(model: object, rgb: np.ndarray, scale: float) -> np.ndarray
     return np.asarray(Image.fromarray(p).resize((w, h), Image.Resampling.BILINEAR))
 
 
+def train_and_predict(blocks, prior, cfg, ckpt: Path, data: dict) -> tuple[list, float, float]:  # noqa: ANN001
+    """Train ``cfg`` with the engine, then predict every image of ``data`` at the model's
+    scale: (probability maps, last loss, training seconds). The one run of table2.py and
+    ablation.py, so both measure the same thing."""
+    from napari_lsr.training import load_model, train
+
+    t0 = time.perf_counter()
+    last = math.nan
+    for ev in train(blocks, prior, cfg, ckpt):
+        if ev.kind == "step":
+            last = ev.loss
+    seconds = time.perf_counter() - t0
+    model, _ = load_model(ckpt)
+    probs = [predict_at_scale(model, rgb, data["scale"]) for rgb, _t, _l in data["images"]]
+    return probs, last, seconds
+
+
 def run_one(job: dict) -> dict:
     """Train one configuration and score it (in a worker process)."""
     import torch
@@ -115,7 +132,6 @@ def run_one(job: dict) -> dict:
     from napari_lsr.blocks import load_block_set
     from napari_lsr.config import TrainConfig
     from napari_lsr.formats import Prior
-    from napari_lsr.training import load_model, train
 
     data = job["data"]
     blocks = load_block_set(data["blocks"])
@@ -132,13 +148,8 @@ def run_one(job: dict) -> dict:
         Path(job["work"]) / "runs" / f"{data['name']}-{job['loss']}-{job['distance']}-"
         f"{job['seed']}.pt"
     )
-    t0 = time.perf_counter()
-    last = math.nan
-    for ev in train(blocks, prior, cfg, ckpt):
-        if ev.kind == "step":
-            last = ev.loss
-    model, _ = load_model(ckpt)
-    preds = [predict_at_scale(model, rgb, data["scale"]) >= 0.5 for rgb, _t, _l in data["images"]]
+    probs, last, seconds = train_and_predict(blocks, prior, cfg, ckpt, data)
+    preds = [p >= 0.5 for p in probs]
     out = score(data["images"], preds, data["band"])
     out.update(
         dataset=data["name"],
@@ -146,7 +157,7 @@ def run_one(job: dict) -> dict:
         distance=job["distance"],
         seed=job["seed"],
         final_loss=last,
-        seconds=time.perf_counter() - t0,
+        seconds=seconds,
         mean_prob=float(np.mean([p.mean() for p in preds])),
     )
     return out
