@@ -70,11 +70,20 @@ class Health:
     cancer_ratio: float = math.nan
     degenerate: bool = False
     reason: str = ""
+    #: A check during training (``final`` False, at ``step``) is provisional: early in a run
+    #: a healthy model has not learnt the bins yet, so it is reported, not flagged.
+    final: bool = True
+    step: int | None = None
 
     @property
     def message(self) -> str:
         """One line for the user."""
         rho = "n/a" if math.isnan(self.rank_correlation) else f"{self.rank_correlation:.2f}"
+        if self.degenerate and not self.final:
+            return (
+                f"not following the bins yet at step {self.step}: {self.reason} "
+                "(the verdict comes when the run ends)"
+            )
         if self.degenerate:
             return f"degenerate model: {self.reason}; {ADVICE}"
         cal = (

@@ -666,7 +666,9 @@ def train(
             step_time = dt if step_time is None else 0.9 * step_time + 0.1 * dt
             extra = {}
             if step % HEALTH_EVERY == 0 and step < config.steps:
-                extra["health"] = health().to_dict()
+                check = health()
+                check.final, check.step = False, step  # provisional until the run ends
+                extra["health"] = check.to_dict()
             yield TrainEvent(
                 "step",
                 step,

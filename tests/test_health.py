@@ -154,3 +154,17 @@ def test_a_model_that_finds_a_fraction_of_the_expected_cancer_is_degenerate() ->
         assert f"{scale:.0%} of the cancer" in ok.message
     none_expected = assess(np.full(5, 0.1), np.zeros(5, np.int64), np.zeros(10), rho)
     assert np.isnan(none_expected.cancer_ratio) and not none_expected.degenerate
+
+
+def test_a_check_during_training_is_provisional() -> None:
+    """Early in a healthy run the model has not learnt the bins yet: the check says so without
+    calling the model degenerate or advising another preset; the final check does."""
+    z = np.repeat(np.arange(10), 5)
+    flat = assess(np.full(len(z), 0.2), z, ETA, RHO)
+    assert flat.degenerate and flat.final
+    flat.final, flat.step = False, 50
+    msg = flat.message
+    assert msg.startswith("not following the bins yet at step 50: ") and "verdict" in msg
+    assert "degenerate model" not in msg and "try" not in msg
+    d = flat.to_dict()
+    assert d["final"] is False and d["step"] == 50 and d["degenerate"] and d["message"] == msg

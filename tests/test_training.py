@@ -178,3 +178,19 @@ def test_unwritable_checkpoint_dir(blocks, tiny_project, tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(TrainingError, match="cannot create the output directory"):
         list(train(blocks, tiny_project.prior(), TrainConfig(**TINY), blocker / "m.pt"))
+
+
+def test_health_during_training_is_provisional_and_the_last_check_final(
+    blocks, tiny_project, tmp_path, monkeypatch
+):
+    import napari_lsr.training as training
+
+    monkeypatch.setattr(training, "HEALTH_EVERY", 2)
+    out = tmp_path / "h.pt"
+    events = list(train(blocks, tiny_project.prior(), TrainConfig(steps=5, **TINY), out))
+    during = [e.extra["health"] for e in events if e.kind == "step" and "health" in e.extra]
+    assert [h["step"] for h in during] == [2, 4] and not any(h["final"] for h in during)
+    done = events[-1].extra["health"]
+    assert events[-1].kind == "done" and done["final"] and done["step"] is None
+    card = __import__("json").loads(card_path(out).read_text())
+    assert card["health"]["final"] is True

@@ -189,6 +189,13 @@ def test_train_cancel_resume_and_card(widget, qtbot) -> None:
     assert rows == len(card["health"]["bins"]) >= 2
     assert widget.health_table.topLevelItem(0).text(0) == "0-20"
     assert widget.health_label.text().startswith("model health: ")
+    # a check during a run that does not follow the bins yet is amber, a final one red
+    early = {**card["health"], "degenerate": True, "final": False, "message": "not yet"}
+    widget.show_health(early)
+    assert "#e0a030" in widget.health_label.styleSheet()
+    widget.show_health({**early, "final": True})
+    assert "#ff6b6b" in widget.health_label.styleSheet()
+    widget.show_health(card["health"])
     models = widget.models()
     assert [m.checkpoint for m in models] == [out]
     names = [

@@ -307,7 +307,8 @@ class ProgressView(QGroupBox):
 
     def show_health(self, health: dict[str, Any], labels: Sequence[str] = ()) -> None:
         """Per-bin predicted cancer against the prior (bins named by ``labels``), and the
-        one-line verdict, in red when the model is degenerate."""
+        one-line verdict: red when the finished (or stopped) model is degenerate, amber while
+        a running one does not follow the bins yet."""
         self.health_table.clear()
         for row in health.get("bins", []):
             b = int(row["bin"])
@@ -322,8 +323,10 @@ class ProgressView(QGroupBox):
         for i in range(3):
             self.health_table.resizeColumnToContents(i)
         degenerate = bool(health.get("degenerate"))
+        final = health.get("final", True)  # cards written before provisional checks: final
         self.health_label.setText(f"model health: {health.get('message', '')}")
-        self.health_label.setStyleSheet("color: #ff6b6b; font-weight: bold;" if degenerate else "")
+        style = "color: #ff6b6b; font-weight: bold;" if final else "color: #e0a030;"
+        self.health_label.setStyleSheet(style if degenerate else "")
 
 
 def models_group() -> tuple[QGroupBox, QTreeWidget]:
