@@ -357,12 +357,12 @@ def main() -> None:
         for v in args.variants.split(",")
         for loss in args.losses.split(",")
     ]
+    key = ("dataset", "variant", "loss", "seed", "steps")  # what names a run on record
     done = set()
     if results.exists() and not args.rerun:  # a run already on record is not trained again
         for line in results.read_text().splitlines():
             r = json.loads(line)
-            done.add((r["dataset"], r["variant"], r["loss"], r["seed"], r["steps"]))
-    key = ("dataset", "variant", "loss", "seed", "steps")
+            done.add(tuple(r[k] for k in key))
     jobs = [j for j in jobs if tuple(j[k] for k in key) not in done]
     print(f"machine: {machine()}; {len(jobs)} runs", file=sys.stderr)
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
