@@ -58,11 +58,14 @@ def classifier(frac: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logit))
 
 
-def build_real(name: str, work: Path, train_mpp: float = TRAIN_MPP) -> dict | None:
+def build_real(
+    name: str, work: Path, train_mpp: float = TRAIN_MPP, tiles: list[str] | None = None
+) -> dict | None:
     """Blocks (cached) and evaluation images of one real set, or None when it is absent.
 
     ``train_mpp`` changes only the training resolution (the label blocks stay 128 px at
-    0.5 um/px, so the training blocks are ``64 / train_mpp`` px).
+    0.5 um/px, so the training blocks are ``64 / train_mpp`` px). ``tiles`` (file stems) keeps
+    only those tiles, in sorted order, the classifier's noise drawn over them alone.
     """
     from PIL import Image
 
@@ -79,8 +82,14 @@ def build_real(name: str, work: Path, train_mpp: float = TRAIN_MPP) -> dict | No
         return None
     bins = Bins()
     rng = np.random.default_rng(0)
-    images, sources, all_z, all_pct = [], [], [], []
-    for img_path in sorted((root / "images").glob("*.jpg")):
+    images, sources, all_z, all_pct, tile_of, all_boxes = [], [], [], [], [], []
+    paths = sorted((root / "images").glob("*.jpg"))
+    if tiles is not None:
+        paths = [p for p in paths if p.stem in tiles]
+        if len(paths) != len(tiles):
+            print(f"{name}: not every tile of {tiles} is in {root}, skipped", file=sys.stderr)
+            return None
+    for img_path in paths:
         rgb = np.asarray(Image.open(img_path).convert("RGB"))
         mask = read_mask(root / "masks" / img_path.name, kind)
         h, w = mask.shape
@@ -93,11 +102,17 @@ def build_real(name: str, work: Path, train_mpp: float = TRAIN_MPP) -> dict | No
         sources.append(SlideBlocks(img_path, lab, mpp=TILE_MPP))
         all_z.append(z)
         all_pct.append(100 * frac)
+        tile_of += [len(sources) - 1] * len(boxes)
+        all_boxes += boxes.tolist()
     prior = prior_from_values(bins, np.concatenate(all_z), np.concatenate(all_pct))
     block_px = round(LABEL_BLOCK_PX * TILE_MPP / train_mpp)
     blocks = extract_blocks(sources, work / "cache", block_px, train_mpp)
     return {
         "name": name,
+        "z": np.concatenate(all_z).tolist(),
+        "pct": np.concatenate(all_pct).tolist(),
+        "tile": tile_of,
+        "boxes": all_boxes,
         "scale": train_mpp / TILE_MPP,  # prediction grid is this many times coarser
         "prior": prior,
         "blocks": str(blocks.folder),
