@@ -185,6 +185,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                     ev.step / ev.total,
                     f"step {ev.step}/{ev.total} loss {ev.loss:.4f} {ev.blocks_per_s:.0f} blocks/s",
                 )
+            if ev.extra.get("alarm"):  # at once, on its own line (health.Watch)
+                print(f"\nalarm: {ev.extra['alarm']['message']}", file=sys.stderr, flush=True)
     finally:
         signal.signal(signal.SIGINT, old)
     assert last is not None

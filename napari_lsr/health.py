@@ -15,6 +15,7 @@ prior's). No pixel truth is used.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,11 +43,18 @@ CANCER_RATIO = (0.5, 2.0)
 #: A bin's prior std is taken as at least this (fraction) when measuring calibration, so a
 #: bin estimated with one value (std 0) does not make every small deviation count as huge.
 MIN_PRIOR_STD = 0.05
-#: What to try when a run is degenerate (one line, shown by the widget, the CLI and the card).
+#: What to try when a run is degenerate and nothing more specific is known (one line, shown
+#: by the widget, the CLI and the card); training replaces it with advice that names what
+#: differs from the recipe (``Health.advice``).
 ADVICE = (
     "try the napari-lsr preset (BatchNorm, lr 1e-3), more steps, or check the prior: "
     "its means must rise with the bins"
 )
+#: A step whose loss rises over the step before by more than MAX_JUMP spreads (the std of the
+#: JUMP_WINDOW losses before it) is a loss jump (BENCHMARKS.md, issue 22: a healthy run's
+#: largest rise measured under MAX_JUMP; the BatchNorm switch of session 6 made 50-7800).
+MAX_JUMP = 10.0
+JUMP_WINDOW = 50
 
 
 @dataclass
@@ -70,6 +78,10 @@ class Health:
     cancer_ratio: float = math.nan
     degenerate: bool = False
     reason: str = ""
+    #: Every block under LOW or over HIGH: the model predicts no cancer (or only cancer).
+    collapsed: bool = False
+    #: What to try, when degenerate (set by training from its settings; else ADVICE).
+    advice: str = ""
     #: A check during training (``final`` False, at ``step``) is provisional: early in a run
     #: a healthy model has not learnt the bins yet, so it is reported, not flagged.
     final: bool = True
@@ -85,7 +97,7 @@ class Health:
                 "(the verdict comes when the run ends)"
             )
         if self.degenerate:
-            return f"degenerate model: {self.reason}; {ADVICE}"
+            return f"degenerate model: {self.reason}; {self.advice or ADVICE}"
         cal = (
             ""
             if math.isnan(self.calibration_error)
@@ -184,9 +196,11 @@ def assess(fractions: np.ndarray, z: np.ndarray, eta: np.ndarray, rho: np.ndarra
     h.slope = slope(rows)
     h.cancer_ratio = cancer_ratio(rows)
     if fractions.max() < LOW:
-        h.degenerate, h.reason = True, f"every block predicts under {LOW:.0%} cancer"
+        h.degenerate, h.collapsed = True, True
+        h.reason = f"every block predicts under {LOW:.0%} cancer"
     elif fractions.min() > HIGH:
-        h.degenerate, h.reason = True, f"every block predicts over {HIGH:.0%} cancer"
+        h.degenerate, h.collapsed = True, True
+        h.reason = f"every block predicts over {HIGH:.0%} cancer"
     elif len(np.unique(z)) > 1 and not h.rank_correlation >= MIN_RANK_CORRELATION:
         rc = "undefined" if math.isnan(h.rank_correlation) else f"{h.rank_correlation:.2f}"
         h.degenerate = True
@@ -251,3 +265,73 @@ def check_model(model: Any, blocks: Any, eta: np.ndarray, rho: np.ndarray, per_b
     idx = sample_blocks(blocks.z, per_bin)
     fr = block_fractions(model, np.asarray(blocks.images[idx]))
     return assess(fr, blocks.z[idx], eta, rho)
+
+
+def loss_jump(history: Sequence[float], window: int = JUMP_WINDOW) -> float:
+    """How far the last loss rose over the one before, in stds of the ``window`` losses
+    before it (a rise of 0 or less: 0); NaN while fewer than ``window + 1`` losses."""
+    if len(history) < window + 1:
+        return math.nan
+    h = np.asarray(history[-window - 1 :], np.float64)
+    spread = max(float(h[:-1].std()), 1e-6)
+    return max(0.0, float(h[-1] - h[-2]) / spread)
+
+
+def falling_bins(eta: Sequence[float], z: Sequence[int] | np.ndarray) -> list[int]:
+    """Bins holding blocks (``z``) whose prior mean is below that of the nearest lower bin
+    holding blocks: where the prior does not rise with the bins (a bin without blocks does not
+    count: training never sees it)."""
+    present = sorted({int(b) for b in np.asarray(z).ravel()})
+    return [b for a, b in zip(present, present[1:]) if eta[b] < eta[a]]
+
+
+@dataclass
+class Alarm:
+    """Something went wrong during a run, reported at once (red), not at its end."""
+
+    step: int
+    kind: str  # "loss jump" or "collapse"
+    message: str
+    #: The step whose weights the run went back to (automatic recovery), None when it did not.
+    restored: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Watch:
+    """Watches a run as it goes, with no ground truth: a loss that jumps (MAX_JUMP spreads of
+    the last JUMP_WINDOW steps), and predictions that fall to no cancer (or all cancer) in
+    every block after the model had followed the bins."""
+
+    def __init__(self, window: int = JUMP_WINDOW, max_jump: float = MAX_JUMP) -> None:
+        self.window, self.max_jump = window, max_jump
+        self.losses: list[float] = []
+        self.followed = False  # a check found the model healthy
+
+    def loss(self, step: int, value: float) -> Alarm | None:
+        """Record a step's loss; an alarm when it jumped."""
+        self.losses.append(float(value))
+        del self.losses[: -self.window - 1]
+        jump = loss_jump(self.losses, self.window)
+        if jump > self.max_jump:
+            return Alarm(
+                step,
+                "loss jump",
+                f"the loss jumped at step {step} ({self.losses[-2]:.3g} to {value:.3g}, "
+                f"{jump:.0f} times its recent spread)",
+            )
+        return None
+
+    def health(self, step: int, h: Health) -> Alarm | None:
+        """Record a check; an alarm when the model collapsed after following the bins."""
+        if not h.degenerate:
+            self.followed = True
+            return None
+        if h.collapsed and self.followed:
+            return Alarm(step, "collapse", f"at step {step} {h.reason}, after following the bins")
+        return None
+
+    def restart(self) -> None:
+        """Forget the losses (after the run went back to earlier weights)."""
+        self.losses.clear()

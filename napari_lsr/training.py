@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import pickle
@@ -20,9 +21,26 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .blocks import BlockSet, GroupSampler, IntraSampler, augment
-from .config import PAPER_LR, TrainConfig, TrainingError, first_line  # noqa: F401 (re-exported)
+from .config import (  # noqa: F401 (PAPER_LR, first_line re-exported)
+    DEFAULTS,
+    PAPER_LR,
+    PRESETS,
+    RECIPE_PRESET,
+    TrainConfig,
+    TrainingError,
+    first_line,
+)
 from .formats import Prior, atomic_path, write_json
-from .health import Health, assess, block_fractions, sample_blocks
+from .health import (
+    JUMP_WINDOW,
+    Alarm,
+    Health,
+    Watch,
+    assess,
+    block_fractions,
+    falling_bins,
+    sample_blocks,
+)
 from .losses import lsr_loss
 from .unet import UNet, UNetConfig, build_model
 
@@ -30,6 +48,11 @@ CHECKPOINT_FORMAT = "napari-lsr-checkpoint"
 #: Model health (health.py) is checked every this many steps, on this many blocks per bin.
 HEALTH_EVERY = 50
 HEALTH_PER_BIN = 24
+#: A run that collapses after following the bins goes back to its last healthy weights at
+#: most this many times (each recovery is in the log, the events and the card).
+MAX_RECOVERIES = 2
+#: Under this many training blocks, advice for a degenerate run suggests more.
+FEW_BLOCKS = 200
 #: 2: plain data only (dicts, lists, tuples, numbers, strings, tensors), written so that the
 #: safe loader (``torch.load(weights_only=True)``) opens it; 1: the same keys, not checked.
 CHECKPOINT_VERSION = 2
@@ -163,7 +186,8 @@ class _Prefetcher:
 
 
 def _lr_lambda(config: TrainConfig) -> Callable[[int], float]:
-    """Learning-rate factor at a step: linear warm-up, then constant or cosine to 1/20.
+    """Learning-rate factor at a step: linear warm-up, then constant or cosine to 1/20; from
+    the BatchNorm switch, a second linear warm-up over ``bn_rewarm`` steps.
 
     For ``LambdaLR``, not ``SequentialLR(LinearLR, CosineAnnealingLR(eta_min))``: those
     compute each rate from the previous one (this curve to about 1e-15, not exactly), the
@@ -174,14 +198,21 @@ def _lr_lambda(config: TrainConfig) -> Callable[[int], float]:
     warm = config.warmup
     floor = 0.05
     total = max(1, config.steps - warm)
+    switch, rewarm = config.bn_freeze, config.bn_rewarm
 
     def factor(step: int) -> float:
+        # ``step`` optimiser steps done: this factor sets the rate of training step step + 1
+        again = 1.0
+        if switch and step >= switch:  # from the first frozen step on
+            again = config.bn_lr
+            if step < switch + rewarm:
+                again *= (step - switch + 1) / (rewarm + 1)
         if step < warm:
-            return (step + 1) / warm
+            return again * (step + 1) / warm
         if config.lr_schedule == "constant":
-            return 1.0
+            return again
         t = min(step - warm, total) / total
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+        return again * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
 
     return factor
 
@@ -424,6 +455,47 @@ def card_path(checkpoint: str | os.PathLike) -> Path:
     return model_card_path(checkpoint)
 
 
+def recipe_differences(config: TrainConfig) -> list[str]:
+    """The settings in which ``config`` differs from the napari-lsr preset (the recipe)."""
+    out = []
+    for key, value in PRESETS[RECIPE_PRESET].items():
+        mine = config.learning_rate if key == "lr" else getattr(config, key)
+        want = value[config.loss] if key == "lr" else value
+        if mine != want:
+            out.append(key.replace("_", " "))
+    return out
+
+
+def advice(config: TrainConfig, prior: Prior, z: np.ndarray, steps: int) -> str:
+    """What to try after a degenerate or collapsing run, naming what differs from what works:
+    the preset when the run is not the recipe (another seed when it is), the prior's bins that
+    do not rise, too few blocks, a run (of ``steps``) shorter than the default. Never the
+    settings in use."""
+    tips = []
+    differs = recipe_differences(config)
+    if differs:
+        tips.append(
+            f"try the napari-lsr preset (this run differs in {', '.join(differs[:4])}"
+            + (", ..." if len(differs) > 4 else "")
+            + ")"
+        )
+    else:
+        tips.append(f"try another seed (this run: {config.seed})")
+    falling = falling_bins(np.asarray(prior.eta), z)
+    if falling:
+        labels = prior.bins.labels
+        tips.append(
+            "check the prior: its mean falls in bin "
+            + ", ".join(labels[b] for b in falling)
+            + " (review more blocks there or edit it)"
+        )
+    if len(z) < FEW_BLOCKS:
+        tips.append(f"add slides: {len(z)} training blocks is few")
+    if steps < DEFAULTS["steps"]:
+        tips.append(f"train longer (this run: {steps} steps; the default is {DEFAULTS['steps']})")
+    return "; ".join(tips)
+
+
 def train(
     blocks: BlockSet,
     prior: Prior,
@@ -469,6 +541,8 @@ def train(
     ema = _ema(model, config.ema) if config.ema > 0 else None
     ema_model = ema.module if ema is not None else None
     start, history, elapsed0 = 0, [], 0.0
+    alarms: list[dict[str, Any]] = []  # what the watch reported (health.Watch), in order
+    recoveries: list[dict[str, Any]] = []  # the alarms after which the run went back
     if resume is not None:
         ckpt = load_checkpoint(resume, map_location=device)
         old = TrainConfig.from_dict(ckpt["config"])
@@ -488,6 +562,8 @@ def train(
         start = int(ckpt["step"])
         history = list(ckpt.get("history", []))
         elapsed0 = float(ckpt.get("elapsed_s", 0.0))
+        alarms = list(ckpt.get("alarms", []))
+        recoveries = list(ckpt.get("recoveries", []))
     eta = torch.as_tensor(prior.eta, dtype=torch.float32, device=device)
     rho = torch.as_tensor(prior.rho, dtype=torch.float32, device=device)
     intra_sampler = IntraSampler(blocks.z, config.batch_size)
@@ -539,24 +615,68 @@ def train(
             "elapsed_s": elapsed0 + time.perf_counter() - t0,
             "device": str(device),
             "info": info,
+            "alarms": alarms,
+            "recoveries": recoveries,
         }
 
     health_idx = sample_blocks(blocks.z, HEALTH_PER_BIN)
     health_images = np.asarray(blocks.images[health_idx])
     eta_np, rho_np = np.asarray(prior.eta), np.asarray(prior.rho)
 
-    def health() -> Health:
+    def health(step: int) -> Health:
         """The served model's (EMA's when on) predicted fractions against the prior."""
         served = ema_model if ema_model is not None else model
         fr = block_fractions(served, health_images)
-        return assess(fr, blocks.z[health_idx], eta_np, rho_np)
+        h = assess(fr, blocks.z[health_idx], eta_np, rho_np)
+        if h.degenerate:
+            h.advice = advice(config, prior, blocks.z, max(step, config.steps))
+        return h
+
+    # The watch (health.Watch): loss jumps and collapses are reported at once; a collapse
+    # after the model followed the bins sends the run back to its last healthy weights.
+    watch = Watch()
+    healthy: dict[str, Any] = {}  # the last healthy check's step and weights (in memory)
+    jumped: list[int] = []  # steps of loss jumps
+
+    def keep_healthy(step: int) -> None:
+        """Remember the served weights that a check found healthy (not within JUMP_WINDOW
+        steps of a loss jump: the EMA weights may still be taking it in)."""
+        if jumped and step - jumped[-1] <= JUMP_WINDOW:
+            return
+        served = ema_model if ema_model is not None else model
+        healthy.update(
+            step=step,
+            weights={k: v.detach().clone() for k, v in served.state_dict().items()},
+            opt=copy.deepcopy(opt.state_dict()),
+        )
+
+    def go_back(alarm: Alarm) -> bool:
+        """Restore the last healthy weights (the live and the EMA model both take them) and
+        the optimiser's state of then; False when there are none or the run has gone back
+        MAX_RECOVERIES times already."""
+        if not healthy or len(recoveries) >= MAX_RECOVERIES:
+            return False
+        model.load_state_dict(healthy["weights"])
+        if ema_model is not None:
+            ema_model.load_state_dict(healthy["weights"])
+        opt.load_state_dict(copy.deepcopy(healthy["opt"]))
+        watch.restart()
+        alarm.restored = int(healthy["step"])
+        alarm.message += f"; went back to the healthy weights of step {alarm.restored}"
+        recoveries.append(alarm.to_dict())
+        return True
 
     def finish(step: int, status: str) -> Path:
         if config.recalibrate:
             served = ema_model if ema_model is not None else model
             recalibrate_batch_norm(served, blocks, seed=config.seed)
+        verdict = health(step)
+        if verdict.collapsed and healthy and healthy["step"] < step:
+            end = Alarm(step, "collapse", f"at the end ({verdict.reason})")
+            if go_back(end):
+                verdict = health(step)
+                end_alarm[0] = end
         _save_checkpoint(out, snapshot(step))
-        verdict = health()
         card = {
             "name": out.stem,
             "checkpoint": out.name,
@@ -580,6 +700,8 @@ def train(
             "seed": config.seed,
             "settings": config.to_dict(),
             "health": verdict.to_dict(),
+            "alarms": alarms,
+            "recoveries": recoveries,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         write_json(card_path(out), card)
@@ -587,6 +709,7 @@ def train(
         return out
 
     last_health: list[Health | None] = [None]
+    end_alarm: list[Alarm | None] = [None]
 
     yield TrainEvent(
         "start",
@@ -632,6 +755,10 @@ def train(
             gid = torch.from_numpy(gid_np).to(device)
             model.train()
             if config.bn_freeze and step > config.bn_freeze:
+                if step == config.bn_freeze + 1 and config.bn_precise:
+                    # the switch: statistics of these weights over the blocks, not the lagging
+                    # running average (its own RNG: a resumed run does the same)
+                    recalibrate_batch_norm(model, blocks, seed=config.seed)
                 _freeze_batch_norm(model)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
                 logits = model(x)
@@ -664,11 +791,27 @@ def train(
             history.append((step, value))
             dt = time.perf_counter() - ts
             step_time = dt if step_time is None else 0.9 * step_time + 0.1 * dt
-            extra = {}
-            if step % HEALTH_EVERY == 0 and step < config.steps:
-                check = health()
+            extra: dict[str, Any] = {}
+            alarm = watch.loss(step, value)
+            if alarm is not None:
+                jumped.append(step)
+            if alarm is not None or (step % HEALTH_EVERY == 0 and step < config.steps):
+                check = health(step)  # at once after a jump: did the model collapse?
                 check.final, check.step = False, step  # provisional until the run ends
                 extra["health"] = check.to_dict()
+                collapse = watch.health(step, check)
+                if collapse is not None:
+                    if alarm is not None:  # the jump that came with it
+                        collapse.message = f"{alarm.message}; {collapse.message}"
+                    alarm = collapse
+                    go_back(alarm)
+                elif alarm is None and not check.degenerate:
+                    keep_healthy(step)
+            if alarm is not None:
+                if alarm.restored is None:
+                    alarm.message += "; " + advice(config, prior, blocks.z, config.steps)
+                alarms.append(alarm.to_dict())
+                extra["alarm"] = alarm.to_dict()
             yield TrainEvent(
                 "step",
                 step,
@@ -698,7 +841,8 @@ def train(
             device=str(device),
             path=str(path),
             message=last_health[0].message,
-            extra={"health": last_health[0].to_dict()},
+            extra={"health": last_health[0].to_dict()}
+            | ({"alarm": end_alarm[0].to_dict()} if end_alarm[0] is not None else {}),
         )
     finally:
         prefetch.close()

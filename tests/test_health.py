@@ -168,3 +168,76 @@ def test_a_check_during_training_is_provisional() -> None:
     assert "degenerate model" not in msg and "try" not in msg
     d = flat.to_dict()
     assert d["final"] is False and d["step"] == 50 and d["degenerate"] and d["message"] == msg
+
+
+def test_loss_jumps_are_measured_against_the_recent_spread() -> None:
+    from napari_lsr.health import JUMP_WINDOW, MAX_JUMP, Watch, loss_jump
+
+    rng = np.random.default_rng(0)
+    noise = list(1.0 + 0.1 * rng.standard_normal(JUMP_WINDOW))
+    assert np.isnan(loss_jump(noise))  # too little history
+    assert loss_jump([*noise, noise[-1] - 5]) == 0.0  # a fall is no jump
+    spread = np.std(noise)
+    assert loss_jump([*noise, noise[-1] + 3 * spread]) == pytest.approx(3.0)
+    watch = Watch()
+    # 2000 steps of noisy, slowly falling loss: never an alarm
+    series = 1.0 - np.linspace(0, 0.5, 2000) + 0.1 * rng.standard_normal(2000)
+    assert all(watch.loss(i + 1, v) is None for i, v in enumerate(series))
+    alarm = watch.loss(2001, series[-1] + (MAX_JUMP + 2) * 0.1 * np.sqrt(2))
+    assert alarm is not None and alarm.kind == "loss jump" and alarm.step == 2001
+    assert "the loss jumped at step 2001" in alarm.message
+    watch.restart()
+    assert watch.loss(2002, 100.0) is None  # after going back: no history, no verdict
+
+
+def test_a_collapse_alarms_only_after_the_model_followed_the_bins() -> None:
+    from napari_lsr.health import Watch
+
+    z = np.repeat(np.arange(10), 3)
+    nothing = assess(np.full(len(z), 0.01), z, ETA, RHO)
+    assert nothing.degenerate and nothing.collapsed
+    watch = Watch()
+    assert watch.health(50, nothing) is None  # early: not learnt yet, not a collapse
+    healthy = assess(ETA[z], z, ETA, RHO)
+    assert not healthy.collapsed and watch.health(100, healthy) is None
+    alarm = watch.health(150, nothing)
+    assert alarm is not None and alarm.kind == "collapse" and alarm.step == 150
+    assert "every block predicts under 5% cancer, after following the bins" in alarm.message
+    everything = assess(np.full(len(z), 0.99), z, ETA, RHO)
+    assert everything.collapsed and watch.health(200, everything).kind == "collapse"
+    flat = assess(np.full(len(z), 0.4), z, ETA, RHO)
+    assert flat.degenerate and not flat.collapsed and watch.health(250, flat) is None
+
+
+def test_falling_bins_ignore_bins_without_blocks() -> None:
+    from napari_lsr.health import falling_bins
+
+    eta = [0.0, 0.04, 0.02, 0.05, 0.06, 0.35, 0.10, 0.50, 0.20, 0.94]
+    assert falling_bins(eta, [0, 1, 2, 5, 6, 7, 8, 9]) == [2, 6, 8]
+    assert falling_bins(eta, [0, 1, 5, 7, 9]) == []  # 2, 6 and 8 hold no blocks
+    assert falling_bins(eta, [3]) == []
+
+
+def test_degenerate_advice_names_what_differs_never_the_settings_in_use() -> None:
+    from napari_lsr.config import PAPER_PRESET, PRESETS, TrainConfig
+    from napari_lsr.formats import Bins
+    from napari_lsr.prior import prior_from_values
+    from napari_lsr.training import advice, recipe_differences
+
+    z = np.repeat(np.arange(10), 30)
+    rising = prior_from_values(Bins(), z, 100 * ETA[z])
+    tip = advice(TrainConfig(seed=3), rising, z, 500)
+    assert tip == "try another seed (this run: 3)"  # the recipe: no preset, no prior, no steps
+    assert recipe_differences(TrainConfig()) == []
+    paper = PRESETS[PAPER_PRESET]
+    cfg = TrainConfig(
+        loss="intra", lr=paper["lr"]["intra"], norm="channel", lr_schedule="constant", ema=0.0
+    )
+    tip = advice(cfg, rising, z[:60], 100)
+    assert tip.startswith("try the napari-lsr preset (this run differs in lr, lr schedule, ema")
+    assert "add slides: 60 training blocks is few" in tip
+    assert "train longer (this run: 100 steps; the default is 500)" in tip
+    pct = 100 * ETA[z]
+    pct[z == 6] = 1.0  # a bin left at a low value: the prior falls there
+    tip = advice(TrainConfig(), prior_from_values(Bins(), z, pct), z, 500)
+    assert "check the prior: its mean falls in bin 70-80" in tip

@@ -194,3 +194,121 @@ def test_health_during_training_is_provisional_and_the_last_check_final(
     assert events[-1].kind == "done" and done["final"] and done["step"] is None
     card = __import__("json").loads(card_path(out).read_text())
     assert card["health"]["final"] is True
+
+
+def striped_blocks(n_per_bin: int = 8, size: int = 16, seed: int = 0):
+    """A tiny block set a small U-Net learns in a few dozen steps: each block is pink with a
+    purple band (the tumour) over about its bin's fraction; and the prior measured on it."""
+    from pathlib import Path
+
+    from napari_lsr.blocks import BlockSet
+    from napari_lsr.formats import Bins
+    from napari_lsr.prior import prior_from_values
+
+    rng = np.random.default_rng(seed)
+    fraction = np.array([0.02, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.92, 0.98])
+    images, z, pct = [], [], []
+    for b, f0 in enumerate(fraction):
+        for _ in range(n_per_bin):
+            cols = round(size * np.clip(f0 + rng.normal(0, 0.03), 0, 1))
+            im = np.empty((size, size, 3), np.float64)
+            im[:] = (235, 170, 200)
+            im[:, :cols] = (90, 40, 140)
+            images.append(np.clip(im + rng.normal(0, 6, im.shape), 0, 255).astype(np.uint8))
+            z.append(b)
+            pct.append(100 * cols / size)
+    z = np.array(z)
+    n = len(z)
+    blocks = BlockSet(
+        np.stack(images), z, fraction[z], np.zeros(n, int), np.zeros((n, 4), int), ["striped"],
+        size, 1.0, Path("."),
+    )  # fmt: skip
+    return blocks, prior_from_values(Bins(), z, pct)
+
+
+def _collapse_at_switch(monkeypatch):
+    """Make the BatchNorm switch leave the network predicting no cancer anywhere (its head's
+    bias at -20: every pixel's sigmoid saturated, no gradient to climb back), as the stale
+    switch of issue 22 left a real run."""
+    import napari_lsr.training as training
+
+    freeze, done = training._freeze_batch_norm, []
+
+    def broken_switch(model):
+        freeze(model)
+        if not done:
+            done.append(True)
+            with torch.no_grad():
+                model.head.bias.fill_(-20.0)
+
+    monkeypatch.setattr(training, "_freeze_batch_norm", broken_switch)
+    monkeypatch.setattr(training, "HEALTH_EVERY", 10)
+
+
+#: The striped case: healthy by step 20, the switch (and so the collapse) at step 61, when the
+#: loss has the 50 steps of history a jump is measured against.
+STRIPED = {"loss": "intra", "lr": 1e-2, "batch_size": 16, "depth": 2, "width": 4, "ema": 0.0}
+
+
+def test_a_collapse_is_reported_in_red_at_once_not_at_the_end(tmp_path, monkeypatch):
+    import napari_lsr.training as training
+
+    _collapse_at_switch(monkeypatch)
+    monkeypatch.setattr(training, "MAX_RECOVERIES", 0)  # no going back: the collapse stays
+    blocks, prior = striped_blocks()
+    out = tmp_path / "c.pt"
+    cfg = TrainConfig(steps=90, bn_freeze=60, **STRIPED)
+    events = list(train(blocks, prior, cfg, out))
+    alarms = [e for e in events if "alarm" in e.extra]
+    assert alarms, "no alarm"
+    first = alarms[0]
+    # at the step of the collapse, 29 steps before the run ends
+    assert first.step == 61 and first.extra["alarm"]["kind"] == "collapse"
+    message = first.extra["alarm"]["message"]
+    assert "loss jumped at step 61" in message and "every block predicts under 5%" in message
+    # the advice names what differs from the recipe, never the preset it already uses as is
+    assert "try the napari-lsr preset (this run differs in lr, ema, batch size" in message
+    assert "train longer (this run: 90 steps" in message
+    checks = [e.extra["health"] for e in events if "health" in e.extra and e.step < 61]
+    assert checks and not checks[-1]["degenerate"]  # it had followed the bins
+    done = events[-1].extra["health"]
+    assert done["degenerate"] and done["collapsed"]  # the collapse is real: no way back
+    card = __import__("json").loads(card_path(out).read_text())
+    assert card["alarms"][0]["step"] == 61 and card["recoveries"] == []
+
+
+def test_a_collapse_goes_back_to_the_last_healthy_weights_visibly(tmp_path, monkeypatch):
+    _collapse_at_switch(monkeypatch)
+    blocks, prior = striped_blocks()
+    out = tmp_path / "r.pt"
+    events = list(train(blocks, prior, TrainConfig(steps=90, bn_freeze=60, **STRIPED), out))
+    alarm = next(e.extra["alarm"] for e in events if "alarm" in e.extra)
+    assert alarm["step"] == 61 and alarm["restored"] == 60
+    assert "went back to the healthy weights of step 60" in alarm["message"]
+    done = events[-1].extra["health"]
+    assert not done["degenerate"], done["message"]
+    card = __import__("json").loads(card_path(out).read_text())
+    assert [r["restored"] for r in card["recoveries"]] == [60]
+    assert card["alarms"][0]["restored"] == 60
+    assert load_checkpoint(out)["recoveries"][0]["step"] == 61
+
+
+def test_the_recipe_switch_warms_the_rate_up_again():
+    from napari_lsr.training import _lr_lambda
+
+    cfg = TrainConfig(steps=500, lr_schedule="constant")
+    f = _lr_lambda(cfg)
+    # steps 1-150 at the full rate; step 151 (factor index 150) is the first frozen step
+    assert f(149) == 1.0
+    assert f(150) == pytest.approx(cfg.bn_lr / (cfg.bn_rewarm + 1))
+    assert f(150 + cfg.bn_rewarm - 1) == pytest.approx(
+        cfg.bn_lr * cfg.bn_rewarm / (cfg.bn_rewarm + 1)
+    )
+    assert f(150 + cfg.bn_rewarm) == pytest.approx(cfg.bn_lr) and f(499) == pytest.approx(0.3)
+    old = TrainConfig.from_dict({**cfg.to_dict(), "norm": "batch"} | {"bn_lr": 1.0})
+    assert old.bn_lr == 1.0
+    # a checkpoint written before the second warm-up resumes as it ran
+    legacy = {
+        k: v for k, v in cfg.to_dict().items() if k not in ("bn_rewarm", "bn_lr", "bn_precise")
+    }
+    assert TrainConfig.from_dict(legacy).bn_rewarm == 0 and TrainConfig.from_dict(legacy).bn_lr == 1

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from napari_lsr.training import TrainEvent
 from napari_lsr.widgets import training as tw
 
 from conftest import run_cancelled_at, tiny_plan
@@ -196,6 +197,19 @@ def test_train_cancel_resume_and_card(widget, qtbot) -> None:
     widget.show_health({**early, "final": True})
     assert "#ff6b6b" in widget.health_label.styleSheet()
     widget.show_health(card["health"])
+    assert widget.health_label.styleSheet() == ""
+    # an alarm during a run (a loss jump, a collapse) is red at once, and stays above the
+    # health line whatever the later checks say, until the next run
+    alarm = {"step": 152, "kind": "collapse", "message": "the loss jumped at step 152"}
+    widget._on_event(TrainEvent("step", 152, 500, loss=25.6, extra={"alarm": alarm}))
+    assert "#ff6b6b" in widget.health_label.styleSheet()
+    assert widget.health_label.text().startswith("alarm: the loss jumped at step 152")
+    assert "alarm: the loss jumped at step 152" in widget.status_label.text()
+    widget.show_health(card["health"])  # a healthy check later: the alarm stays
+    assert "#ff6b6b" in widget.health_label.styleSheet()
+    assert widget.health_label.text().endswith(card["health"]["message"])
+    widget.progress_view.reset(10)
+    assert widget.health_label.styleSheet() == "" and "alarm" not in widget.health_label.text()
     models = widget.models()
     assert [m.checkpoint for m in models] == [out]
     names = [

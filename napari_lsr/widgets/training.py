@@ -527,6 +527,9 @@ class TrainingWidget(QWidget):
             self.progress_view.show_phase(ev)
         else:
             kind = ev.kind
+            if ev.extra.get("alarm"):  # a jump or a collapse: red at once (health.Watch)
+                self.progress_view.show_alarm(ev.extra["alarm"])
+                self._set_status(f"alarm: {ev.extra['alarm']['message']}")
             if ev.extra.get("health"):
                 self.show_health(ev.extra["health"])
             if kind == "step":

@@ -287,7 +287,11 @@ class TrainingForm(QWidget):
         paper's, the first engine's companions of ChannelNorm)."""
         name = self.preset_combo.currentText()
         preset = config.PRESETS[name]
-        out = {k: preset[k] for k in ("min_group", "group_draw", "bn_freeze") if k in preset}
+        out = {
+            k: preset[k]
+            for k in ("min_group", "group_draw", "bn_freeze", "bn_precise", "bn_rewarm", "bn_lr")
+            if k in preset
+        }
         if name == config.PAPER_PRESET:
             out.update({k: config.LEGACY[k] for k in ("init_bias", "colour")})
         return out

@@ -162,6 +162,9 @@ def fmt_duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+#: The health line's colours: red for a degenerate model or an alarm, amber while provisional.
+RED, AMBER = "#ff6b6b", "#e0a030"
+HEALTH_WAIT = "model health: after the first checks"
 HEALTH_TIP = (
     "Without ground truth: the model's predicted cancer on the training blocks, per "
     "bin, against the prior's mean ± std. A healthy model rises with the bins."
@@ -202,7 +205,7 @@ class ProgressView(QGroupBox):
         curves = QHBoxLayout()
         curves.addWidget(self.curve, 1)
         health = QVBoxLayout()
-        self.health_label = QLabel("model health: after the first checks")
+        self.health_label = QLabel(HEALTH_WAIT)
         self.health_label.setWordWrap(True)
         self.health_label.setToolTip(HEALTH_TIP)
         self.health_table = QTreeWidget()
@@ -221,13 +224,15 @@ class ProgressView(QGroupBox):
         self._dirty = False
         self._bps = math.nan  # blocks per second, smoothed
         self._t0 = 0.0
+        self._alarm = ""  # the run's last alarm, shown in red above the health line
+        self._health: tuple[str, bool, bool] = (HEALTH_WAIT, False, True)
 
     def reset(self, total: int) -> None:
         """Empty everything for a new run of ``total`` steps (0: not known yet)."""
         self.curve.clear()
         self.health_table.clear()
-        self.health_label.setText("model health: after the first checks")
-        self.health_label.setStyleSheet("")
+        self._alarm, self._health = "", (HEALTH_WAIT, False, True)
+        self._render_health()
         self.curve.total = total
         self.step_label.setText("")
         self.speed_label.setText("")
@@ -324,9 +329,21 @@ class ProgressView(QGroupBox):
             self.health_table.resizeColumnToContents(i)
         degenerate = bool(health.get("degenerate"))
         final = health.get("final", True)  # cards written before provisional checks: final
-        self.health_label.setText(f"model health: {health.get('message', '')}")
-        style = "color: #ff6b6b; font-weight: bold;" if final else "color: #e0a030;"
-        self.health_label.setStyleSheet(style if degenerate else "")
+        self._health = (f"model health: {health.get('message', '')}", degenerate, final)
+        self._render_health()
+
+    def show_alarm(self, alarm: dict[str, Any]) -> None:
+        """A loss jump or a collapse during the run (``health.Alarm``): in red above the
+        health line until the next run starts, whatever the later checks say."""
+        self._alarm = f"alarm: {alarm.get('message', '')}"
+        self._render_health()
+
+    def _render_health(self) -> None:
+        text, degenerate, final = self._health
+        red, amber = f"color: {RED}; font-weight: bold;", f"color: {AMBER};"
+        style = red if self._alarm or (degenerate and final) else amber if degenerate else ""
+        self.health_label.setText(f"{self._alarm}\n{text}" if self._alarm else text)
+        self.health_label.setStyleSheet(style)
 
 
 def models_group() -> tuple[QGroupBox, QTreeWidget]:
