@@ -5,6 +5,12 @@ naming the file, the row (1-based data row; the header is line 1, so row r is li
 column. Every writer writes a temporary file beside the target and renames it, so a crash never
 leaves a half-written file, and gives the file the umask's mode (not the temporary file's
 0600), so a shared project folder stays readable to colleagues.
+
+Ground truth (issue #23): a mask image is cancer where a pixel is above half its type's range
+(127 for 8-bit), so a lossy format's noise is not cancer (:func:`read_mask_image`); GeoJSON
+truth is QuPath's annotations of the tumour class, read as QuPath 0.2, 0.3 and 0.4+ write
+them, and a file without a tumour class is refused with its classes listed
+(:func:`truth_polygons`).
 """
 
 from __future__ import annotations

@@ -6,6 +6,17 @@ probabilities under ``properties.measurements``) or any CSV with a column mappin
 :func:`read_lowres` tells them apart and validates each like the native format: one line
 naming the file, the row (or feature) and the column.
 
+Layout rules (issue #23). Patches lie on one grid without overlapping (napari-lsr's own
+layout), or all overlap in one regular way, as WSInfer's ``--patch-overlap-ratio`` makes them
+(one patch size, positions every ``step`` < size px: :func:`patch_lattice`). Overlapping
+patches are each a training block, and the low-resolution model paints each pixel with the
+probability of the nearest patch centre (``evaluation.paint_labels``); on OCDC and CAMELYON16
+tiles (``benchmarks/overlap.py``) that rule beat the last-painted and the mean of the
+covering patches, and training on every patch tied training on the non-overlapping quarter.
+A patch that runs past the slide's right or bottom edge (WSInfer keeps every patch whose
+centre is in tissue) is clipped to the part inside, which is then its block, so its cancer
+fraction is taken over that part; a patch centred outside the slide is refused.
+
 :func:`export_geojson` writes a prediction's cancer regions as a GeoJSON FeatureCollection
 that QuPath imports by drag and drop (level-0 px, valid Polygon/MultiPolygon annotations,
 holes kept); :func:`write_estimates_csv` writes every estimate of a project for audit.
