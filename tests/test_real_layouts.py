@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,20 @@ def test_overlapping_patches_are_painted_from_their_centres(tmp_path):
         assert np.allclose(painted[cy - 25 : cy + 25, cx - 25 : cx + 25], tumour_prob(x, y))
     # the half step at the slide's edges takes a covering patch's probability
     assert painted[0, 0] == np.float32(tumour_prob(0, 0))
+
+
+def test_block_review_heat_map_of_overlapping_patches_follows_the_centres(tmp_path):
+    """The Block review's bin overlay paints overlapping patches as the low-resolution model
+    does (nearest centre), not the last patch painted over its neighbours."""
+    from napari_lsr.layers import labels_raster
+
+    csv_path, _, _ = write_wsinfer(tmp_path, 600, 600, 100, 0.5)
+    labels = read_lowres(csv_path, (600, 600))
+    raster, cell = labels_raster(labels, (600, 600))
+    full = np.kron(raster, np.ones((cell, cell), np.uint8))[:600, :600]
+    bins = replace(labels, probability=labels.bin.astype(np.float64))  # paint bins, not p
+    want = paint_labels(bins, (600, 600), 1).astype(np.uint8) + 1
+    assert (full == want).all()
 
 
 @pytest.mark.parametrize("kind", ["csv", "geojson"])
