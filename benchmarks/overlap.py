@@ -16,6 +16,27 @@ Scores: masked DICE and IoU pooled over tiles, band one block (128 px), full-res
 masks (> 127).
 
 Usage: nice -n 15 python benchmarks/overlap.py [--steps 300] [--seeds 1] [--loss intra]
+
+Result (December 2026, 2 shared cores; ``--steps 300 --seeds 1 --loss intra``; the CAMELYON16
+training runs were stopped to keep within the session's CPU budget, so only its low-resolution
+rows were measured):
+
+| data set | rule                                   | masked DICE | masked IoU |
+|----------|----------------------------------------|-------------|------------|
+| ocdc     | low-res: grid of 128 px blocks         | 0.8794      | 0.7847     |
+| ocdc     | low-res: overlap, last painted wins    | 0.8885      | 0.7993     |
+| ocdc     | low-res: overlap, mean of covering     | 0.9009      | 0.8197     |
+| ocdc     | low-res: overlap, centre rule          | 0.9013      | 0.8204     |
+| camelyon | low-res: grid of 128 px blocks         | 0.8271      | 0.7052     |
+| camelyon | low-res: overlap, last painted wins    | 0.8289      | 0.7078     |
+| camelyon | low-res: overlap, mean of covering     | 0.8481      | 0.7363     |
+| camelyon | low-res: overlap, centre rule          | 0.8516      | 0.7416     |
+| ocdc     | intra, every overlapping patch a block (744 blocks)  | 0.9309 | |
+| ocdc     | intra, the non-overlapping quarter (231 blocks)      | 0.9291 | |
+
+Decision: every patch is a training block (it ties the non-overlapping quarter within one
+seed's noise and throws nothing away), and the low-resolution model is painted from patch
+centres (best of the three rules on both sets).
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ tiles (``benchmarks/overlap.py``) that rule beat the last-painted and the mean o
 covering patches, and training on every patch tied training on the non-overlapping quarter.
 A patch that runs past the slide's right or bottom edge (WSInfer keeps every patch whose
 centre is in tissue) is clipped to the part inside, which is then its block, so its cancer
-fraction is taken over that part; a patch centred outside the slide is refused.
+fraction is taken over that part (training resamples it to the square training size like any
+block: at least half of it is inside, so it is stretched by less than 2x along the cut); a
+patch centred outside the slide is refused.
 
 :func:`export_geojson` writes a prediction's cancer regions as a GeoJSON FeatureCollection
 that QuPath imports by drag and drop (level-0 px, valid Polygon/MultiPolygon annotations,
