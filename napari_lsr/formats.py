@@ -736,16 +736,18 @@ def geojson_features(path: str | os.PathLike, data: Any) -> Any:
 
 
 def object_type(feature: Any) -> str:
-    """A feature's QuPath object type (one of OBJECT_TYPES, or the file's own word): 0.4+'s
+    """A feature's QuPath object type (one of OBJECT_TYPES): 0.4+'s
     ``properties.objectType``, 0.3's ``object_type``, the alias ``type``, 0.2's feature ``id``
-    (``PathAnnotationObject``...); without any, ``annotation`` (as QuPath reads it)."""
+    (``PathAnnotationObject``...); without one, or with a word QuPath does not know,
+    ``annotation`` (as QuPath reads it)."""
     props = feature.get("properties") if isinstance(feature, dict) else None
     props = props if isinstance(props, dict) else {}
     for key in ("objectType", "object_type", "type"):
         v = props.get(key)
         if isinstance(v, str) and v.strip():
             t = v.strip().lower().replace("_", "")
-            return _LEGACY_TYPE_IDS.get(t, t)
+            t = _LEGACY_TYPE_IDS.get(t, t)
+            return t if t in OBJECT_TYPES else "annotation"  # QuPath: unknown -> annotation
     fid = feature.get("id") if isinstance(feature, dict) else None
     if isinstance(fid, str) and fid.lower() in _LEGACY_TYPE_IDS:
         return _LEGACY_TYPE_IDS[fid.lower()]
