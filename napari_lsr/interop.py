@@ -202,7 +202,9 @@ def read_lowres(
     ``class_name`` picks the class of a WSInfer file (default: the tumour class);
     ``columns`` maps napari-lsr's fields to a CSV's columns (see :func:`parse_columns`).
     Every format is checked the same way: numbers, probabilities in [0, 1], positive sizes,
-    patches inside the slide (when ``slide_size`` is given), on one grid and not overlapping.
+    patches centred inside the slide (when ``slide_size`` is given; those running past its
+    edge are clipped, :func:`clip_to_slide`), on one grid without overlap or on one lattice of
+    overlapping patches (:func:`check_layout`).
     """
     path = Path(path)
     bins = bins or Bins()
