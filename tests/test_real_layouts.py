@@ -504,3 +504,33 @@ def test_readme_wsinfer_section_works_offline():
     assert "wsinfer==0.6.1" in text and "zarr<3" in text and "tiffslide<3" in text
     assert "HF_HUB_OFFLINE" in text
     assert re.search(r"microns per pixel|mpp", text[text.index("wsinfer run") - 3000 :])
+
+
+def test_wsinfer_overlap_and_edge_patches_train_predict_export(tmp_path, capsys):
+    """The whole way with WSInfer's overlapping and edge-crossing patches: train (a few
+    steps), predict, export."""
+    import tifffile
+
+    from napari_lsr.formats import PAPER_PRIOR_FILE, resource_path
+
+    rng = np.random.default_rng(0)
+    rgb = np.empty((640, 640, 3), np.uint8)
+    rgb[:] = (200, 120, 170)
+    rgb[:, :320] = (150, 60, 160)
+    rgb = np.clip(rgb + rng.integers(-20, 20, rgb.shape), 0, 255).astype(np.uint8)
+    slide = tmp_path / "S1.tif"
+    tifffile.imwrite(slide, rgb, photometric="rgb", resolution=(2e4, 2e4), resolutionunit=3)
+    csv_path, _, _ = write_wsinfer(tmp_path, 640, 640, 100, 0.5)
+    model = tmp_path / "models" / "lsr.pt"
+    pred = tmp_path / "pred.tiff"
+    regions = tmp_path / "regions.geojson"
+    train = ["train", "--slide", str(slide), "--labels", str(csv_path), "--class", "Tumor"]
+    train += ["--prior", str(resource_path(PAPER_PRIOR_FILE)), "--loss", "intra", "--mpp", "2"]
+    train += ["--steps", "3", "--depth", "2", "--width", "4", "--device", "cpu"]
+    assert main([*train, "--out", str(model)]) == 0, capsys.readouterr().err
+    assert "144 tissue blocks" in capsys.readouterr().err  # every overlapping patch a block
+    predict = ["predict", "--model", str(model), "--slide", str(slide), "--out", str(pred)]
+    assert main([*predict, "--device", "cpu"]) == 0, capsys.readouterr().err
+    export = ["export", "--pred", str(pred), "--geojson", str(regions), "--threshold", "0.01"]
+    assert main([*export, "--smooth"]) == 0, capsys.readouterr().err
+    assert json.loads(regions.read_text())["type"] == "FeatureCollection"
