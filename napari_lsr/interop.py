@@ -568,9 +568,9 @@ MEASUREMENT_AREA_UM2 = "LSR area um^2"
 MEASUREMENT_AREA_PX = "LSR area px^2"
 #: Holes smaller than this many prediction pixels are filled unless a minimum is given.
 DEFAULT_MIN_HOLE_PIXELS = 2
-#: Smoothing: this many rounds of Chaikin's corner cutting on the pixel-edged outline (the
-#: outline moves by a quarter of a prediction pixel at most), then collinear points dropped
-#: (Douglas-Peucker at this many prediction pixels).
+#: Smoothing: the pixel-edged outline cut into edges of one prediction pixel, this many rounds
+#: of Chaikin's corner cutting (the outline moves by a quarter of a prediction pixel at most),
+#: then collinear points dropped (Douglas-Peucker at this many prediction pixels).
 SMOOTH_ROUNDS = 2
 SMOOTH_TOLERANCE_PIXELS = 0.05
 
@@ -587,8 +587,9 @@ def _chaikin(ring: np.ndarray, rounds: int) -> np.ndarray:
 
 def smooth_polygon(poly: Any, pixel: float) -> list[Any]:
     """A pixel-edged polygon without the staircase of its grid (``pixel``: one grid pixel in
-    the polygon's units): corners cut SMOOTH_ROUNDS times (Chaikin), then collinear points
-    dropped; made valid, so it may come back as several polygons.
+    the polygon's units): its edges cut to one pixel at most, corners cut SMOOTH_ROUNDS times
+    (Chaikin), then collinear points dropped; made valid, so it may come back as several
+    polygons.
 
     On blobs a few prediction pixels across the round trip (export, read back as truth) keeps
     masked DICE within 0.01 of the pixel-edged outline's.
@@ -597,7 +598,9 @@ def smooth_polygon(poly: Any, pixel: float) -> list[Any]:
     from shapely.geometry import Polygon
 
     out = []
-    for part in _polygons(poly):
+    # edges of one pixel at most, so a corner is cut by a quarter pixel, not a quarter of a
+    # long edge (a large blocky region keeps its shape; only the staircase goes)
+    for part in _polygons(shapely.segmentize(poly, pixel)):
         shell = _chaikin(np.asarray(part.exterior.coords)[:, :2], SMOOTH_ROUNDS)
         holes = [_chaikin(np.asarray(r.coords)[:, :2], SMOOTH_ROUNDS) for r in part.interiors]
         smooth = Polygon(shell, holes)

@@ -484,6 +484,14 @@ def test_smoothing_removes_the_staircase_and_keeps_the_round_trip(tmp_path):
     assert scores[False][0] > 0.8, scores  # pixel edges: (almost) all axis-aligned
     assert scores[True][0] < 0.2, scores  # the staircase is gone
     assert scores[True][1] >= 0.99 and scores[False][1] - scores[True][1] <= 0.01
+    # a blocky region keeps its shape: only its corners are cut, by a quarter pixel
+    block = np.full((150, 200), 10, np.uint8)
+    block[20:80, 30:110] = 230
+    write_prediction(tmp_path / "b.tiff", block, meta)
+    export_geojson(tmp_path / "b.tiff", tmp_path / "b.geojson", smooth=True)
+    back = read_truth(tmp_path / "b.geojson", (800, 600)).mask
+    want = resample_to_grid(block, 4, (600, 800), 1) >= 128
+    assert (back ^ want).sum() <= 4 * 4  # 4 corners, a few level-0 px each
 
 
 # -- README ------------------------------------------------------------------------------------
