@@ -249,6 +249,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         slide_mpp=args.slide_mpp,
         class_name=args.class_name,
         columns=args.columns,
+        truth_class=args.truth_class,
+        truth_objects=args.truth_objects,
+        mask_threshold=args.mask_threshold,
     )
     print(format_table([result]))
     if args.json:
@@ -277,11 +280,13 @@ def cmd_export(args: argparse.Namespace) -> int:
             min_area_um2=args.min_area_um2,
             simplify_um=args.simplify_um,
             slide_mpp=args.slide_mpp,
+            min_hole_um2=args.min_hole_um2,
+            smooth=args.smooth,
         )
         area = f", {info['area_um2'] / 1e6:.3g} mm²" if info["area_um2"] is not None else ""
         print(
-            f"wrote {args.geojson}: {info['features']} tumour region(s){area} at threshold "
-            f"{args.threshold:g} (drag it onto the slide in QuPath)"
+            f"wrote {args.geojson}: {info['features']} tumour region(s) with {info['holes']} "
+            f"hole(s){area} at threshold {args.threshold:g} (drag it onto the slide in QuPath)"
         )
     if args.estimates is not None:
         from .project import Project
@@ -521,6 +526,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="band half-width in level-0 px (default: one block width)",
     )
     ev.add_argument("--slide-mpp", type=float, default=None, help="mpp of a slide that lacks it")
+    ev.add_argument(
+        "--truth-class",
+        default=None,
+        help="class of the GeoJSON truth, by its full name (Tumor: Positive) or first name "
+        "(Tumor matches its derived classes); default: the tumour/tumor/cancer class",
+    )
+    ev.add_argument(
+        "--truth-objects",
+        default=None,
+        help="QuPath object types of the GeoJSON truth, comma-separated: annotation, "
+        "detection (with cells), cell, tile, tmacore or all (default: annotation)",
+    )
+    ev.add_argument(
+        "--mask-threshold",
+        type=float,
+        default=None,
+        help="mask truth: cancer where a pixel is above this (default: half the range of the "
+        "image's type, 127 for 8-bit, so JPEG noise is not cancer; 0: every non-zero pixel)",
+    )
     ev.add_argument("--json", default=None, help="write the scores as JSON here")
     ev.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     _add_lowres_options(ev)
@@ -540,6 +564,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument(
         "--min-area-um2", type=float, default=0.0, help="drop regions smaller than this (um²)"
+    )
+    ex.add_argument(
+        "--min-hole-um2",
+        type=float,
+        default=None,
+        help="fill holes smaller than this (um²; default: --min-area-um2, and at least 2 "
+        "prediction pixels; 0 keeps every hole)",
+    )
+    ex.add_argument(
+        "--smooth",
+        action="store_true",
+        help="smooth the staircase of the prediction grid (corner cutting; the outline moves "
+        "by a quarter of a prediction pixel at most)",
     )
     ex.add_argument(
         "--simplify-um",

@@ -177,6 +177,10 @@ class CompareRequest:
     recompute: bool = False
     heatmap: bool = False
     device: str = "auto"
+    #: GeoJSON truth: the class (None: the tumour class) and QuPath object types (None:
+    #: annotations), as ``read_truth`` takes them.
+    truth_class: str | None = None
+    truth_objects: str | None = None
 
 
 def run_comparison(req: CompareRequest) -> Generator[tuple[str, float], None, Comparison]:
@@ -188,7 +192,9 @@ def run_comparison(req: CompareRequest) -> Generator[tuple[str, float], None, Co
     yield "reading the ground truth", 0.0
     slide = Slide(req.slide, mpp=req.slide_mpp)
     try:
-        truth = read_truth(req.truth, slide.dimensions)
+        truth = read_truth(
+            req.truth, slide.dimensions, truth_class=req.truth_class, objects=req.truth_objects
+        )
         labels = read_lowres(req.labels, slide.dimensions) if req.labels else None
         models = _unique_names([replace(m, card=dict(m.card)) for m in req.models])
         to_run = []

@@ -24,7 +24,7 @@ from .formats import (
     read_prediction_sidecar,
     read_truth,
 )
-from .interop import read_lowres
+from .interop import patch_lattice, read_lowres
 from .metrics import SCORE_KEYS, masked_scores, to_json_dict
 from .slide import Slide
 
@@ -139,12 +139,30 @@ def resample_to_grid(
 
 
 def paint_labels(labels: Any, shape: tuple[int, int], downsample: float) -> np.ndarray:
-    """The low-resolution model: each block painted with its probability (float32)."""
+    """The low-resolution model: each block painted with its probability (float32).
+
+    Overlapping patches (WSInfer's ``--patch-overlap-ratio``, see
+    :func:`~napari_lsr.interop.patch_lattice`) are painted from their centres: each patch
+    paints the step x step cell around its centre, so a pixel takes the probability of the
+    patch whose centre is nearest; the half step at the edges of the patched area, which no
+    centre cell holds, takes that of a patch covering it.
+    """
     out = np.zeros(shape, np.float32)
-    for x, y, w, h, p in zip(labels.x, labels.y, labels.width, labels.height, labels.probability):
-        y0, y1 = int(round(y / downsample)), int(round((y + h) / downsample))
-        x0, x1 = int(round(x / downsample)), int(round((x + w) / downsample))
-        out[y0:y1, x0:x1] = p
+    boxes = list(zip(labels.x, labels.y, labels.width, labels.height, labels.probability))
+
+    def paint(x0: float, y0: float, x1: float, y1: float, p: float) -> None:
+        r0, r1 = max(0, int(round(y0 / downsample))), int(round(y1 / downsample))
+        c0, c1 = max(0, int(round(x0 / downsample))), int(round(x1 / downsample))
+        out[r0:r1, c0:c1] = p
+
+    for x, y, w, h, p in boxes:
+        paint(x, y, x + w, y + h, p)
+    lattice = patch_lattice(labels.x, labels.y, labels.width, labels.height)
+    if lattice is not None:
+        sx, sy, pw, ph = lattice
+        for x, y, w, h, p in boxes:  # a clipped edge patch keeps its lattice centre
+            cx, cy = x + (pw - sx) / 2, y + (ph - sy) / 2
+            paint(cx, cy, min(cx + sx, x + w), min(cy + sy, y + h), p)
     return out
 
 
@@ -240,13 +258,23 @@ def evaluate_files(
     name: str | None = None,
     class_name: str | None = None,
     columns: Any = None,
+    truth_class: str | None = None,
+    truth_objects: Any = None,
+    mask_threshold: float | None = None,
 ) -> dict[str, Any]:
     """Masked and unmasked IoU/DICE of one prediction (or the low-res model) on one slide.
 
-    ``class_name`` and ``columns`` read low-res labels of other tools (see ``read_lowres``).
+    ``class_name`` and ``columns`` read low-res labels of other tools (see ``read_lowres``);
+    ``truth_class``, ``truth_objects`` and ``mask_threshold`` read the truth (``read_truth``).
     """
     with Slide(slide, mpp=slide_mpp) as s:
-        t = read_truth(truth, s.dimensions)
+        t = read_truth(
+            truth,
+            s.dimensions,
+            truth_class=truth_class,
+            objects=truth_objects,
+            mask_threshold=mask_threshold,
+        )
         meta = lab = None
         if pred is not None:
             values, meta = read_prediction(pred)

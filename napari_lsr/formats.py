@@ -5,6 +5,12 @@ naming the file, the row (1-based data row; the header is line 1, so row r is li
 column. Every writer writes a temporary file beside the target and renames it, so a crash never
 leaves a half-written file, and gives the file the umask's mode (not the temporary file's
 0600), so a shared project folder stays readable to colleagues.
+
+Ground truth (issue #23): a mask image is cancer where a pixel is above half its type's range
+(127 for 8-bit), so a lossy format's noise is not cancer (:func:`read_mask_image`); GeoJSON
+truth is QuPath's annotations of the tumour class, read as QuPath 0.2, 0.3 and 0.4+ write
+them, and a file without a tumour class is refused with its classes listed
+(:func:`truth_polygons`).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import functools
 import json
 import math
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -580,6 +587,41 @@ def resource_path(name: str) -> Path:
 # -- ground truth ------------------------------------------------------------------------------
 
 
+#: QuPath object types read as ground truth unless asked otherwise (``--truth-objects``).
+TRUTH_OBJECTS = ("annotation",)
+#: Object types QuPath writes (``properties.objectType``; 0.3's ``object_type``; 0.2's feature
+#: ``id``), as napari-lsr names them. A feature without one is an annotation, as QuPath reads it.
+OBJECT_TYPES = ("annotation", "detection", "cell", "tile", "tmacore", "root")
+_LEGACY_TYPE_IDS = {
+    "pathannotationobject": "annotation",
+    "pathdetectionobject": "detection",
+    "pathcellobject": "cell",
+    "pathtileobject": "tile",
+    "tmacoreobject": "tmacore",
+    "pathrootobject": "root",
+}
+_TUMOUR_NAME = re.compile(r"(?<![a-z])(tumou?r|cancer|carcinoma)")
+_NEGATED_NAME = re.compile(r"(?:^|[^a-z])(no|non|not|anti)[^a-z]*(tumou?r|cancer|carcinoma)")
+
+
+def default_class(classes: list[str]) -> str | None:
+    """The class whose name says tumour, tumor or cancer (not "notumor"), if exactly one does.
+
+    An exact name wins; a single class is its own default.
+    """
+    exact = [c for c in classes if c.lower() in TRUTH_CLASS_NAMES]
+    if len(exact) == 1:
+        return exact[0]
+    named = [
+        c for c in classes if _TUMOUR_NAME.search(c.lower()) and not _NEGATED_NAME.search(c.lower())
+    ]
+    if len(named) == 1:
+        return named[0]
+    if len(classes) == 1:
+        return classes[0]
+    return None
+
+
 @dataclass
 class Truth:
     """A binary cancer mask on a grid of ``downsample`` level-0 pixels per pixel."""
@@ -590,13 +632,20 @@ class Truth:
 
 
 def read_truth(
-    path: str | os.PathLike, slide_size: tuple[int, int], downsample: int | None = None
+    path: str | os.PathLike,
+    slide_size: tuple[int, int],
+    downsample: int | None = None,
+    *,
+    truth_class: str | None = None,
+    objects: Iterable[str] | str | None = None,
+    mask_threshold: float | None = None,
 ) -> Truth:
     """Read ground truth: a mask image at an integer downsample, or QuPath GeoJSON polygons.
 
     Masks keep their own downsample (derived from their size) unless ``downsample`` asks for
     another integer factor; GeoJSON is rasterised at ``downsample`` (default 1... capped so the
-    mask stays under ~64 Mpx).
+    mask stays under ~64 Mpx). ``truth_class`` and ``objects`` choose the GeoJSON features
+    (:func:`truth_polygons`), ``mask_threshold`` the mask's cut (:func:`read_mask_image`).
     """
     path = Path(path)
     if not path.exists():
@@ -604,9 +653,9 @@ def read_truth(
     if path.suffix.lower() in (".geojson", ".json"):
         if downsample is None:
             downsample = max(1, math.ceil(math.sqrt(slide_size[0] * slide_size[1] / 64e6)))
-        mask = rasterize_geojson(path, slide_size, downsample)
+        mask = rasterize_geojson(path, slide_size, downsample, truth_class, objects)
         return Truth(mask, downsample, path)
-    mask, d = read_mask_image(path, slide_size)
+    mask, d = read_mask_image(path, slide_size, mask_threshold)
     if downsample is not None and downsample != d:
         if downsample % d:
             raise FormatError(path, f"cannot bring a mask at downsample {d} to {downsample}")
@@ -617,8 +666,30 @@ def read_truth(
     return Truth(mask, d, path)
 
 
-def read_mask_image(path: str | os.PathLike, slide_size: tuple[int, int]) -> tuple[np.ndarray, int]:
-    """A mask image (non-zero = cancer) whose size is the slide's divided by an integer."""
+def mask_cut(arr: np.ndarray, threshold: float | None = None) -> float:
+    """The value above which a mask pixel is cancer (see :func:`read_mask_image`)."""
+    if threshold is not None:
+        return float(threshold)
+    if arr.dtype == bool:
+        return 0.0
+    top = float(np.iinfo(arr.dtype).max) if arr.dtype.kind in "ui" else 1.0
+    if arr.size and float(arr.max()) <= 1.0 and top > 1.0:
+        return 0.0  # a 0/1 label image
+    return float(np.floor(top / 2)) if top > 1.0 else 0.5
+
+
+def read_mask_image(
+    path: str | os.PathLike, slide_size: tuple[int, int], threshold: float | None = None
+) -> tuple[np.ndarray, int]:
+    """A mask image whose size is the slide's divided by an integer, read as cancer where a
+    pixel (its largest channel) is above the cut.
+
+    The cut by default is half the range of the image's type: 127 for 8-bit, 32767 for
+    16-bit, 0.5 for floating point, so the noise of a lossy format (JPEG: values near 0 and
+    255) is not read as cancer; a mask holding only 0 and 1 is a label image (1 = cancer). A
+    mask with values above 1 but none above the cut (labels 0, 1, 2...) is refused: give
+    ``threshold`` (``--mask-threshold``; 0 reads every non-zero pixel as cancer).
+    """
     from PIL import Image
 
     path = Path(path)
@@ -640,7 +711,16 @@ def read_mask_image(path: str | os.PathLike, slide_size: tuple[int, int]) -> tup
             f"mask is {w}x{h} but the slide is {sw}x{sh}: a mask must be the slide's level-0 "
             "size divided by an integer",
         )
-    return arr > 0, di
+    cut = mask_cut(arr, threshold)
+    mask = arr > cut
+    if threshold is None and not mask.any() and arr.size and float(arr.max()) > 1:
+        raise FormatError(
+            path,
+            f"mask values are 0..{arr.max()}, none above {cut:g} (half the range of its "
+            "type): a label image? give --mask-threshold 0 to read every non-zero pixel as "
+            "cancer",
+        )
+    return mask, di
 
 
 def geojson_features(path: str | os.PathLike, data: Any) -> Any:
@@ -655,43 +735,212 @@ def geojson_features(path: str | os.PathLike, data: Any) -> Any:
     raise FormatError(path, "not a GeoJSON FeatureCollection")
 
 
-def _geojson_polygons(path: Path, data: Any) -> list[list[np.ndarray]]:
-    """Polygons (each a list of rings, exterior first) of cancer features in a GeoJSON."""
-    feats = geojson_features(path, data) or []
+def object_type(feature: Any) -> str:
+    """A feature's QuPath object type (one of OBJECT_TYPES): 0.4+'s
+    ``properties.objectType``, 0.3's ``object_type``, the alias ``type``, 0.2's feature ``id``
+    (``PathAnnotationObject``...); without one, or with a word QuPath does not know,
+    ``annotation`` (as QuPath reads it)."""
+    props = feature.get("properties") if isinstance(feature, dict) else None
+    props = props if isinstance(props, dict) else {}
+    for key in ("objectType", "object_type", "type"):
+        v = props.get(key)
+        if isinstance(v, str) and v.strip():
+            t = v.strip().lower().replace("_", "")
+            t = _LEGACY_TYPE_IDS.get(t, t)
+            return t if t in OBJECT_TYPES else "annotation"  # QuPath: unknown -> annotation
+    fid = feature.get("id") if isinstance(feature, dict) else None
+    if isinstance(fid, str) and fid.lower() in _LEGACY_TYPE_IDS:
+        return _LEGACY_TYPE_IDS[fid.lower()]
+    return "annotation"
 
-    def cls_name(f: dict) -> str | None:
-        props = f.get("properties") or {}
-        c = props.get("classification") or props.get("class") or {}
-        name = c.get("name") if isinstance(c, dict) else c
-        return name.lower() if isinstance(name, str) else None
 
-    classified = [f for f in feats if isinstance(f, dict) and cls_name(f) is not None]
-    if classified:
-        feats = [f for f in classified if cls_name(f) in TRUTH_CLASS_NAMES]
-    polys: list[list[np.ndarray]] = []
-    for f in feats:
-        geom = f.get("geometry") if isinstance(f, dict) else None
-        if not geom:
+def class_names(feature: Any) -> tuple[str, ...] | None:
+    """A feature's classification as QuPath writes it, as names from the base class on:
+    ``{"name": "Tumor"}``, 0.4+'s derived ``{"names": ["Tumor", "Positive"]}``, a string
+    ``"Tumor"`` or ``"Tumor: Positive"``, an older ``{"name": ..., "parentClass": {...}}``.
+    None when unclassified; ``("?",)`` for a classification that none of these is."""
+    props = feature.get("properties") if isinstance(feature, dict) else None
+    props = props if isinstance(props, dict) else {}
+    c = props.get("classification", props.get("class"))
+    if c is None:
+        return None
+
+    def split(text: str) -> list[str]:
+        return [t.strip() for t in text.split(":") if t.strip()]
+
+    names: list[str] = []
+    if isinstance(c, str):
+        names = split(c)
+    elif isinstance(c, dict):
+        if isinstance(c.get("names"), list):
+            names = [str(n).strip() for n in c["names"] if str(n).strip()]
+        elif isinstance(c.get("name"), str):
+            parent = class_names({"properties": {"classification": c.get("parentClass")}})
+            names = [*(parent or ()), *split(c["name"])]
+    elif isinstance(c, list):
+        names = [str(n).strip() for n in c if str(n).strip()]
+    if not names:
+        return None if c in ("", {}, []) else ("?",)
+    return tuple(names)
+
+
+def _class_label(names: tuple[str, ...] | None) -> str:
+    return "unclassified" if names is None else ": ".join(names)
+
+
+def parse_objects(objects: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Object types to read as truth from ``annotation,detection`` (``detection`` includes
+    cells; ``all`` is every type); default TRUTH_OBJECTS."""
+    if objects is None:
+        return TRUTH_OBJECTS
+    items = objects.split(",") if isinstance(objects, str) else list(objects)
+    out: list[str] = []
+    for item in (str(i).strip().lower().replace("_", "") for i in items):
+        if not item:
             continue
-        kind = geom.get("type")
-        coords = geom.get("coordinates")
-        if kind == "Polygon":
-            parts = [coords]
-        elif kind == "MultiPolygon":
-            parts = coords
+        item = (
+            item[:-1] if item.endswith("s") and item[:-1] in (*OBJECT_TYPES, "detection") else item
+        )
+        if item == "all":
+            out.extend(OBJECT_TYPES)
+        elif item in OBJECT_TYPES:
+            out.append(item)
+            if item == "detection":
+                out.append("cell")
         else:
+            raise ValueError(
+                f"--truth-objects: unknown object type {item!r}; the types are "
+                + ", ".join(("annotation", "detection", "cell", "tile", "tmacore", "all"))
+            )
+    if not out:
+        raise ValueError("--truth-objects: no object type given")
+    return tuple(dict.fromkeys(out))
+
+
+def _geometry_rings(geom: Any) -> list[list[np.ndarray]]:
+    """Polygons (each a list of rings, exterior first) of a Polygon, MultiPolygon or
+    GeometryCollection; other geometries (points, lines) hold none."""
+    if not isinstance(geom, dict):
+        return []
+    kind = geom.get("type")
+    if kind == "GeometryCollection":
+        return [p for g in geom.get("geometries") or [] for p in _geometry_rings(g)]
+    coords = geom.get("coordinates")
+    if kind == "Polygon":
+        parts = [coords]
+    elif kind == "MultiPolygon":
+        parts = coords
+    else:
+        return []
+    polys = []
+    for rings in parts or []:
+        try:
+            arrs = [np.asarray(r, dtype=np.float64)[:, :2] for r in rings if len(r) >= 3]
+        except (TypeError, ValueError, IndexError):
             continue
-        for rings in parts:
-            polys.append([np.asarray(r, dtype=np.float64)[:, :2] for r in rings if len(r) >= 3])
-    if not polys:
-        raise FormatError(path, "no tumour polygons (Polygon/MultiPolygon features) in the GeoJSON")
+        if arrs:
+            polys.append(arrs)
     return polys
 
 
+def _counted(items: Iterable[str]) -> str:
+    counts: dict[str, int] = {}
+    for it in items:
+        counts[it] = counts.get(it, 0) + 1
+    return ", ".join(f"{k} ({v})" for k, v in counts.items()) or "none"
+
+
+def truth_polygons(
+    path: str | os.PathLike,
+    data: Any,
+    truth_class: str | None = None,
+    objects: Iterable[str] | str | None = None,
+) -> list[list[np.ndarray]]:
+    """The tumour polygons of a QuPath (or any) GeoJSON: each a list of rings, exterior first.
+
+    Which features: those of the object types ``objects`` (default annotations only: QuPath's
+    detections, cells and tiles, and WSInfer's tiles, are not truth unless asked), with a
+    Polygon, MultiPolygon or GeometryCollection of polygons. Which class: ``truth_class``
+    (case-insensitive) matches a class by its full name (``Tumor: Positive``) or its first
+    name (``Tumor`` matches ``Tumor``, ``Tumor: Positive``...); by default the one first name
+    that says tumour, tumor or cancer (see :func:`default_class`). When no feature is
+    classified, all polygons are truth. Anything else is refused with a line that lists the
+    object types and classes found; a non-tumour class is never read as tumour.
+    """
+    path = Path(path)
+    wanted = parse_objects(objects)
+    feats = [f for f in (geojson_features(path, data) or []) if isinstance(f, dict)]
+    shaped = [(f, _geometry_rings(f.get("geometry"))) for f in feats]
+    shaped = [(f, rings) for f, rings in shaped if rings]
+    if not shaped:
+        geoms = _counted(
+            str((f.get("geometry") or {}).get("type", "no geometry"))
+            if isinstance(f.get("geometry"), dict)
+            else "no geometry"
+            for f in feats
+        )
+        raise FormatError(
+            path,
+            "no tumour polygons (Polygon/MultiPolygon/GeometryCollection features) in the "
+            f"GeoJSON; its geometries: {geoms}",
+        )
+    kept = [(f, rings) for f, rings in shaped if object_type(f) in wanted]
+    found_types = _counted(object_type(f) for f, _ in shaped)
+    if not kept:
+        hint = ""
+        if any(object_type(f) == "tile" for f, _ in shaped):
+            hint = " (tiles: a WSInfer output is low-resolution labels, not truth)"
+        raise FormatError(
+            path,
+            f"no {' or '.join(wanted)} polygons in the GeoJSON; it holds {found_types}{hint}; "
+            "choose object types with --truth-objects (e.g. annotation,detection)",
+        )
+    classes = [class_names(f) for f, _ in kept]
+    listed = _counted(_class_label(c) for c in classes)
+    if truth_class is not None and truth_class.strip():
+        want = ": ".join(t.strip() for t in truth_class.split(":") if t.strip()).lower()
+
+        def match(c: tuple[str, ...] | None) -> bool:
+            return c is not None and (c[0].lower() == want or ": ".join(c).lower() == want)
+
+        chosen = [rings for (f, rings), c in zip(kept, classes) if match(c)]
+        if not chosen:
+            raise FormatError(
+                path, f"no {' or '.join(wanted)} of class {truth_class!r}; classes found: {listed}"
+            )
+    elif any(c is not None for c in classes):
+        roots = list(dict.fromkeys(c[0] for c in classes if c is not None))
+        tumour = [r for r in roots if r.lower() in TRUTH_CLASS_NAMES]
+        if len(tumour) != 1:
+            named = [
+                r
+                for r in roots
+                if _TUMOUR_NAME.search(r.lower()) and not _NEGATED_NAME.search(r.lower())
+            ]
+            tumour = named if len(named) == 1 else []
+        if not tumour:
+            raise FormatError(
+                path,
+                f"no tumour class (Tumor, Tumour, Cancer) among the classes found: {listed}; "
+                "choose one with --truth-class",
+            )
+        chosen = [
+            rings for (f, rings), c in zip(kept, classes) if c is not None and c[0] == tumour[0]
+        ]
+    else:
+        chosen = [rings for _, rings in kept]
+    return [poly for rings in chosen for poly in rings]
+
+
 def rasterize_geojson(
-    path: str | os.PathLike, slide_size: tuple[int, int], downsample: int = 1
+    path: str | os.PathLike,
+    slide_size: tuple[int, int],
+    downsample: int = 1,
+    truth_class: str | None = None,
+    objects: Iterable[str] | str | None = None,
 ) -> np.ndarray:
-    """Rasterise QuPath GeoJSON polygons (level-0 px) to a bool mask at ``downsample``."""
+    """Rasterise QuPath GeoJSON polygons (level-0 px) to a bool mask at ``downsample``
+    (which polygons: :func:`truth_polygons`)."""
     from skimage.draw import polygon as draw_polygon
 
     path = Path(path)
@@ -699,7 +948,7 @@ def rasterize_geojson(
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FormatError(path, f"not valid JSON ({exc})") from exc
-    polys = _geojson_polygons(path, data)
+    polys = truth_polygons(path, data, truth_class, objects)
     sw, sh = slide_size
     w, h = sw // downsample, sh // downsample
     mask = np.zeros((h, w), bool)

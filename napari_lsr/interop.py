@@ -6,6 +6,19 @@ probabilities under ``properties.measurements``) or any CSV with a column mappin
 :func:`read_lowres` tells them apart and validates each like the native format: one line
 naming the file, the row (or feature) and the column.
 
+Layout rules (issue #23). Patches lie on one grid without overlapping (napari-lsr's own
+layout), or all overlap in one regular way, as WSInfer's ``--patch-overlap-ratio`` makes them
+(one patch size, positions every ``step`` < size px: :func:`patch_lattice`). Overlapping
+patches are each a training block, and the low-resolution model paints each pixel with the
+probability of the nearest patch centre (``evaluation.paint_labels``); on OCDC and CAMELYON16
+tiles (``benchmarks/overlap.py``) that rule beat the last-painted and the mean of the
+covering patches, and training on every patch tied training on the non-overlapping quarter.
+A patch that runs past the slide's right or bottom edge (WSInfer keeps every patch whose
+centre is in tissue) is clipped to the part inside, which is then its block, so its cancer
+fraction is taken over that part (training resamples it to the square training size like any
+block: at least half of it is inside, so it is stretched by less than 2x along the cut); a
+patch centred outside the slide is refused.
+
 :func:`export_geojson` writes a prediction's cancer regions as a GeoJSON FeatureCollection
 that QuPath imports by drag and drop (level-0 px, valid Polygon/MultiPolygon annotations,
 holes kept); :func:`write_estimates_csv` writes every estimate of a project for audit.
@@ -17,7 +30,6 @@ import csv
 import json
 import math
 import os
-import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -35,6 +47,7 @@ from .formats import (
     _number,
     _read_csv_rows,
     atomic_path,
+    default_class,
     geojson_features,
     read_lowres_csv,
     read_prediction,
@@ -154,26 +167,6 @@ def lowres_classes(path: str | os.PathLike) -> list[str]:
     return []
 
 
-_TUMOUR = re.compile(r"(?<![a-z])(tumou?r|cancer|carcinoma)")
-_NEGATED = re.compile(r"(?:^|[^a-z])(no|non|not|anti)[^a-z]*(tumou?r|cancer|carcinoma)")
-
-
-def default_class(classes: list[str]) -> str | None:
-    """The class whose name says tumour, tumor or cancer (not "notumor"), if exactly one does.
-
-    An exact name wins; a single class is its own default.
-    """
-    exact = [c for c in classes if c.lower() in ("tumor", "tumour", "cancer")]
-    if len(exact) == 1:
-        return exact[0]
-    named = [c for c in classes if _TUMOUR.search(c.lower()) and not _NEGATED.search(c.lower())]
-    if len(named) == 1:
-        return named[0]
-    if len(classes) == 1:
-        return classes[0]
-    return None
-
-
 def choose_class(path: str | os.PathLike, classes: list[str], class_name: str | None) -> str:
     """The class to read: ``class_name`` (case-insensitive, with or without ``prob_``), or the
     tumour class; a FormatError lists the classes when neither is found."""
@@ -209,17 +202,19 @@ def read_lowres(
     ``class_name`` picks the class of a WSInfer file (default: the tumour class);
     ``columns`` maps napari-lsr's fields to a CSV's columns (see :func:`parse_columns`).
     Every format is checked the same way: numbers, probabilities in [0, 1], positive sizes,
-    patches inside the slide (when ``slide_size`` is given), on one grid and not overlapping.
+    patches centred inside the slide (when ``slide_size`` is given; those running past its
+    edge are clipped, :func:`clip_to_slide`), on one grid without overlap or on one lattice of
+    overlapping patches (:func:`check_layout`).
     """
     path = Path(path)
     bins = bins or Bins()
     mapping = parse_columns(columns)
     fmt = detect_lowres_format(path, mapping)
     if fmt == NATIVE:
-        labels = read_lowres_csv(path, slide_size, bins)
+        labels = read_lowres_csv(path, None, bins)
         names = {k: k for k in LOWRES_FIELDS}
         check_layout(labels, names, _csv_error(path))
-        return labels
+        return clip_to_slide(labels, slide_size, names, _csv_error(path))
     if fmt == WSINFER_GEOJSON:
         return _read_wsinfer_geojson(path, slide_size, bins, class_name)
     if fmt == WSINFER_CSV:
@@ -278,15 +273,6 @@ def _build_labels(
         if x < 0 or y < 0:
             key = "x" if x < 0 else "y"
             raise err(f"patch starts outside the slide ({key} = {min(x, y)})", i, names[key])
-        if slide_size is not None:
-            sw, sh = slide_size
-            if x + w > sw or y + h > sh:
-                key = "width" if x + w > sw else "height"
-                raise err(
-                    f"patch ({x}, {y}, {w}x{h}) reaches outside the slide ({sw}x{sh})",
-                    i,
-                    names[key],
-                )
         if z is not None and not 0 <= z < len(bins):
             raise err(f"bin {z} is not in 0..{len(bins) - 1}", i, names.get("bin", "bin"))
     arr = np.array([r[:4] for r in records], dtype=np.int64)
@@ -296,17 +282,123 @@ def _build_labels(
     )
     labels = LowResLabels(path, arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3], prob, zs)
     check_layout(labels, names, err)
-    return labels
+    return clip_to_slide(labels, slide_size, names, err)
+
+
+def clip_to_slide(
+    labels: LowResLabels,
+    slide_size: tuple[int, int] | None,
+    names: dict[str, str],
+    err: ErrorFactory,
+) -> LowResLabels:
+    """Clip patches that run past the slide's right or bottom edge to the part inside.
+
+    WSInfer keeps every patch whose centre lies in tissue, so on a slide whose tissue reaches
+    an edge the last column and row of patches run past it. Such a patch becomes the block of
+    its part inside the slide (its cancer fraction is then taken over that part). A patch
+    whose centre lies outside the slide is refused: it is not this slide's patch.
+    """
+    if slide_size is None or len(labels) == 0:
+        return labels
+    sw, sh = int(slide_size[0]), int(slide_size[1])
+    x, y, w, h = (
+        np.asarray(a, np.int64) for a in (labels.x, labels.y, labels.width, labels.height)
+    )
+    outside = (2 * x + w > 2 * sw) | (2 * y + h > 2 * sh)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        key = "x" if 2 * x[i] + w[i] > 2 * sw else "y"
+        raise err(
+            f"patch ({x[i]}, {y[i]}, {w[i]}x{h[i]}) has its centre outside the slide "
+            f"({sw}x{sh}): is this the slide the patches were made for?",
+            i + 1,
+            names[key],
+        )
+    if ((x + w <= sw) & (y + h <= sh)).all():
+        return labels
+    return LowResLabels(
+        labels.path,
+        x,
+        y,
+        np.minimum(x + w, sw) - x,
+        np.minimum(y + h, sh) - y,
+        labels.probability,
+        labels.bin,
+    )
+
+
+def _step(pos: np.ndarray, size: int) -> int:
+    """The most common gap between the sorted distinct positions (``size`` when one)."""
+    u = np.unique(pos)
+    if len(u) < 2:
+        return size
+    gaps, counts = np.unique(np.diff(u), return_counts=True)
+    return int(gaps[counts.argmax()])
+
+
+def _mode(values: np.ndarray) -> int:
+    vals, counts = np.unique(values, return_counts=True)
+    return int(vals[counts.argmax()])
+
+
+def patch_lattice(x: Any, y: Any, width: Any, height: Any) -> tuple[int, int, int, int] | None:
+    """``(step_x, step_y, patch_w, patch_h)`` of overlapping patches on one lattice (WSInfer's
+    ``--patch-overlap-ratio``: patches of one size every ``step`` px, step < size); None when
+    the patches do not overlap (a grid, napari-lsr's own layout).
+
+    The patch size is the most common one; the step is the most common gap between distinct
+    positions (tissue gaps make larger gaps, never smaller ones).
+    """
+    x, y, w, h = (np.asarray(a, np.int64) for a in (x, y, width, height))
+    if len(x) < 2:
+        return None
+    pw, ph = _mode(w), _mode(h)
+    sx, sy = _step(x, pw), _step(y, ph)
+    if sx >= pw and sy >= ph:
+        return None
+    return min(sx, pw), min(sy, ph), pw, ph
 
 
 def check_layout(labels: LowResLabels, names: dict[str, str], err: ErrorFactory) -> None:
-    """Refuse patches off the first patch's grid, and patches that overlap an earlier one."""
+    """Refuse patches off the first patch's grid, and patches that overlap an earlier one,
+    unless all patches overlap in one regular way (:func:`patch_lattice`, WSInfer's
+    ``--patch-overlap-ratio``): then every patch must be of that size and on that lattice.
+    The same box twice is always refused (which of its probabilities would be right?)."""
     n = len(labels)
     if n == 0:
         return
     x, y, w, h = (
         np.asarray(a, np.int64) for a in (labels.x, labels.y, labels.width, labels.height)
     )
+    boxes = np.stack([x, y, w, h], axis=1)
+    _, first, inverse = np.unique(boxes, axis=0, return_index=True, return_inverse=True)
+    dup = np.flatnonzero(first[inverse.ravel()] != np.arange(n))
+    if len(dup):
+        j = int(dup[0])
+        _overlap(err, names, labels, int(first[inverse.ravel()[j]]), j)
+    lattice = patch_lattice(x, y, w, h)
+    if lattice is not None:
+        sx, sy, pw, ph = lattice
+        ox, oy = int(x[0] % sx), int(y[0] % sy)
+        for key, off, pos, step in (("x", ox, x, sx), ("y", oy, y, sy)):
+            bad = np.flatnonzero((pos - off) % step)
+            if len(bad):
+                i = int(bad[0])
+                raise err(
+                    f"patch at ({x[i]}, {y[i]}) is off the patch grid (overlapping patches of "
+                    f"{pw}x{ph} px start every {sx}x{sy} px from ({ox}, {oy}), as row 1's does)",
+                    i + 1,
+                    names[key],
+                )
+        odd = np.flatnonzero((w != pw) | (h != ph))
+        if len(odd):
+            i = int(odd[0])
+            raise err(
+                f"patch of {w[i]}x{h[i]} px among overlapping patches of {pw}x{ph} px",
+                i + 1,
+                names["width" if w[i] != pw else "height"],
+            )
+        return
     ox, oy = int(x[0] % w[0]), int(y[0] % h[0])
     for key, off, pos, size in (("x", ox, x, w), ("y", oy, y, h)):
         bad = np.flatnonzero((pos - off) % size)
@@ -321,13 +413,7 @@ def check_layout(labels: LowResLabels, names: dict[str, str], err: ErrorFactory)
     gx, gy = int(np.gcd.reduce(w)), int(np.gcd.reduce(h))
     cols = int((x + w).max() - ox) // gx
     rows = int((y + h).max() - oy) // gy
-    if rows * cols > _MAX_CANVAS:
-        boxes = np.stack([x, y, w, h], axis=1)
-        _, first, inverse = np.unique(boxes, axis=0, return_index=True, return_inverse=True)
-        dup = np.flatnonzero(first[inverse.ravel()] != np.arange(n))
-        if len(dup):
-            j = int(dup[0])
-            _overlap(err, names, labels, int(first[inverse.ravel()[j]]), j)
+    if rows * cols > _MAX_CANVAS:  # too large to paint: exact duplicates were checked above
         return
     owner = np.zeros((rows, cols), np.int64)  # 1-based row of the patch covering each cell
     c0, r0 = (x - ox) // gx, (y - oy) // gy
@@ -476,6 +562,63 @@ def prediction_mpp(meta: dict[str, Any], slide_mpp: float | None = None) -> floa
     return None
 
 
+#: QuPath measurement names of an exported region (QuPath's measurements are numbers).
+MEASUREMENT_THRESHOLD = "LSR threshold"
+MEASUREMENT_AREA_UM2 = "LSR area um^2"
+MEASUREMENT_AREA_PX = "LSR area px^2"
+#: Holes smaller than this many prediction pixels are filled unless a minimum is given.
+DEFAULT_MIN_HOLE_PIXELS = 2
+#: Smoothing: the pixel-edged outline cut into edges of one prediction pixel, this many rounds
+#: of Chaikin's corner cutting (the outline moves by a quarter of a prediction pixel at most),
+#: then collinear points dropped (Douglas-Peucker at this many prediction pixels).
+SMOOTH_ROUNDS = 2
+SMOOTH_TOLERANCE_PIXELS = 0.05
+
+
+def _chaikin(ring: np.ndarray, rounds: int) -> np.ndarray:
+    """A closed ring (first point repeated last) after ``rounds`` of corner cutting."""
+    pts = np.asarray(ring, np.float64)[:-1]
+    for _ in range(rounds):
+        nxt = np.roll(pts, -1, axis=0)
+        q, r = 0.75 * pts + 0.25 * nxt, 0.25 * pts + 0.75 * nxt
+        pts = np.stack([q, r], axis=1).reshape(-1, 2)
+    return np.vstack([pts, pts[:1]])
+
+
+def smooth_polygon(poly: Any, pixel: float) -> list[Any]:
+    """A pixel-edged polygon without the staircase of its grid (``pixel``: one grid pixel in
+    the polygon's units): its edges cut to one pixel at most, corners cut SMOOTH_ROUNDS times
+    (Chaikin), then collinear points dropped; made valid, so it may come back as several
+    polygons.
+
+    On blobs a few prediction pixels across the round trip (export, read back as truth) keeps
+    masked DICE within 0.01 of the pixel-edged outline's.
+    """
+    import shapely
+    from shapely.geometry import Polygon
+
+    out = []
+    # edges of one pixel at most, so a corner is cut by a quarter pixel, not a quarter of a
+    # long edge (a large blocky region keeps its shape; only the staircase goes)
+    for part in _polygons(shapely.segmentize(poly, pixel)):
+        shell = _chaikin(np.asarray(part.exterior.coords)[:, :2], SMOOTH_ROUNDS)
+        holes = [_chaikin(np.asarray(r.coords)[:, :2], SMOOTH_ROUNDS) for r in part.interiors]
+        smooth = Polygon(shell, holes)
+        smooth = shapely.simplify(smooth, SMOOTH_TOLERANCE_PIXELS * pixel, preserve_topology=True)
+        out.extend(_polygons(smooth))
+    return out
+
+
+def fill_holes(poly: Any, min_area: float) -> Any:
+    """``poly`` without the holes smaller than ``min_area``."""
+    from shapely.geometry import Polygon
+
+    if min_area <= 0 or not poly.interiors:
+        return poly
+    keep = [r for r in poly.interiors if Polygon(r).area >= min_area]
+    return Polygon(poly.exterior, keep)
+
+
 def region_features(
     values: np.ndarray,
     meta: dict[str, Any],
@@ -483,11 +626,22 @@ def region_features(
     min_area_um2: float = 0.0,
     simplify_um: float | None = None,
     slide_mpp: float | None = None,
+    min_hole_um2: float | None = None,
+    smooth: bool = False,
 ) -> list[dict[str, Any]]:
     """GeoJSON features (level-0 px) of the regions where a uint8 prediction >= threshold.
 
-    ``min_area_um2`` drops smaller regions; ``simplify_um`` is the simplification tolerance
-    (default: half a prediction pixel), topology preserved, every polygon valid.
+    ``min_area_um2`` drops smaller regions; ``min_hole_um2`` fills smaller holes (default: the
+    region minimum, and at least DEFAULT_MIN_HOLE_PIXELS prediction pixels, so one-pixel holes
+    go; 0 keeps every hole). ``smooth`` removes the staircase of the prediction grid
+    (:func:`smooth_polygon`; the outline moves by a quarter of a prediction pixel at most);
+    otherwise ``simplify_um`` is the simplification tolerance (default: half a prediction
+    pixel). Topology is preserved and every polygon is valid.
+
+    Each feature is a QuPath annotation classified ``Tumor``; its numbers (threshold, area in
+    um² and px²) are QuPath ``measurements`` (a dict of numbers, as QuPath 0.4+ writes them;
+    QuPath's measurements hold numbers only), the model and loss are in its ``name`` and
+    ``metadata`` (strings), and everything again as top-level properties for other readers.
     """
     import shapely
     from shapely.geometry import mapping
@@ -495,35 +649,56 @@ def region_features(
 
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold {threshold} must be in (0, 1]")
-    if min_area_um2 < 0 or (simplify_um is not None and simplify_um < 0):
-        raise ValueError("the minimum area and the simplification tolerance cannot be negative")
+    if (
+        min_area_um2 < 0
+        or (simplify_um is not None and simplify_um < 0)
+        or (min_hole_um2 is not None and min_hole_um2 < 0)
+    ):
+        raise ValueError("minimum areas and the simplification tolerance cannot be negative")
     d = float(meta["downsample"])
     mpp0 = prediction_mpp(meta, slide_mpp)
-    if mpp0 is None and (min_area_um2 > 0 or simplify_um):
+    if mpp0 is None and (min_area_um2 > 0 or simplify_um or min_hole_um2):
         raise ValueError("the slide's mpp is unknown: give --slide-mpp for areas in um")
     cut = max(1, math.ceil(threshold * 255 - 1e-9))
     polys = mask_polygons(np.asarray(values) >= cut, d)
     tol = 0.5 * d if simplify_um is None else simplify_um / (mpp0 or 1.0)
     min_area = min_area_um2 / (mpp0 * mpp0) if mpp0 else 0.0
+    if min_hole_um2 is None:
+        min_hole = max(min_area, DEFAULT_MIN_HOLE_PIXELS * d * d + 1e-9)
+    else:
+        min_hole = min_hole_um2 / (mpp0 * mpp0) if mpp0 else 0.0
     model = meta.get("model")
+    model_name = Path(str(model)).stem if model else None
+    loss = meta.get("loss")
     props = {
-        "model": Path(str(model)).stem if model else None,
+        "model": model_name,
         "model_path": str(model) if model else None,
-        "loss": meta.get("loss"),
+        "loss": loss,
         "threshold": float(threshold),
         "slide": str(meta.get("slide", "")),
     }
+    about = ", ".join(str(v) for v in (model_name, loss) if v)
     feats = []
     for poly in polys:
         if poly.area < min_area:
             continue
-        geom = shapely.simplify(poly, tol, preserve_topology=True) if tol > 0 else poly
-        parts = [p for p in _polygons(geom) if p.area >= min_area]
+        poly = fill_holes(poly, min_hole)
+        if smooth:
+            parts = smooth_polygon(poly, d)
+        else:
+            geom = shapely.simplify(poly, tol, preserve_topology=True) if tol > 0 else poly
+            parts = _polygons(geom)
+        parts = [fill_holes(p, min_hole) for p in parts if p.area >= min_area]
         if not parts:
             continue
         parts = [orient(p, 1.0) for p in parts]
         geom = parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts)
         area = float(geom.area)
+        area_um2 = area * mpp0 * mpp0 if mpp0 else None
+        measurements = {MEASUREMENT_THRESHOLD: float(threshold), MEASUREMENT_AREA_PX: area}
+        if area_um2 is not None:
+            measurements[MEASUREMENT_AREA_UM2] = area_um2
+        n = len(feats) + 1
         feats.append(
             {
                 "type": "Feature",
@@ -531,12 +706,13 @@ def region_features(
                 "geometry": mapping(geom),
                 "properties": {
                     "objectType": "annotation",
-                    "name": f"{REGION_CLASS} {len(feats) + 1}",
+                    "name": f"{REGION_CLASS} {n} ({about})" if about else f"{REGION_CLASS} {n}",
                     "classification": {"name": REGION_CLASS, "color": list(REGION_COLOR)},
                     "isLocked": False,
+                    "measurements": measurements,
                     **props,
                     "area_px": area,
-                    "area_um2": area * mpp0 * mpp0 if mpp0 else None,
+                    "area_um2": area_um2,
                     "metadata": {k: str(v) for k, v in props.items() if v is not None},
                 },
             }
@@ -551,20 +727,31 @@ def export_geojson(
     min_area_um2: float = 0.0,
     simplify_um: float | None = None,
     slide_mpp: float | None = None,
+    min_hole_um2: float | None = None,
+    smooth: bool = False,
 ) -> dict[str, Any]:
-    """Write a prediction's cancer regions to ``out`` as a QuPath-ready FeatureCollection.
+    """Write a prediction's cancer regions to ``out`` as a QuPath-ready FeatureCollection
+    (see :func:`region_features`).
 
-    Returns a summary: features, total area (level-0 px and um² when the mpp is known).
+    Returns a summary: features, holes, total area (level-0 px and um² when the mpp is known).
     """
     values, meta = read_prediction(pred)
-    feats = region_features(values, meta, threshold, min_area_um2, simplify_um, slide_mpp)
+    feats = region_features(
+        values, meta, threshold, min_area_um2, simplify_um, slide_mpp, min_hole_um2, smooth
+    )
     collection = {"type": "FeatureCollection", "features": feats}
     write_json(out, collection, indent=None)
     area = sum(f["properties"]["area_px"] for f in feats)
     mpp0 = prediction_mpp(meta, slide_mpp)
+    holes = 0
+    for f in feats:
+        g = f["geometry"]
+        polys = [g["coordinates"]] if g["type"] == "Polygon" else g["coordinates"]
+        holes += sum(len(rings) - 1 for rings in polys)
     return {
         "path": str(out),
         "features": len(feats),
+        "holes": holes,
         "area_px": area,
         "area_um2": area * mpp0 * mpp0 if mpp0 else None,
         "model": meta.get("model"),

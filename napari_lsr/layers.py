@@ -83,15 +83,34 @@ def bin_color(b: int, n_bins: int) -> str:
 
 
 def labels_raster(labels: LowResLabels, slide_size: tuple[int, int]) -> tuple[np.ndarray, int]:
-    """Bin+1 of each block painted on a grid of ``cell`` level-0 px (0 = no block)."""
-    vals = np.concatenate([labels.x, labels.y, labels.width, labels.height]).astype(np.int64)
+    """Bin+1 of each block painted on a grid of ``cell`` level-0 px (0 = no block).
+
+    Overlapping patches are painted from their centres, as the low-resolution model is
+    (``evaluation.paint_labels``): each patch's step x step cell around its centre on top.
+    """
+    from .interop import patch_lattice
+
+    lattice = patch_lattice(labels.x, labels.y, labels.width, labels.height)
+    extra = [] if lattice is None else [lattice[0], lattice[1]]
+    if lattice is not None:
+        extra += [(lattice[2] - lattice[0]) // 2, (lattice[3] - lattice[1]) // 2]
+    vals = np.concatenate(
+        [labels.x, labels.y, labels.width, labels.height, np.asarray(extra, np.int64)]
+    ).astype(np.int64)
     cell = int(np.gcd.reduce(vals[vals > 0])) if np.any(vals > 0) else 1
     sw, sh = slide_size
     while math.ceil(sw / cell) * math.ceil(sh / cell) > MAX_RASTER_PIXELS:
         cell *= 2
     raster = np.zeros((math.ceil(sh / cell), math.ceil(sw / cell)), np.uint8)
-    for x, y, w, h, z in zip(labels.x, labels.y, labels.width, labels.height, labels.bin):
+    boxes = list(zip(labels.x, labels.y, labels.width, labels.height, labels.bin))
+    for x, y, w, h, z in boxes:
         raster[y // cell : (y + h) // cell, x // cell : (x + w) // cell] = z + 1
+    if lattice is not None:
+        sx, sy, pw, ph = lattice
+        for x, y, w, h, z in boxes:
+            cx, cy = x + (pw - sx) // 2, y + (ph - sy) // 2
+            x1, y1 = min(cx + sx, x + w), min(cy + sy, y + h)
+            raster[cy // cell : y1 // cell, cx // cell : x1 // cell] = z + 1
     return raster, cell
 
 

@@ -171,7 +171,8 @@ def test_slide_without_mpp(project_copy, tmp_path, capsys):
 
 def test_labels_outside_slide(project_copy, tmp_path, capsys):
     labels = tmp_path / "l.csv"
-    labels.write_text("x,y,width,height,probability\n700,700,128,128,0.5\n")
+    # centred outside the 768 px slide (a block that only runs past the edge is clipped)
+    labels.write_text("x,y,width,height,probability\n720,720,128,128,0.5\n")
     e = project_copy.slides[0]
     one_line_error(
         capsys,

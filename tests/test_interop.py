@@ -185,7 +185,8 @@ BAD = {
     "probability": ([(0, 0, 100, 0.5), (100, 0, 100, 1.5)], 2, "p", "outside [0, 1]"),
     "overlap": ([(0, 0, 100, 0.5), (100, 0, 100, 0.2), (0, 0, 100, 0.3)], 3, "x", "overlaps row 1"),
     "off grid": ([(0, 0, 100, 0.5), (150, 0, 100, 0.2)], 2, "x", "off the patch grid"),
-    "outside": ([(0, 0, 100, 0.5), (250, 0, 100, 0.2)], 2, "w", "outside the slide"),
+    # a patch past the edge is clipped (WSInfer's edge patches); one centred outside is refused
+    "outside": ([(0, 0, 100, 0.5), (300, 0, 100, 0.2)], 2, "x", "centre outside the slide"),
 }
 
 

@@ -169,6 +169,13 @@ class ComparisonWidget(QWidget):
         self.truth_edit = QLineEdit(inputs)
         self.truth_edit.setPlaceholderText("mask image or QuPath GeoJSON")
         form.addRow("Ground truth", self._with_button(self.truth_edit, self._browse_truth))
+        self.truth_class_edit = QLineEdit(inputs)
+        self.truth_class_edit.setPlaceholderText("Tumor / Tumour / Cancer")
+        self.truth_class_edit.setToolTip(
+            "Class of a GeoJSON truth's annotations: its full name (Tumor: Positive) or first "
+            "name (Tumor also matches Tumor: Positive); empty: the tumour/tumor/cancer class"
+        )
+        form.addRow("Truth class", self.truth_class_edit)
         self.labels_edit = QLineEdit(inputs)
         self.labels_edit.setPlaceholderText("low-res CSV (optional)")
         form.addRow("Low-res labels", self._with_button(self.labels_edit, self._browse_labels))
@@ -509,6 +516,7 @@ class ComparisonWidget(QWidget):
             recompute=self.recompute_check.isChecked(),
             heatmap=self.heatmap_check.isChecked(),
             device=self.device,
+            truth_class=self.truth_class_edit.text().strip() or None,
         )
 
     def run(self) -> Any:
