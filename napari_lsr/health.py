@@ -50,11 +50,13 @@ ADVICE = (
     "try the napari-lsr preset (BatchNorm, lr 1e-3), more steps, or check the prior: "
     "its means must rise with the bins"
 )
-#: A step whose loss rises over the step before by more than MAX_JUMP spreads (the std of the
-#: JUMP_WINDOW losses before it) is a loss jump (BENCHMARKS.md, issue 22: a healthy run's
-#: largest rise measured under MAX_JUMP; the BatchNorm switch of session 6 made 50-7800).
+#: A loss whose level (the median of the last JUMP_LAST steps) rises over the mean of the
+#: JUMP_WINDOW steps before by more than MAX_JUMP of their stds has jumped (BENCHMARKS.md,
+#: issue 22: the BatchNorm switch of session 6 made jumps of 50 and more; see loss_jump).
 MAX_JUMP = 10.0
 JUMP_WINDOW = 50
+#: The loss's level is the median of this many last steps (see :func:`loss_jump`).
+JUMP_LAST = 3
 
 
 @dataclass
@@ -267,14 +269,19 @@ def check_model(model: Any, blocks: Any, eta: np.ndarray, rho: np.ndarray, per_b
     return assess(fr, blocks.z[idx], eta, rho)
 
 
-def loss_jump(history: Sequence[float], window: int = JUMP_WINDOW) -> float:
-    """How far the last loss rose over the one before, in stds of the ``window`` losses
-    before it (a rise of 0 or less: 0); NaN while fewer than ``window + 1`` losses."""
-    if len(history) < window + 1:
+def loss_jump(history: Sequence[float], window: int = JUMP_WINDOW, last: int = JUMP_LAST) -> float:
+    """How far the loss has risen: the median of the ``last`` losses over the mean of the
+    ``window`` losses before them, in their stds (0 when it has not risen); NaN while there
+    are fewer than ``window + last`` losses. The median makes it a level that moved, not one
+    batch: a batch holding a block the model gets badly wrong in a bin with a narrow prior
+    costs one step (single steps of up to 13 spreads in healthy runs, BENCHMARKS.md), a
+    jump lasts."""
+    if len(history) < window + last:
         return math.nan
-    h = np.asarray(history[-window - 1 :], np.float64)
-    spread = max(float(h[:-1].std()), 1e-6)
-    return max(0.0, float(h[-1] - h[-2]) / spread)
+    h = np.asarray(history[-window - last :], np.float64)
+    before = h[:window]
+    spread = max(float(before.std()), 1e-6)
+    return max(0.0, float(np.median(h[window:]) - before.mean()) / spread)
 
 
 def falling_bins(eta: Sequence[float], z: Sequence[int] | np.ndarray) -> list[int]:
@@ -308,19 +315,25 @@ class Watch:
         self.window, self.max_jump = window, max_jump
         self.losses: list[float] = []
         self.followed = False  # a check found the model healthy
+        self.jumping = False  # the loss is up after a jump (already reported)
 
     def loss(self, step: int, value: float) -> Alarm | None:
         """Record a step's loss; an alarm when it jumped."""
         self.losses.append(float(value))
-        del self.losses[: -self.window - 1]
+        del self.losses[: -self.window - JUMP_LAST]
         jump = loss_jump(self.losses, self.window)
-        if jump > self.max_jump:
+        if jump > self.max_jump and not self.jumping:
+            self.jumping = True  # one alarm per jump
+            before = float(np.mean(self.losses[: self.window]))
             return Alarm(
                 step,
                 "loss jump",
-                f"the loss jumped at step {step} ({self.losses[-2]:.3g} to {value:.3g}, "
-                f"{jump:.0f} times its recent spread)",
+                f"the loss jumped by step {step} (from about {before:.3g} to "
+                f"{float(np.median(self.losses[-JUMP_LAST:])):.3g}, {jump:.0f} times its "
+                "recent spread)",
             )
+        if not jump > self.max_jump:
+            self.jumping = False
         return None
 
     def health(self, step: int, h: Health) -> Alarm | None:
@@ -335,3 +348,4 @@ class Watch:
     def restart(self) -> None:
         """Forget the losses (after the run went back to earlier weights)."""
         self.losses.clear()
+        self.jumping = False

@@ -175,19 +175,25 @@ def test_loss_jumps_are_measured_against_the_recent_spread() -> None:
 
     rng = np.random.default_rng(0)
     noise = list(1.0 + 0.1 * rng.standard_normal(JUMP_WINDOW))
-    assert np.isnan(loss_jump(noise))  # too little history
-    assert loss_jump([*noise, noise[-1] - 5]) == 0.0  # a fall is no jump
-    spread = np.std(noise)
-    assert loss_jump([*noise, noise[-1] + 3 * spread]) == pytest.approx(3.0)
+    assert np.isnan(loss_jump([*noise, 1.0, 1.0]))  # too little history
+    assert loss_jump([*noise, -4.0, -4.0, -4.0]) == 0.0  # a fall is no jump
+    mean, spread = np.mean(noise), np.std(noise)
+    assert loss_jump([*noise, 0.0, mean + 3 * spread, mean + 4 * spread]) == pytest.approx(3.0)
+    # one hard batch is no jump: the level (median of the last 3 steps) did not move
+    assert loss_jump([*noise, mean, mean + 50 * spread, mean]) == 0.0
     watch = Watch()
-    # 2000 steps of noisy, slowly falling loss: never an alarm
+    # 2000 steps of noisy, slowly falling loss with a few single-batch spikes: no alarm
     series = 1.0 - np.linspace(0, 0.5, 2000) + 0.1 * rng.standard_normal(2000)
+    series[[300, 900, 1500]] += 3.0
     assert all(watch.loss(i + 1, v) is None for i, v in enumerate(series))
-    alarm = watch.loss(2001, series[-1] + (MAX_JUMP + 2) * 0.1 * np.sqrt(2))
-    assert alarm is not None and alarm.kind == "loss jump" and alarm.step == 2001
-    assert "the loss jumped at step 2001" in alarm.message
+    up = series[-1] + (MAX_JUMP + 5) * 0.1
+    assert watch.loss(2001, up) is None  # one step up: not yet a level
+    alarm = watch.loss(2002, up)
+    assert alarm is not None and alarm.kind == "loss jump" and alarm.step == 2002
+    assert "the loss jumped by step 2002" in alarm.message
+    assert watch.loss(2003, up) is None  # one alarm per jump
     watch.restart()
-    assert watch.loss(2002, 100.0) is None  # after going back: no history, no verdict
+    assert watch.loss(2004, 100.0) is None  # after going back: no history, no verdict
 
 
 def test_a_collapse_alarms_only_after_the_model_followed_the_bins() -> None:
