@@ -356,3 +356,63 @@ def test_a_runtime_error_in_the_run_is_reported(
     assert "RuntimeError: CUDA out of memory" in text and "\n" not in text
     assert shown == [f"napari-lsr: {text}"]
     assert widget.run_button.isEnabled() and widget.comparison is None
+
+
+def test_regions_to_qupath_after_a_comparison_reads_back_with_evaluate(
+    make_napari_viewer, qtbot, project_with_model, monkeypatch, tmp_path
+):
+    """Issue 24.1: the models of the list get their prediction once the comparison ran, so
+    Regions to QuPath (the selected score row) writes a file that ``evaluate --truth`` reads."""
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_lsr import cli
+    from napari_lsr.formats import read_prediction
+
+    proj = project_with_model
+    viewer, widget = make_widget(make_napari_viewer, proj)
+    run_and_wait(qtbot, widget)
+    assert widget.status.styleSheet() == "", widget.status.text()
+    pred = proj.predictions_dir / "lsr.tiff"
+    widget.table.selectRow(1)  # the model's row, as a user clicks it
+    asked: list = []
+    out = tmp_path / "regions.geojson"
+
+    def save_dialog(parent, caption, start, filt):
+        asked.append(start)
+        return str(out), filt
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", save_dialog)
+    # the tiny model barely learns: cut at its median so that there are regions to export
+    values, _ = read_prediction(pred)
+    cut = float(np.median(values)) / 255.0
+    monkeypatch.setattr(
+        type(widget), "export_regions", partial_threshold(type(widget).export_regions, cut)
+    )
+    widget._browse_export_regions()
+    assert asked and asked[0].endswith("lsr_regions.geojson"), asked
+    assert out.exists(), widget.status.text()
+    assert "region(s) of lsr" in widget.status.text()
+    feats = json.loads(out.read_text())["features"]
+    assert feats
+    scores = tmp_path / "scores.json"
+    rc = cli.main(
+        [
+            "evaluate",
+            "--truth",
+            str(out),
+            "--slide",
+            str(proj.slides[0].path),
+            "--labels",
+            str(proj.slides[0].labels),
+            "--json",
+            str(scores),
+        ]
+    )
+    assert rc == 0 and scores.exists()
+
+
+def partial_threshold(method, threshold: float):
+    def call(self, path, threshold_=threshold):
+        return method(self, path, threshold=threshold_)
+
+    return call

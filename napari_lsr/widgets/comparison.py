@@ -179,7 +179,8 @@ class ComparisonWidget(QWidget):
         models = QGroupBox("Models", self)
         mv = QVBoxLayout(models)
         self.models_list = QListWidget(models)
-        self.models_list.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.models_list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.models_list.setToolTip("tick the models to compare; select one for Regions to QuPath")
         self.models_list.setMaximumHeight(90)
         mv.addWidget(self.models_list)
         row = QHBoxLayout()
@@ -271,6 +272,8 @@ class ComparisonWidget(QWidget):
         table.setHorizontalHeaderLabels(["Model", *(c.replace(" ", "\n") for c in TABLE_COLUMNS)])
         table.verticalHeader().setVisible(False)
         table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         table.setWordWrap(False)
         table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -580,6 +583,7 @@ class ComparisonWidget(QWidget):
 
     def _on_done(self, comp: Comparison) -> None:
         self.comparison = comp
+        self._record_predictions(comp)
         self._show_layers(comp)
         self.legend.set_entries(comp.legend())
         self._fill_table(comp)
@@ -669,13 +673,55 @@ class ComparisonWidget(QWidget):
         self._info(f"metrics written to {out}")
         return out
 
+    def _record_predictions(self, comp: Comparison) -> None:
+        """Note on the listed models the prediction files the run made or reused (the run
+        works on copies), so that Regions to QuPath finds them."""
+        ran = {
+            str(b.entry.checkpoint): b.entry.prediction
+            for b in comp.boundaries
+            if b.kind == "model" and b.entry is not None and b.entry.checkpoint is not None
+        }
+        for i in range(self.models_list.count()):
+            entry = self.models_list.item(i).data(ENTRY_ROLE)
+            if entry is not None and entry.checkpoint is not None:
+                pred = ran.get(str(entry.checkpoint))
+                if pred is not None:
+                    entry.prediction = pred
+
+    def _table_entry(self) -> ModelEntry | None:
+        """The model of the score table's selected row (None: none, or the low-res row)."""
+        comp = self.comparison
+        row = self.table.currentRow()
+        if comp is None or row < 0 or not self.table.selectionModel().hasSelection():
+            return None
+        item = self.table.item(row, 0)
+        name = item.text() if item is not None else None
+        for b in comp.boundaries:
+            if b.kind == "model" and b.entry is not None and b.entry.name == name:
+                return b.entry
+        return None
+
     def _regions_entry(self) -> ModelEntry | None:
-        """The selected model with a prediction, else the first ticked one that has one."""
+        """The model selected in the score table or the models list, when it has a
+        prediction; else the first ticked one that has one, else the last comparison's."""
+        chosen = self._table_entry()
+        if chosen is not None and chosen.prediction is not None:
+            return chosen
         item = self.models_list.currentItem()
         chosen = item.data(ENTRY_ROLE) if item is not None else None
         if chosen is not None and chosen.prediction is not None:
             return chosen
-        return next((e for e in self.entries() if e.prediction is not None), None)
+        found = next((e for e in self.entries() if e.prediction is not None), None)
+        if found is None and self.comparison is not None:
+            found = next(
+                (
+                    b.entry
+                    for b in self.comparison.boundaries
+                    if b.kind == "model" and b.entry is not None and b.entry.prediction
+                ),
+                None,
+            )
+        return found
 
     def export_regions(self, path: str | Path, threshold: float = CANCER_THRESHOLD) -> Path | None:
         """Save the selected model's cancer regions as QuPath GeoJSON (level-0 px)."""
