@@ -188,3 +188,23 @@ def test_ctrl_c_is_for_napari_not_the_child(project_copy) -> None:
         if getattr(ev, "kind", "") == "step" and ev.step == 2:
             os.kill(pids[0], signal.SIGINT)
     assert events[-1].kind == "done" and events[-1].step == 6
+
+
+def test_the_default_child_runs_at_nice_10_not_idle() -> None:
+    """Issue 24.2: at idle priority a busy machine starved the run; the default is nice 10."""
+    assert run.CHILD_PRIORITY == "low"
+    run.prepare_subprocess()
+    proc = run._STANDBY[run.CHILD_PRIORITY]
+    try:
+        if hasattr(os, "getpriority"):
+            want = min(19, os.nice(0) + 10)
+            deadline = time.monotonic() + 30
+            while os.getpriority(os.PRIO_PROCESS, proc.pid) != want:
+                assert time.monotonic() < deadline, "the child never lowered its priority"
+                time.sleep(0.05)
+        if hasattr(os, "SCHED_IDLE"):
+            assert os.sched_getscheduler(proc.pid) != os.SCHED_IDLE
+    finally:
+        with run._STANDBY_LOCK:
+            run._STANDBY.pop(run.CHILD_PRIORITY, None)
+        run._release(proc, kill=True)

@@ -396,3 +396,78 @@ def test_force_stop_ends_a_run_whose_step_never_finishes(widget, qtbot) -> None:
     assert rec.finished[-1] == ("", "failed")
     assert "force-stopped" in widget.status_label.text()
     assert widget.cancel_btn.text() == "Cancel" and widget.train_btn.isEnabled()
+
+
+# -- issue 24.2: priority, ETA as a duration, elapsed after Resume ---------------------------
+
+
+def test_eta_and_elapsed_read_as_durations() -> None:
+    from napari_lsr.widgets.training_view import fmt_duration
+
+    assert fmt_duration(4 * 3600 + 34 * 60 + 43) == "4 h 35 min"  # was "4:34:43"
+    assert fmt_duration(200) == "3 min 20 s"
+    assert fmt_duration(45) == "45 s"
+    assert fmt_duration(120) == "2 min"
+    assert fmt_duration(7200) == "2 h"
+    assert fmt_duration(float("nan")) == "–"
+
+
+def test_training_priority_is_low_by_default_and_a_setting(make_napari_viewer, monkeypatch) -> None:
+    """A busy workstation must not starve the run: nice 10 by default, idle on request."""
+    from napari_lsr import run
+
+    assert run.CHILD_PRIORITY == "low"
+    w = tw.TrainingWidget(make_napari_viewer())
+    assert w.priority == "low" and w.priority_combo.currentData() == "low"
+    assert "nice 10" in w.priority_combo.currentText()
+    assert [w.priority_combo.itemData(i) for i in range(w.priority_combo.count())] == [
+        "low",
+        "idle",
+        "normal",
+    ]
+    w.priority_combo.setCurrentIndex(w.priority_combo.findData("idle"))
+    assert w.priority == "idle"
+    monkeypatch.setattr(tw, "TrainWorker", lambda handle, func, *args, **kwargs: kwargs)
+    assert w.make_worker(tiny_plan_stub(), tw.RunHandle())["priority"] == "idle"
+    w.set_priority("normal")
+    assert w.priority == "normal" and tw.TrainingWidget.priority == "low"
+    with pytest.raises(ValueError):
+        w.set_priority("realtime")
+
+
+def tiny_plan_stub():
+    from napari_lsr.config import TrainConfig
+    from napari_lsr.run import RunPlan
+
+    return RunPlan(out=Path("never.pt"), cache_dir=Path("."), config=TrainConfig())
+
+
+def test_elapsed_goes_on_after_resume(widget, qtbot, monkeypatch) -> None:
+    """The resumed run's elapsed time starts at its card's duration, not at 0."""
+    from napari_lsr.training import TrainEvent
+
+    ckpt = widget.models_dir / "half.pt"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.write_bytes(b"")
+    card = {"name": "half", "checkpoint": "half.pt", "status": "cancelled", "loss": "intra"}
+    card.update(steps=12, steps_planned=24, duration_s=2 * 3600 + 60, distance="gaussian")
+    ckpt.with_suffix(".card.json").write_text(json.dumps(card))
+    monkeypatch.setattr("napari_lsr.widgets.training.vet_checkpoint", lambda *a: True)
+    monkeypatch.setattr("napari_lsr.training.is_trusted", lambda path: True)
+
+    def fake_run(plan, cancel, finished):
+        yield TrainEvent("start", 12, 24, device="cpu")
+        yield TrainEvent("step", 13, 24, loss=0.5, lr=1e-3, blocks_per_s=10.0, eta_s=90.0)
+        finished.set()
+
+    def make_worker(plan, handle):
+        return tw.TrainWorker(handle, fake_run, plan, handle.cancel, handle.finished)
+
+    monkeypatch.setattr(widget, "make_worker", make_worker)
+    rec = Recorder(widget)
+    assert widget.resume(ckpt)
+    qtbot.waitUntil(lambda: bool(rec.finished), timeout=30_000)
+    widget.progress_view.mark_dirty()
+    widget._refresh()
+    text = widget.speed_label.text()
+    assert "ETA 1 min 30 s" in text and "elapsed 2 h 1 min" in text, text

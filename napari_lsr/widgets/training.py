@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from functools import partial
@@ -24,6 +25,7 @@ from qtpy.QtWidgets import (
 from ..formats import Prior, paper_prior, read_prior_csv, resource_path
 from ..models import ModelCard, list_models
 from ..run import (  # noqa: F401 (Phase, TrainingFailed, readable_error, run_training: API)
+    CHILD_PRIORITY,
     Phase,
     RunPlan,
     SlideSource,
@@ -80,9 +82,10 @@ class TrainingWidget(QWidget):
     #: A run ended: (checkpoint path or "", status: done, cancelled, failed).
     run_finished = Signal(str, str)
 
-    #: The child process's CPU priority (``run.PRIORITIES``): "idle" by default. Training in
-    #: a child never holds napari's GIL, and the GUI always gets the CPU first.
-    priority: str = "idle"
+    #: The child process's CPU priority (``run.PRIORITIES``) a new widget starts with: "low"
+    #: (nice 10). Training in a child never holds napari's GIL, and napari gets the CPU
+    #: first; the Run group's "CPU priority" changes it per widget.
+    priority: str = CHILD_PRIORITY
 
     #: How long after Cancel the button turns into Force stop, if the child has not ended.
     force_stop_after_ms: int = 20_000
@@ -193,10 +196,23 @@ class TrainingWidget(QWidget):
         self.run_group = run = RunGroup()
         for name in RunGroup.CONTROLS:
             setattr(self, name, getattr(run, name))
+        run.set_priority(self.priority)
+        run.priority_combo.currentIndexChanged.connect(self._on_priority_changed)
         self.train_btn.clicked.connect(self.start)
         self.cancel_btn.clicked.connect(self._on_cancel_clicked)
         self.resume_btn.clicked.connect(self._on_resume_clicked)
         return run
+
+    def set_priority(self, priority: str) -> None:
+        """The CPU priority of the next runs' child process (``run.PRIORITIES``)."""
+        self.run_group.set_priority(priority)  # _on_priority_changed follows
+
+    def _on_priority_changed(self, *_: Any) -> None:
+        priority = self.run_group.priority()
+        if priority != self.priority:
+            self.priority = priority
+            if self.warmed_up and not self.is_running:
+                ready_next_child(priority)  # the next run's child, at the new priority
 
     def _start_device_probe(self) -> threading.Thread:
         """Warm torch up, list the devices and ready a child process in the background, so
@@ -420,7 +436,7 @@ class TrainingWidget(QWidget):
             trust_checkpoint=is_trusted(path),
             torch_threads=self.torch_threads,
         )
-        self._launch(plan, f"resuming {path.stem}")
+        self._launch(plan, f"resuming {path.stem}", elapsed_s=_elapsed_before(path))
         return True
 
     def _on_resume_clicked(self, *_: Any) -> None:
@@ -440,7 +456,7 @@ class TrainingWidget(QWidget):
         relay = {"priority": self.priority, "started": handle.set_child}
         return TrainWorker(handle, run_in_subprocess, plan, handle.cancel, handle.finished, **relay)
 
-    def _launch(self, plan: RunPlan, what: str) -> None:
+    def _launch(self, plan: RunPlan, what: str, elapsed_s: float = 0.0) -> None:
         handle = RunHandle()
         worker = self.make_worker(plan, handle)
         worker.yielded.connect(self._on_event)
@@ -450,7 +466,7 @@ class TrainingWidget(QWidget):
         self._last = None
         self._final_status = "failed"
         self.health = None
-        self.progress_view.reset(plan.config.steps if plan.resume is None else 0)
+        self.progress_view.reset(plan.config.steps if plan.resume is None else 0, elapsed_s)
         prior_line = plan.prior.source_line() if plan.prior is not None else ""
         self._set_status(f"{what}: starting; {prior_line}" if prior_line else f"{what}: starting")
         self.destroyed.connect(lambda *_: handle.stop())  # not a method: self is gone then
@@ -642,3 +658,16 @@ class TrainingWidget(QWidget):
     def models(self) -> list[ModelCard]:
         """The models folder's models (cards), newest first."""
         return list_models(self.models_dir) if self.models_dir else []
+
+
+def _elapsed_before(checkpoint: Path) -> float:
+    """How long the run of ``checkpoint`` has trained so far (its card's ``duration_s``; 0
+    without a readable card), so that the elapsed time goes on from there after Resume."""
+    from ..formats import existing_model_card, read_model_card
+
+    card = existing_model_card(checkpoint)
+    try:
+        value = float(read_model_card(card).get("duration_s") or 0.0) if card else 0.0
+    except Exception:  # a card that cannot say: count from 0
+        return 0.0
+    return value if math.isfinite(value) and value > 0 else 0.0

@@ -153,13 +153,18 @@ class TrainProgress(cancelable_progress):
 
 
 def fmt_duration(seconds: float) -> str:
-    """``m:ss`` or ``h:mm:ss``; a dash when not known."""
+    """A duration that cannot be read as a time of day: ``45 s``, ``3 min 20 s``,
+    ``4 h 35 min`` (minutes rounded once it is an hour or more); a dash when not known."""
     if not math.isfinite(seconds) or seconds < 0:
         return "–"
     seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    if seconds >= 3600:
+        h, m = divmod(int(round(seconds / 60)), 60)
+        return f"{h} h {m} min" if m else f"{h} h"
+    m, s = divmod(seconds, 60)
+    if not m:
+        return f"{s} s"
+    return f"{m} min {s} s" if s else f"{m} min"
 
 
 HEALTH_TIP = (
@@ -222,8 +227,9 @@ class ProgressView(QGroupBox):
         self._bps = math.nan  # blocks per second, smoothed
         self._t0 = 0.0
 
-    def reset(self, total: int) -> None:
-        """Empty everything for a new run of ``total`` steps (0: not known yet)."""
+    def reset(self, total: int, elapsed_s: float = 0.0) -> None:
+        """Empty everything for a new run of ``total`` steps (0: not known yet); the elapsed
+        time starts at ``elapsed_s`` (a resumed run's time so far)."""
         self.curve.clear()
         self.health_table.clear()
         self.health_label.setText("model health: after the first checks")
@@ -235,7 +241,7 @@ class ProgressView(QGroupBox):
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("%p%")
         self._last_step, self._dirty = None, False
-        self._bps, self._t0 = math.nan, time.perf_counter()
+        self._bps, self._t0 = math.nan, time.perf_counter() - max(0.0, elapsed_s)
 
     def add_step(self, ev: TrainEvent) -> None:
         """A training step: on the curve at once, in the lines and bars at the next refresh."""
