@@ -59,7 +59,7 @@ from ..review import (
 )
 from ..slide import SlideError
 from ..state import project_for_slide, state_for
-from ._common import ERROR_STYLE, project_row, reason_first
+from ._common import ERROR_STYLE, layer_slide_path, project_row, reason_first
 
 #: The spin box's value when nothing is typed (shown as "–").
 NO_VALUE = -1
@@ -462,11 +462,8 @@ class BlockReviewWidget(QWidget):
 
     def use_viewer_slide(self, labels_csv: str | os.PathLike) -> bool:
         """Review the slide layer open in the viewer with a low-res CSV (creates a project)."""
-        slides = [
-            layer
-            for layer in self.viewer.layers
-            if (layer.metadata.get("napari_lsr") or {}).get("path") and getattr(layer, "rgb", False)
-        ]
+        # the napari-lsr reader's slide layers, and plain images napari's own reader opened
+        slides = [layer for layer in self.viewer.layers if layer_slide_path(layer) is not None]
         if not slides:
             self._error("No slide in the viewer: open a slide (File > Open) or a project.")
             return False
@@ -475,7 +472,7 @@ class BlockReviewWidget(QWidget):
         if not str(labels_csv).strip():
             self._error(f"Choose the low-res CSV of {layer.name} first.")
             return False
-        self.state.slide = Path(layer.metadata["napari_lsr"]["path"])  # the slide to review
+        self.state.slide = layer_slide_path(layer)  # the slide to review
         try:
             project = project_for_slide(
                 self.state.slide, labels_csv, labels_class=self.labels_class()

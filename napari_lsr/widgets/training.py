@@ -36,7 +36,7 @@ from ..run import (  # noqa: F401 (Phase, TrainingFailed, readable_error, run_tr
 )
 from ..state import state_for
 from . import _napari
-from ._common import reason_first, vet_checkpoint
+from ._common import layer_slide_path, reason_first, vet_checkpoint
 from .training_data import DataGroup, labels_for
 from .training_form import RunGroup, TrainingForm
 from .training_run import (
@@ -285,11 +285,7 @@ class TrainingWidget(QWidget):
     def _sync_layers(self, event: Any = None) -> None:
         """Slide layers open in the viewer become slide choices (the project is the shared
         one: a layer tells which slide file it shows, not which project to open)."""
-        paths = []
-        for layer in self.viewer.layers:
-            meta = getattr(layer, "metadata", {}).get("napari_lsr", {})
-            if meta.get("path") and not meta.get("kind"):
-                paths.append(Path(meta["path"]))
+        paths = [p for p in map(layer_slide_path, self.viewer.layers) if p is not None]
         keys = {os.path.normcase(str(p.resolve())) for p in paths}
         for i in reversed(range(self.slide_list.count())):
             s = self.slide_list.source(self.slide_list.item(i))
