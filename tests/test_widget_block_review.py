@@ -385,3 +385,27 @@ def test_the_four_docks_open_tabbed_and_fit_the_screen(make_napari_viewer, proje
     for w in (review.image_label, review.record_button, review.skip_button, review.undo_button):
         assert w.isVisible() and w.visibleRegion().boundingRect().size() == w.size(), w
     review.shutdown()
+
+
+def test_entry_and_spin_box_always_agree(review, qtbot):
+    """Issue 24.8: Backspace after Up/Down, and a third digit past 100."""
+    viewer, w = review
+    w.setFocus()
+    qtbot.keyClicks(w, "35")
+    qtbot.keyClick(w, Qt.Key.Key_Down)
+    assert (w.entry.text(), w.spin.value()) == ("30", 30)
+    qtbot.keyClick(w, Qt.Key.Key_Backspace)
+    assert (w.entry.text(), w.spin.value(), w.slider.value()) == ("3", 3, 3)
+    qtbot.keyClick(w, Qt.Key.Key_Backspace)
+    assert w.entry.text() == "" and w.spin.text() == "–"
+    qtbot.keyClicks(w, "150")
+    assert (w.entry.text(), w.spin.value()) == ("15", 15)
+    assert "outside 0–100" in w.message.text()
+    block = w.session.current
+    qtbot.keyClick(w, Qt.Key.Key_Return)
+    assert w.session.estimate_of(block) == 15
+    # typed straight into the focused entry: a value out of range leaves the spin box empty
+    w.entry.setFocus()
+    w.entry.clear()
+    qtbot.keyClicks(w.entry, "150")
+    assert w.entry.text() == "150" and w.spin.text() == "–"

@@ -99,6 +99,21 @@ def rgb_pixmap(rgb: np.ndarray, side: int) -> QPixmap:
     )
 
 
+def _partial_percent(text: str) -> bool:
+    """True when ``text`` is a percentage being typed: empty, ``.``, or a number in 0-100
+    with at most one ``%`` at the end."""
+    t = text.strip()
+    if t.count("%") > 1 or ("%" in t and not t.endswith("%")):
+        return False
+    t = t.removesuffix("%").strip().replace(",", ".")
+    if t in ("", "."):
+        return True
+    try:
+        return 0.0 <= float(t) <= 100.0
+    except ValueError:
+        return False
+
+
 def _same_file(a: str | os.PathLike | None, b: str | os.PathLike) -> bool:
     if not a:
         return False
@@ -784,14 +799,27 @@ class BlockReviewWidget(QWidget):
             w.setValue(int(round(value)) if value is not None else w.minimum())
             w.blockSignals(False)
 
+    def _type_char(self, char: str) -> None:
+        """A digit (or ``.``, ``,``, ``%``) typed with the dock focused: appended to the entry
+        unless it would make a value outside 0-100 (the entry and the spin box then keep
+        agreeing), which is refused with a message."""
+        text = self.entry.text() + char
+        if not _partial_percent(text):
+            self._error(f"Refused: {text.strip()} % is outside 0–100 %.")
+            return
+        self.entry.setText(text)
+        self._entry_edited(text)
+
     def _entry_edited(self, text: str) -> None:
+        """The spin box and slider show what the entry holds; "–" when that is no value."""
         if not text.strip():
             self._sync_controls(None)
             return
         try:
             self._sync_controls(parse_percent(text))
         except ValueError:
-            pass
+            if text.strip().removesuffix("%").strip() not in ("", ".", ","):
+                self._sync_controls(None)  # never a value other than the entry's
 
     def _spin_changed(self, value: int) -> None:
         if value == NO_VALUE:
@@ -866,8 +894,7 @@ class BlockReviewWidget(QWidget):
         if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
             self.record()
         elif text and text in "0123456789.,%":
-            self.entry.setText(self.entry.text() + text)
-            self._entry_edited(self.entry.text())
+            self._type_char(text)
         elif key == Qt.Key.Key_Up:
             self.step(STEP_PCT)
         elif key == Qt.Key.Key_Down:
@@ -875,6 +902,7 @@ class BlockReviewWidget(QWidget):
         elif key == Qt.Key.Key_Backspace:
             if self.entry.text():
                 self.entry.setText(self.entry.text()[:-1])
+                self._entry_edited(self.entry.text())  # the spin box and slider follow
             else:
                 self.undo()
         elif key == Qt.Key.Key_Escape:
