@@ -321,6 +321,9 @@ class ReviewSession:
             for e in self.store.estimates(annotator, include_skipped=True)
         }
         self.undo_stack: list[_Undo] = []
+        #: True when the last ``undo`` reached an estimate of an earlier session.
+        self.undid_stored = False
+        self._reinstated: set[int] = set()  # estimate ids an undo brought back: not undone
         #: What the last entry did: "next" (same bin), "bin done" or "all done".
         self.last_move = ""
         for z in range(nb):
@@ -531,10 +534,24 @@ class ReviewSession:
         eid, self.last_move = self._commit(None, True)
         return eid
 
-    def undo(self) -> ReviewBlock | None:
-        """Undo the last entry of this session and go back to its block; None when none."""
-        if not self.undo_stack:
+    @property
+    def resting_block(self) -> ReviewBlock | None:
+        """The block the session rests on once every block is reviewed (None while one is
+        on screen, or without blocks): the canvas shows its slide."""
+        if self.current_bin is None or not self.finished:
             return None
+        sample = self.samples[self.current_bin]
+        return sample[self.position] if 0 <= self.position < len(sample) else None
+
+    def undo(self) -> ReviewBlock | None:
+        """Undo the last entry and go back to its block; None when there is none.
+
+        This session's entries go first (newest first); then this annotator's estimates of
+        earlier sessions in the store, newest first (``undid_stored`` says which it was).
+        """
+        self.undid_stored = False
+        if not self.undo_stack:
+            return self._undo_stored()
         u = self.undo_stack.pop()
         self.store.undo_estimate(u.estimate_id, reinstate=u.previous.id if u.previous else None)
         if u.previous is None:
@@ -551,6 +568,39 @@ class ReviewSession:
             break
         self._go(u.block.bin, sample.index(u.block))
         return u.block
+
+    def _undo_stored(self) -> ReviewBlock | None:
+        """Undo this annotator's newest live estimate (or skip) made before this session of a
+        block in the samples; the estimate it had replaced, if any, comes back."""
+        shown = {b.id: b for sample in self.samples.values() for b in sample}
+        candidates = [
+            (live.id, block_id)
+            for block_id, live in self.live.items()
+            if block_id in shown and live.id not in self._reinstated
+        ]
+        if not candidates:
+            return None
+        eid, block_id = max(candidates)
+        rows = self.store.query(
+            "SELECT p.id, p.percent, p.skipped FROM estimates p JOIN estimates e ON e.id = ? "
+            "WHERE p.block_id = e.block_id AND p.annotator = e.annotator AND p.id < e.id "
+            "AND p.undone_time = e.time ORDER BY p.id DESC LIMIT 1",
+            (eid,),
+        )
+        previous = rows[0] if rows else None
+        self.store.undo_estimate(eid, reinstate=previous[0] if previous else None)
+        block = shown[block_id]
+        if previous is None:
+            self.live.pop(block_id, None)
+        else:
+            skipped = bool(previous[2])
+            self.live[block_id] = _Live(
+                previous[0], None if skipped else previous[1], skipped, block.bin
+            )
+            self._reinstated.add(previous[0])
+        self._go(block.bin, self.samples[block.bin].index(block))
+        self.undid_stored = True
+        return block
 
 
 # -- block images and prefetch -----------------------------------------------------------------

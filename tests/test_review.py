@@ -496,3 +496,36 @@ def test_use_slide_never_stays_bound_to_a_bad_csv(project_copy, tmp_path):
     assert Path(cfg["slides"][0]["labels"]).name == entry.labels.name
     blocks, _ = load_blocks(proj, SlideSet(proj))
     assert blocks
+
+
+def test_undo_reaches_estimates_of_an_earlier_session(project_copy):
+    """Issue 24.9: the store has them, so Undo goes back past the session's start."""
+    from napari_lsr.review import ReviewSession
+
+    first = ReviewSession(project_copy, "ana", check_tissue=False)
+    a = first.current
+    first.enter(20)
+    b = first.current
+    first.enter(30)
+    assert first.prev() and first.current == b
+    first.enter(45)  # replaces 30
+    later = ReviewSession(project_copy, "ana", check_tissue=False)
+    assert later.undo_stack == []
+    assert later.undo() == b and later.undid_stored
+    assert later.current == b and later.estimate_of(b) == 30  # the replaced estimate is back
+    assert later.undo() == a and later.status(a) == "pending"
+    live = {e.block_id: e.percent for e in project_copy.store.estimates("ana")}
+    assert live == {b.id: 30.0}
+    assert later.undo() is None  # 30 was brought back by an undo: not undone again
+
+
+def test_a_fully_reviewed_session_rests_on_a_block(project_copy):
+    from napari_lsr.review import ReviewSession
+
+    s = ReviewSession(project_copy, "ana", k=1, check_tissue=False)
+    assert s.resting_block is None
+    while s.current is not None:
+        s.enter(10)
+    again = ReviewSession(project_copy, "ana", k=1, check_tissue=False)
+    assert again.finished and again.current is None
+    assert again.resting_block is not None

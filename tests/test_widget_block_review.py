@@ -399,9 +399,13 @@ def test_entry_and_spin_box_always_agree(review, qtbot):
     qtbot.keyClick(w, Qt.Key.Key_Backspace)
     assert w.entry.text() == "" and w.spin.text() == "–"
     qtbot.keyClicks(w, "150")
-    assert (w.entry.text(), w.spin.value()) == ("15", 15)
+    assert (w.entry.text(), w.spin.text()) == ("150", "–")  # never 15 % beside 150
     assert "outside 0–100" in w.message.text()
     block = w.session.current
+    qtbot.keyClick(w, Qt.Key.Key_Return)
+    assert w.session.status(block) == "pending"  # refused
+    qtbot.keyClick(w, Qt.Key.Key_Backspace)
+    assert (w.entry.text(), w.spin.value()) == ("15", 15)
     qtbot.keyClick(w, Qt.Key.Key_Return)
     assert w.session.estimate_of(block) == 15
     # typed straight into the focused entry: a value out of range leaves the spin box empty
@@ -409,3 +413,41 @@ def test_entry_and_spin_box_always_agree(review, qtbot):
     w.entry.clear()
     qtbot.keyClicks(w.entry, "150")
     assert w.entry.text() == "150" and w.spin.text() == "–"
+
+
+def test_reopening_a_reviewed_project_shows_the_slide_and_undo_reaches_back(
+    make_napari_viewer, project_copy, qtbot
+):
+    """Issue 24.9: the canvas is not empty, Undo reaches the earlier session, and a hint
+    says where the keys went once the canvas has them."""
+    from qtpy.QtWidgets import QApplication, QLineEdit
+
+    from napari_lsr.review import ReviewSession
+
+    s = ReviewSession(project_copy, "ana", k=1)
+    while s.current is not None:
+        s.enter(10)
+    viewer = make_napari_viewer(show=True)
+    w = BlockReviewWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Block review")
+    w.k_spin.setValue(1)
+    assert w.set_project(project_copy, annotator="ana"), w.message.text()
+    assert w.session.finished and w.session.current is None
+    images = [la for la in viewer.layers if getattr(la, "rgb", False) and la.visible]
+    assert images, [la.name for la in viewer.layers]  # the slide is on the canvas
+    assert any("low-res bins" in la.name and la.visible for la in viewer.layers)
+    block = w.undo()
+    assert block is not None and w.session.current == block
+    assert "earlier session" in w.message.text()
+
+    other = QLineEdit()  # stands in for the canvas taking the keyboard
+    viewer.window.add_dock_widget(other, name="other", area="left")
+    QApplication.setActiveWindow(w.window())
+    w.setFocus()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is w, timeout=5000)
+    other.setFocus()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is other, timeout=5000)
+    assert "click this dock" in w.message.text()
+    w.setFocus()
+    qtbot.waitUntil(lambda: "click this dock" not in w.message.text(), timeout=5000)
+    w.shutdown()

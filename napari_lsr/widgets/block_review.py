@@ -61,6 +61,12 @@ from ..slide import SlideError
 from ..state import project_for_slide, state_for
 from ._common import ERROR_STYLE, layer_slide_path, project_row, reason_first
 
+#: Shown when the keyboard leaves the dock while a block waits for its estimate.
+FOCUS_HINT = (
+    "The keys now go to the canvas, not to the review: click this dock (its block image, "
+    "say) to type estimates again."
+)
+
 #: The spin box's value when nothing is typed (shown as "–").
 NO_VALUE = -1
 #: Side, in screen pixels, of the block image in the widget.
@@ -197,6 +203,10 @@ class BlockReviewWidget(QWidget):
         self.destroyed.connect(functools.partial(_cleanup, self._resources))
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self._build()
+        self._focus_hint_shown = False
+        app = QApplication.instance()
+        if app is not None:  # keys typed on the canvas are not estimates: say so
+            app.focusChanged.connect(self._on_focus_changed)
         self.state.connect(self, project=self._on_project)
 
     # -- layout ---------------------------------------------------------------------------------
@@ -705,11 +715,12 @@ class BlockReviewWidget(QWidget):
             self._error(f"Undo failed: {reason_first(exc)}")
             return None
         if block is None:
-            self._error("Nothing to undo in this session.")
+            self._error("Nothing to undo: you have no estimate of these blocks in the store.")
             return None
         self._clear_entry()
         self._show_current()
-        self._info(f"Undone: block {block.id} is back for a new estimate.")
+        earlier = " (an estimate of an earlier session)" if self.session.undid_stored else ""
+        self._info(f"Undone{earlier}: block {block.id} is back for a new estimate.")
         self.state.estimates_changed.emit()
         return block
 
@@ -800,15 +811,13 @@ class BlockReviewWidget(QWidget):
             w.blockSignals(False)
 
     def _type_char(self, char: str) -> None:
-        """A digit (or ``.``, ``,``, ``%``) typed with the dock focused: appended to the entry
-        unless it would make a value outside 0-100 (the entry and the spin box then keep
-        agreeing), which is refused with a message."""
+        """A digit (or ``.``, ``,``, ``%``) typed with the dock focused: appended to the entry;
+        a value outside 0-100 empties the spin box and says so at once (Enter refuses it)."""
         text = self.entry.text() + char
-        if not _partial_percent(text):
-            self._error(f"Refused: {text.strip()} % is outside 0–100 %.")
-            return
         self.entry.setText(text)
         self._entry_edited(text)
+        if not _partial_percent(text):
+            self._error(f"{text.strip()} is outside 0–100 %: Backspace to correct it.")
 
     def _entry_edited(self, text: str) -> None:
         """The spin box and slider show what the entry holds; "–" when that is no value."""
@@ -919,6 +928,23 @@ class BlockReviewWidget(QWidget):
             return False
         return True
 
+    def _on_focus_changed(self, old: QWidget | None, new: QWidget | None) -> None:
+        """When the keyboard leaves the dock (a click or a pan on the canvas) while a block
+        waits for its estimate, say where the keys go now and how to get them back."""
+        try:
+            inside_old = old is not None and (old is self or self.isAncestorOf(old))
+            inside_new = new is not None and (new is self or self.isAncestorOf(new))
+        except RuntimeError:  # the widget is being deleted
+            return
+        if inside_new and self._focus_hint_shown:
+            self._focus_hint_shown = False
+            if self.message.text() == FOCUS_HINT:
+                self._info("")
+        elif inside_old and not inside_new and new is not None:
+            if self.session is not None and self.session.current is not None:
+                self._focus_hint_shown = True
+                self._info(FOCUS_HINT)
+
     def mousePressEvent(self, event: Any) -> None:  # noqa: N802 (Qt)
         self.setFocus()  # a click anywhere on the widget gives it the keys
         super().mousePressEvent(event)
@@ -974,6 +1000,9 @@ class BlockReviewWidget(QWidget):
         if block is None:
             self.image_label.clear()
             self._update_status()
+            resting = s.resting_block if s is not None else None
+            if resting is not None:  # every block reviewed: the slide still on the canvas
+                self._move_camera(resting)
             self.block_shown.emit(None)
             return
         try:
