@@ -471,3 +471,17 @@ def test_elapsed_goes_on_after_resume(widget, qtbot, monkeypatch) -> None:
     widget._refresh()
     text = widget.speed_label.text()
     assert "ETA 1 min 30 s" in text and "elapsed 2 h 1 min" in text, text
+
+
+def test_a_text_file_in_models_is_not_offered_for_resume(make_napari_viewer, project_copy):
+    """Issue 24.10: listed as unreadable, and Resume stays off when it is selected."""
+    w = tw.TrainingWidget(make_napari_viewer())
+    w.set_project(project_copy.folder)
+    project_copy.models_dir.mkdir(exist_ok=True)
+    (project_copy.models_dir / "notes.pt").write_text("not a model\n")
+    w.refresh_models()
+    item = w.models_tree.topLevelItem(0)
+    assert item.text(0) == "notes" and item.text(5) == "unreadable"
+    w.models_tree.setCurrentItem(item)
+    item.setSelected(True)
+    assert not w.resume_btn.isEnabled()
