@@ -451,3 +451,34 @@ def test_reopening_a_reviewed_project_shows_the_slide_and_undo_reaches_back(
     w.setFocus()
     qtbot.waitUntil(lambda: "click this dock" not in w.message.text(), timeout=5000)
     w.shutdown()
+
+
+def test_docks_added_from_the_plugins_menu_are_tabbed(make_napari_viewer, project_copy, qtbot):
+    """Issue 24.6: added one by one (Plugins menu), the docks stacked, three got about 69 px
+    each and the window grew off a 1366x768 screen. Each new one is now a tab of the others,
+    in front."""
+    from qtpy.QtWidgets import QDockWidget
+
+    from napari_lsr.widgets._docks import DOCKS
+    from napari_lsr.widgets._napari import main_window
+
+    viewer = make_napari_viewer(show=True)
+    docks = []
+    for key in DOCKS:
+        dock, _ = viewer.window.add_plugin_dock_widget("napari-lsr", key)  # as the menu does
+        qtbot.wait(20)
+        docks.append(dock)
+    window = main_window(viewer)
+    first = docks[0]
+    tabbed = set(window.tabifiedDockWidgets(first))
+    assert tabbed == set(docks[1:]), [d.windowTitle() for d in tabbed]
+    assert all(isinstance(d, QDockWidget) for d in docks)
+    # the last one added is in front, and the window stays within the screen
+    assert docks[-1].visibleRegion().boundingRect().height() > 300
+    avail = window.screen().availableGeometry()
+    assert window.height() <= avail.height() and window.width() <= avail.width()
+    for dock in docks:
+        widget = dock.widget()
+        inner = [w for w in widget.findChildren(object) if hasattr(w, "shutdown")]
+        for w in inner:
+            w.shutdown()

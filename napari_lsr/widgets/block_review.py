@@ -60,6 +60,7 @@ from ..review import (
 from ..slide import SlideError
 from ..state import project_for_slide, state_for
 from ._common import ERROR_STYLE, layer_slide_path, project_row, reason_first
+from ._docks import tab_later
 
 #: Shown when the keyboard leaves the dock while a block waits for its estimate.
 FOCUS_HINT = (
@@ -175,11 +176,15 @@ class ProgressStrip(QWidget):
 class BlockReviewWidget(QWidget):
     """Review K blocks per bin, stratified across slides, and record cancer % estimates."""
 
+    #: Tabbed with the other napari-lsr docks when added (``_docks.tab_with_open_docks``).
+    napari_lsr_dock = True
+
     #: Emitted with the ReviewBlock on screen (None when there is none) after every move.
     block_shown = Signal(object)
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        tab_later(self, napari_viewer)  # with the napari-lsr docks already open
         self.viewer = napari_viewer
         self.state = state_for(napari_viewer)  # what the napari-lsr widgets of the viewer share
         self.project: Project | None = None

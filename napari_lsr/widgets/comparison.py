@@ -44,6 +44,7 @@ from ..evaluation import TABLE_COLUMNS, Comparison, ModelEntry, prediction_entry
 from ..layers import color_label
 from ..state import state_for
 from ._common import ERROR_STYLE, reason_first, scroll_contents, vet_checkpoint
+from ._docks import tab_later
 
 if TYPE_CHECKING:
     import napari
@@ -126,8 +127,12 @@ class ComparisonWidget(QWidget):
     models distinct colours (SPEC section 4). Prediction and scoring run off the GUI thread.
     """
 
+    #: Tabbed with the other napari-lsr docks when added (``_docks.tab_with_open_docks``).
+    napari_lsr_dock = True
+
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
+        tab_later(self, napari_viewer)  # with the napari-lsr docks already open
         self.viewer = napari_viewer
         self.state = state_for(napari_viewer)  # what the napari-lsr widgets of the viewer share
         self.project: Project | None = None

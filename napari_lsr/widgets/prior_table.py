@@ -67,6 +67,7 @@ from ..project import Project
 from ..review import bin_label
 from ..state import state_for
 from ._common import ERROR_STYLE, project_row, reason_first, scroll_contents
+from ._docks import tab_later
 
 POOLED = "pooled"
 ANNOTATOR = "annotator"
@@ -125,8 +126,12 @@ def confirm_replace(parent: QWidget | None, title: str, text: str) -> bool:
 class PriorTableWidget(QWidget):
     """The p(c|z) table from the estimates, per annotator and pooled, with edits and saving."""
 
+    #: Tabbed with the other napari-lsr docks when added (``_docks.tab_with_open_docks``).
+    napari_lsr_dock = True
+
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        tab_later(self, napari_viewer)  # with the napari-lsr docks already open
         self.viewer = napari_viewer
         self.state = state_for(napari_viewer)  # what the napari-lsr widgets of the viewer share
         self.project: Project | None = None

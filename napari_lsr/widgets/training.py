@@ -37,6 +37,7 @@ from ..run import (  # noqa: F401 (Phase, TrainingFailed, readable_error, run_tr
 from ..state import state_for
 from . import _napari
 from ._common import layer_slide_path, reason_first, vet_checkpoint
+from ._docks import tab_later
 from .training_data import DataGroup, labels_for
 from .training_form import RunGroup, TrainingForm
 from .training_run import (
@@ -77,6 +78,9 @@ class TrainingWidget(QWidget):
     ``ProgressView``; their controls are the widget's attributes too.
     """
 
+    #: Tabbed with the other napari-lsr docks when added (``_docks.tab_with_open_docks``).
+    napari_lsr_dock = True
+
     #: Every event of a run (``Phase`` or ``TrainEvent``), on the GUI thread.
     run_event = Signal(object)
     #: A run ended: (checkpoint path or "", status: done, cancelled, failed).
@@ -102,6 +106,7 @@ class TrainingWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
+        tab_later(self, napari_viewer)  # with the napari-lsr docks already open
         self.viewer = napari_viewer
         self.project: Project | None = None
         self.models_dir: Path | None = None
