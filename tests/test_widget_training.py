@@ -185,9 +185,9 @@ def test_train_cancel_resume_and_card(widget, qtbot) -> None:
     assert len(widget.curve) == 24  # the curve kept the first part of the run
     # model health beside the curve: per-bin predicted cancer against the prior, one verdict
     assert widget.health is not None and widget.health == card["health"]
-    rows = widget.health_table.topLevelItemCount()
-    assert rows == len(card["health"]["bins"]) >= 2
-    assert widget.health_table.topLevelItem(0).text(0) == "0-20"
+    bins = widget.health_table.columnCount()  # one column per bin (issue 24.5)
+    assert bins == len(card["health"]["bins"]) >= 2
+    assert widget.health_table.horizontalHeaderItem(0).text() == "0–\n20"
     assert widget.health_label.text().startswith("model health: ")
     # a check during a run that does not follow the bins yet is amber, a final one red
     early = {**card["health"], "degenerate": True, "final": False, "message": "not yet"}

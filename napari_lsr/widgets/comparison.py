@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -15,6 +15,7 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -90,6 +91,62 @@ def _guarded_comparison(req: Any) -> Any:
         raise ComparisonFailed(f"{type(exc).__name__}: {one_line(exc)}") from exc
 
 
+class ElidedLabel(QLabel):
+    """A one-line label that elides its text in the middle to the width it gets (the whole
+    text in its tooltip), so that it never makes its dock wider."""
+
+    def __init__(self, text: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._full = text
+        self.setToolTip(text)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setMinimumWidth(40)
+        super().setText(text)
+
+    def full_text(self) -> str:
+        return self._full
+
+    def text(self) -> str:  # the whole text, as tests and scripts read it
+        return self._full
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt)
+        super().resizeEvent(event)
+        shown = self.fontMetrics().elidedText(
+            self._full, Qt.TextElideMode.ElideMiddle, max(0, self.contentsRect().width() - 4)
+        )
+        if shown != super().text():
+            super().setText(shown)
+
+
+class WrappedLabel(QLabel):
+    """A word-wrapped label that takes the height its lines need at its width, without
+    Qt's height-for-width (whose cached heights in a scroll area let the line below a
+    grown table be drawn over its rows)."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(text, parent)
+        self.setWordWrap(True)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+
+    def hasHeightForWidth(self) -> bool:  # noqa: N802 (Qt)
+        return False
+
+    def _fit(self) -> None:
+        width = max(40, self.width())
+        flags = int(Qt.TextFlag.TextWordWrap.value)
+        need = self.fontMetrics().boundingRect(0, 0, width, 10_000, flags, self.text()).height()
+        if self.text() and self.minimumHeight() != need:
+            self.setMinimumHeight(need)
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt)
+        super().setText(text)
+        self._fit()
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt)
+        super().resizeEvent(event)
+        self._fit()
+
+
 class Legend(QWidget):
     """Colour swatches and names of the boundaries on the canvas."""
 
@@ -116,7 +173,8 @@ class Legend(QWidget):
             sw.setFixedWidth(32)
             sw.setToolTip(color)
             h.addWidget(sw)
-            h.addWidget(QLabel(f"{text}  ({color_label(color)})", row), 1)
+            # elided, never wider than the dock (a long model name would widen it)
+            h.addWidget(ElidedLabel(f"{text}  ({color_label(color)})", row), 1)
             self._layout.addWidget(row)
 
 
@@ -248,10 +306,9 @@ class ComparisonWidget(QWidget):
         rv.addWidget(self.legend)
         self.table = self._build_score_table(results)
         rv.addWidget(self.table)
-        self.band_label = QLabel("", results)
-        self.band_label.setWordWrap(True)
+        self.band_label = WrappedLabel("", results)
         rv.addWidget(self.band_label)
-        ex = QHBoxLayout()
+        ex = QGridLayout()  # two a row: the buttons keep their whole text in a narrow dock
         self.export_figure_button = QPushButton("Export figure…", results)
         self.export_figure_button.clicked.connect(self._browse_export_figure)
         self.export_metrics_button = QPushButton("Export metrics…", results)
@@ -263,9 +320,9 @@ class ComparisonWidget(QWidget):
             "annotations that QuPath opens by drag and drop"
         )
         self.export_regions_button.clicked.connect(self._browse_export_regions)
-        ex.addWidget(self.export_figure_button)
-        ex.addWidget(self.export_metrics_button)
-        ex.addWidget(self.export_regions_button)
+        ex.addWidget(self.export_figure_button, 0, 0)
+        ex.addWidget(self.export_metrics_button, 0, 1)
+        ex.addWidget(self.export_regions_button, 1, 0)
         rv.addLayout(ex)
         return results
 
@@ -283,10 +340,11 @@ class ComparisonWidget(QWidget):
         table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # the scores as wide as their digits, the model name takes the rest (elided in the
+        # middle): the table never needs more than the dock's width
         header = table.horizontalHeader()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
-        for c in range(1, 1 + len(TABLE_COLUMNS)):
-            header.setSectionResizeMode(c, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setMinimumSectionSize(40)
         table.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
         table.setMinimumHeight(90)
@@ -650,6 +708,25 @@ class ComparisonWidget(QWidget):
         height = self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth()
         height += sum(self.table.rowHeight(r) for r in range(self.table.rowCount()))
         self.table.setFixedHeight(height + 2)
+        self._relayout()
+
+    def _relayout(self) -> None:
+        """Lay the dock out again from the table up: its new height otherwise reaches the
+        layouts only once the dock is shown again, and the band line is drawn over rows."""
+        w = self.table
+        while w is not None:
+            w.updateGeometry()  # (a hidden tab's widgets skip this as they change)
+            layout = w.layout()
+            if layout is not None:
+                layout.invalidate()
+                layout.activate()
+            if w is self:
+                break
+            w = w.parentWidget()
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt)
+        super().showEvent(event)
+        QTimer.singleShot(0, self._relayout)  # once the children are shown too
 
     # -- exports -------------------------------------------------------------------------
 

@@ -182,7 +182,7 @@ class TrainingWidget(QWidget):
         self.models_tree.itemSelectionChanged.connect(self._update_buttons)
         low.addWidget(models)
         lay.addStretch(1)
-        scroll.setMinimumHeight(160)
+        scroll.setMinimumHeight(60)  # the run, progress and models below fit 1366x768
         self.splitter.setSizes([450, 550])  # proportions: settings above get 45 % at first
         self._suggest_name()
         self._update_buttons()

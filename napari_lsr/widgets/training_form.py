@@ -358,12 +358,16 @@ class RunGroup(QGroupBox):
         self.cancel_btn.setToolTip(CANCEL_TIP)
         self.resume_btn = QPushButton("Resume")
         self.resume_btn.setToolTip("continue the selected (or last cancelled) run")
+        self.priority_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.priority_combo.setMinimumContentsLength(len("low (nice 10)"))
         g.addWidget(QLabel("Device"), 0, 0)
         g.addWidget(self.device_combo, 0, 1)
-        g.addWidget(QLabel("Name"), 0, 2)
-        g.addWidget(self.name_edit, 0, 3)
-        g.addWidget(QLabel("CPU priority"), 1, 0, 1, 2)
-        g.addWidget(self.priority_combo, 1, 2, 1, 2)
+        g.addWidget(QLabel("CPU priority"), 0, 2)
+        g.addWidget(self.priority_combo, 0, 3)
+        g.addWidget(QLabel("Name"), 1, 0)
+        g.addWidget(self.name_edit, 1, 1, 1, 3)
         g.addWidget(self.models_label, 2, 0, 1, 4)
         buttons = QHBoxLayout()
         for b in (self.train_btn, self.cancel_btn, self.resume_btn):

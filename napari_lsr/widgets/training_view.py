@@ -14,10 +14,12 @@ from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QGroupBox,
-    QHBoxLayout,
+    QHeaderView,
     QLabel,
     QProgressBar,
     QSizePolicy,
+    QTableWidget,
+    QTableWidgetItem,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -204,22 +206,17 @@ class ProgressView(QGroupBox):
         self.progress_bar.setValue(0)
         self.progress_bar.setTextVisible(True)
         v.insertWidget(1, self.progress_bar)
-        curves = QHBoxLayout()
-        curves.addWidget(self.curve, 1)
-        health = QVBoxLayout()
+        # The curve, then the health verdict across the dock's width (room for its lines) and
+        # the per-bin table with one column per bin: all ten bins fit a 1366x768 screen.
+        self.curve.setMinimumHeight(40)
+        v.addWidget(self.curve, 1)
         self.health_label = QLabel("model health: after the first checks")
         self.health_label.setWordWrap(True)
         self.health_label.setToolTip(HEALTH_TIP)
-        self.health_table = QTreeWidget()
-        self.health_table.setHeaderLabels(["bin", "prior %", "model %"])
-        self.health_table.setRootIsDecorated(False)
-        self.health_table.setToolTip(HEALTH_TIP)
-        self.health_table.setMinimumWidth(190)
-        self.health_table.setIndentation(0)
-        health.addWidget(self.health_label)
-        health.addWidget(self.health_table, 1)
-        curves.addLayout(health, 1)
-        v.addLayout(curves, 1)
+        self.health_label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+        v.addWidget(self.health_label)
+        self.health_table = health_table()
+        v.addWidget(self.health_table)
         #: napari's progress bar of the run (``open_napari_bar``), None without one.
         self.napari_bar: TrainProgress | None = None
         self._last_step: TrainEvent | None = None  # shown at the next refresh if _dirty
@@ -315,24 +312,71 @@ class ProgressView(QGroupBox):
         """Per-bin predicted cancer against the prior (bins named by ``labels``), and the
         one-line verdict: red when the finished (or stopped) model is degenerate, amber while
         a running one does not follow the bins yet."""
-        self.health_table.clear()
-        for row in health.get("bins", []):
-            b = int(row["bin"])
-            item = QTreeWidgetItem(
-                [
-                    labels[b] if b < len(labels) else str(b),
-                    f"{100 * row['prior_mean']:.0f} ± {100 * row['prior_std']:.0f}",
-                    f"{100 * row['pred_mean']:.0f} ± {100 * row['pred_std']:.0f}",
-                ]
-            )
-            self.health_table.addTopLevelItem(item)
-        for i in range(3):
-            self.health_table.resizeColumnToContents(i)
+        fill_health_table(self.health_table, health.get("bins", []), labels)
         degenerate = bool(health.get("degenerate"))
         final = health.get("final", True)  # cards written before provisional checks: final
         self.health_label.setText(f"model health: {health.get('message', '')}")
         style = "color: #ff6b6b; font-weight: bold;" if final else "color: #e0a030;"
         self.health_label.setStyleSheet(style if degenerate else "")
+
+
+#: The rows of the health table (one column per bin).
+HEALTH_ROWS = ("prior %", "model %")
+
+
+def health_table() -> QTableWidget:
+    """The per-bin health table: a column per bin, rows prior % and model % (mean ± std),
+    as tall as its two rows, so every bin is in view on a small screen."""
+    table = QTableWidget(len(HEALTH_ROWS), 0)
+    table.setVerticalHeaderLabels(list(HEALTH_ROWS))
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+    table.setToolTip(HEALTH_TIP)
+    table.setWordWrap(False)
+    font = table.font()
+    font.setPointSizeF(font.pointSizeF() * 0.9)
+    table.setFont(font)
+    table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+    table.horizontalHeader().setMinimumSectionSize(24)
+    table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    table.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+    _fit_health_height(table)
+    return table
+
+
+def fill_health_table(
+    table: QTableWidget, bins: Sequence[dict[str, Any]], labels: Sequence[str] = ()
+) -> None:
+    """One column per bin of a health report: its label, then prior and model mean ± std."""
+    table.setColumnCount(len(bins))
+    heads = []
+    for c, row in enumerate(bins):
+        b = int(row["bin"])
+        heads.append(labels[b] if b < len(labels) else str(b))
+        head = heads[-1].replace("-", "–", 1)
+        heads[-1] = head.replace("–", "–\n", 1)  # 95–\n100: narrow columns, whole labels
+        cells = (
+            (row["prior_mean"], row["prior_std"]),
+            (row["pred_mean"], row["pred_std"]),
+        )
+        for r, (mean, std) in enumerate(cells):
+            item = QTableWidgetItem(f"{100 * mean:.0f}\n±{100 * std:.0f}")
+            item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+            item.setToolTip(f"bin {head} %: {HEALTH_ROWS[r]} {100 * mean:.1f} ± {100 * std:.1f}")
+            table.setItem(r, c, item)
+    table.setHorizontalHeaderLabels(heads)
+    _fit_health_height(table)
+
+
+def _fit_health_height(table: QTableWidget) -> None:
+    table.resizeRowsToContents()
+    rows = sum(table.rowHeight(r) for r in range(table.rowCount()))
+    if not table.columnCount():
+        rows = (table.fontMetrics().height() + 6) * table.rowCount()
+    head = max(table.horizontalHeader().sizeHint().height(), 2 * table.fontMetrics().height() + 6)
+    bar = table.horizontalScrollBar().sizeHint().height()
+    table.setFixedHeight(head + rows + 2 * table.frameWidth() + bar // 4)
 
 
 def models_group() -> tuple[QGroupBox, QTreeWidget]:
@@ -344,6 +388,13 @@ def models_group() -> tuple[QGroupBox, QTreeWidget]:
     tree.setRootIsDecorated(False)
     tree.setMaximumHeight(96)
     tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    # the name takes what the other columns leave (elided in the middle): no sideways scrolling
+    tree.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+    header = tree.header()
+    header.setStretchLastSection(False)
+    header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
     v.addWidget(tree)
     return models, tree
 
@@ -360,5 +411,3 @@ def fill_models(tree: QTreeWidget, cards: list[ModelCard], select: Path | None =
         tree.addTopLevelItem(item)
         if select is not None and card.checkpoint == select:
             item.setSelected(True)
-    for c in range(tree.columnCount()):
-        tree.resizeColumnToContents(c)
