@@ -19,10 +19,10 @@ complete, to the next bin that has one (N/P/B move freely; an entry on a block t
 has one replaces it, and undoing that brings the earlier one back). Reopening a project with
 the same seed resumes: blocks this annotator already estimated count as done.
 
-**Prefetch.** ``BlockImages`` reads a block at the training resolution (the project's
-``[training] block_size``: the whole block resampled to block_size x block_size, as training
-does; else ``[training] mpp``; else ``DEFAULT_REVIEW_PX`` px) in a background thread, so the
-next block is ready when the annotator presses Enter.
+**Prefetch.** ``BlockImages`` reads a block at the resolution its preview is shown at
+(``REVIEW_PX`` px on its longer side, never finer than level 0), not at the training
+resolution: a 64 px training block would hide the nuclei a pathologist judges by. It reads in
+a background thread, so the next block is ready when the annotator presses Enter.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ DEFAULT_K = 12
 DEFAULT_SEED = 0
 #: Side of the thumbnail read to decide whether a block is background.
 TISSUE_CHECK_PX = 32
-#: Review image side when the project names no training geometry (the paper's 240 px).
-DEFAULT_REVIEW_PX = 240
+#: The side of the block preview as the Block review shows it (px, the longer side).
+REVIEW_PX = 288
 #: Up/Down change the estimate by this many percentage points.
 STEP_PCT = 5.0
 #: How many prefetched block images are kept.
@@ -607,18 +607,17 @@ class ReviewSession:
 
 
 class BlockImages:
-    """Block images at the training resolution, read ahead in a background thread.
+    """Block images at the preview's resolution (``side`` px on the longer side, at most
+    level 0's pixels), read ahead in a background thread.
 
     ``get`` returns a prefetched image or reads it at once; ``prefetch`` queues a read;
     ``enabled = False`` turns prefetching off (the benchmark's baseline). ``submit`` runs
     other slow work (the store's view log) on a second worker so reads never wait for it.
     """
 
-    def __init__(self, project: Project, slides: SlideSet) -> None:
+    def __init__(self, project: Project, slides: SlideSet, side: int = REVIEW_PX) -> None:
         self.slides = slides
-        self.size, self.mpp = project.training_geometry()
-        if self.size is None and self.mpp is None:
-            self.size = DEFAULT_REVIEW_PX
+        self.side = int(side)
         self.enabled = True
         self._cache: OrderedDict[int, Future] = OrderedDict()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="napari-lsr-prefetch")
@@ -626,15 +625,13 @@ class BlockImages:
         self._closed = False
 
     def read(self, block: ReviewBlock) -> np.ndarray:
-        """The block's RGB uint8 image at the training resolution (read now)."""
+        """The block's RGB uint8 image at the preview's resolution (read now): ``side`` px on
+        its longer side from the best pyramid level, or level 0's pixels when fewer."""
         slide = self.slides[block.slide]
-        box = (block.x, block.y, block.width, block.height)
-        if self.size is not None:
-            return slide.read_region(*box, size=(self.size, self.size))
-        try:
-            return slide.read_region(*box, mpp=self.mpp)
-        except SlideError:  # the slide has no mpp: fall back to a fixed size
-            return slide.read_region(*box, size=(DEFAULT_REVIEW_PX, DEFAULT_REVIEW_PX))
+        w, h = block.width, block.height
+        scale = min(1.0, self.side / max(w, h))
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        return slide.read_region(block.x, block.y, w, h, size=size)
 
     def prefetch(self, block: ReviewBlock | None) -> None:
         """Start reading ``block`` in the background (no-op when disabled or cached)."""

@@ -293,13 +293,21 @@ def test_bin_without_blocks_says_so(project_copy, tmp_path):
 # -- images and prefetch -------------------------------------------------------------------------
 
 
-def test_block_images_at_training_resolution(session, project_copy):
+def test_block_images_at_the_preview_resolution(session, project_copy):
+    """Issue 24.7: with [training] block_size = 32 the preview was 32 px; it is read at the
+    size it is shown at, here level 0's 64 px (never upsampled)."""
     assert project_copy.training_geometry() == (32, 4.0)
     images = BlockImages(project_copy, session.slides)
     try:
         b = session.current
+        assert (b.width, b.height) == (64, 64)
         direct = images.read(b)
-        assert direct.shape == (32, 32, 3) and direct.dtype == np.uint8
+        assert direct.shape == (64, 64, 3) and direct.dtype == np.uint8
+        level0 = session.slides[b.slide].read_region(b.x, b.y, b.width, b.height)
+        assert np.array_equal(direct, level0)
+        small = BlockImages(project_copy, session.slides, side=48)
+        assert small.read(b).shape == (48, 48, 3)
+        small.close()
         images.prefetch(b)
         assert np.array_equal(images.get(b), direct)
         images.enabled = False
@@ -315,7 +323,7 @@ def test_block_images_without_training_geometry(session, project_copy):
     project_copy.config.pop("training")
     images = BlockImages(project_copy, session.slides)
     try:
-        assert images.read(session.current).shape == (240, 240, 3)
+        assert images.read(session.current).shape == (64, 64, 3)
     finally:
         images.close()
 

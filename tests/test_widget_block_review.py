@@ -482,3 +482,21 @@ def test_docks_added_from_the_plugins_menu_are_tabbed(make_napari_viewer, projec
         inner = [w for w in widget.findChildren(object) if hasattr(w, "shutdown")]
         for w in inner:
             w.shutdown()
+
+
+def test_heat_overlay_has_an_off_switch_and_an_opacity(review, qtbot):
+    """Issue 24.7: the 0.3-opacity overlay tints H&E; the dock turns it off or down."""
+    viewer, w = review
+    [heat] = [la for la in viewer.layers if "low-res bins" in la.name]
+    assert heat.visible and heat.opacity == pytest.approx(0.3)
+    w.overlay_slider.setValue(60)
+    assert heat.opacity == pytest.approx(0.6) and w.overlay_opacity() == pytest.approx(0.6)
+    w.overlay_check.setChecked(False)
+    assert not heat.visible and w.overlay_opacity() == 0.0
+    qtbot.keyClick(w, Qt.Key.Key_N)  # moving on keeps it off
+    assert not heat.visible
+    w.overlay_check.setChecked(True)
+    assert heat.visible and heat.opacity == pytest.approx(0.6)
+    # the block preview is read at the size it is shown at, not the 32 px training blocks
+    block = w.session.current
+    assert w.images.read(block).shape[:2] == (block.height, block.width)

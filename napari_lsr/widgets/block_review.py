@@ -22,6 +22,7 @@ from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from qtpy.QtGui import QColor, QImage, QKeyEvent, QPainter, QPixmap
 from qtpy.QtWidgets import (
     QApplication,
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -203,6 +204,7 @@ class BlockReviewWidget(QWidget):
         self._message_style = ""
         self._legend_bin: int | None = None
         self._outline_pending = False
+        self._shown_index: int | None = None  # the project's slide on the canvas
         self._camera_set: tuple[tuple[float, ...], float] | None = None
         self.viewer.canvas.events.size.connect(self._on_canvas_resize)
         self.destroyed.connect(functools.partial(_cleanup, self._resources))
@@ -328,10 +330,40 @@ class BlockReviewWidget(QWidget):
         self.bin_combo = QComboBox()
         self.bin_combo.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.bin_combo.activated.connect(self._bin_chosen)
+        # the heat overlay tints H&E (stroma looks hematoxylin-blue in low bins): one click
+        # hides it, the slider sets how strongly it shows
+        self.overlay_check = QCheckBox("Heat")
+        self.overlay_check.setChecked(True)
+        self.overlay_check.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.overlay_check.setToolTip("show the binned heat overlay on the slide")
+        self.overlay_check.toggled.connect(self._overlay_changed)
+        self.overlay_slider = QSlider(Qt.Orientation.Horizontal)
+        self.overlay_slider.setRange(0, 100)
+        self.overlay_slider.setValue(round(100 * OVERLAY_OPACITY))
+        self.overlay_slider.setFixedWidth(70)
+        self.overlay_slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.overlay_slider.setToolTip("opacity of the heat overlay")
+        self.overlay_slider.valueChanged.connect(self._overlay_changed)
         row = QHBoxLayout()
         row.addWidget(QLabel("Bin"))
         row.addWidget(self.bin_combo, 1)
+        row.addWidget(self.overlay_check)
+        row.addWidget(self.overlay_slider)
         root.addLayout(row)
+
+    def overlay_opacity(self) -> float:
+        """The heat overlay's opacity as the dock sets it (0 when hidden)."""
+        return self.overlay_slider.value() / 100 if self.overlay_check.isChecked() else 0.0
+
+    def _overlay_changed(self, *_: Any) -> None:
+        """Apply the Heat box and slider to the project's heat overlays."""
+        shown = self.overlay_check.isChecked()
+        self.overlay_slider.setEnabled(shown)
+        for index, layers in self._layers.items():
+            for layer in layers[1:]:  # [image, heat overlay]
+                if layer in self.viewer.layers:
+                    layer.opacity = self.overlay_slider.value() / 100
+                    layer.visible = shown and index == self._shown_index
 
     def _build_block_view(self, root: QVBoxLayout) -> None:
         """The bin's progress, the block's description and its image."""
@@ -534,7 +566,7 @@ class BlockReviewWidget(QWidget):
             self._set_status_empty("No blocks to review")
             self._error(reason_first(exc))
             return False
-        self.images = BlockImages(project, self.slides)
+        self.images = BlockImages(project, self.slides, IMAGE_SIDE)  # read at the size shown
         self._resources["images"] = self.images
         return self.start_session()
 
@@ -1062,17 +1094,19 @@ class BlockReviewWidget(QWidget):
             labels = self.labels_by_slide.get(index)
             if labels is not None:
                 data, meta, _ = labels_layer_data(labels, slide, self.project.bins)
-                meta["opacity"] = OVERLAY_OPACITY
+                meta["opacity"] = self.overlay_slider.value() / 100
                 overlay = self.viewer.add_labels(data, **meta)
                 self._own_layers.append(overlay)
                 layers.append(overlay)
             self._layers[index] = layers
             self._raise_outline()
         self.state.slide = self.project.slides[index].path  # the slide on screen
+        self._shown_index = index
         for i, group in self._layers.items():
-            for layer in group:
-                if layer.visible != (i == index):
-                    layer.visible = i == index
+            for k, layer in enumerate(group):  # [image, heat overlay]: the overlay as set
+                want = i == index and (k == 0 or self.overlay_check.isChecked())
+                if layer.visible != want:
+                    layer.visible = want
 
     def _raise_outline(self) -> None:
         if self._outline is not None and self._outline in self.viewer.layers:
