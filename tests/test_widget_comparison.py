@@ -416,3 +416,50 @@ def partial_threshold(method, threshold: float):
         return method(self, path, threshold=threshold_)
 
     return call
+
+
+# -- issue 24.12: every slide and the pooled Table 2 ----------------------------------------
+
+
+def test_all_slides_pool_the_scores_and_export_every_slide(
+    make_napari_viewer, qtbot, tmp_path, tiny_model
+):
+    from napari_lsr.compare import POOLED
+    from napari_lsr.metrics import Counts
+    from napari_lsr.synthetic import write_sample
+
+    proj = write_sample(tmp_path / "two", size=512, mpp=2.0, seed=4, block_um=128.0, n_slides=2)
+    assert len(proj.slides) == 2 and all(e.truth for e in proj.slides)
+    proj.models_dir.mkdir(exist_ok=True)
+    shutil.copy(tiny_model, proj.models_dir / "lsr.pt")
+    card = json.loads(tiny_model.with_suffix(".card.json").read_text())
+    card.update(name="lsr", checkpoint="lsr.pt")
+    (proj.models_dir / "lsr.card.json").write_text(json.dumps(card))
+    viewer, widget = make_widget(make_napari_viewer, proj)
+    assert widget.run_all() is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+    assert widget.status.styleSheet() == "", widget.status.text()
+    comps = widget.comparisons
+    assert [c.slide.name for c in comps] == [e.path.stem for e in proj.slides]
+    pooled = {r["name"]: r for r in widget.pooled}
+    assert set(pooled) == {LOWRES_NAME, "lsr"}
+    for name, row in pooled.items():
+        per_slide = [r for c in comps for r in c.rows if r["name"] == name]
+        counts = sum((r["masked_counts"] for r in per_slide), Counts())
+        assert row["masked_counts"] == counts and row["slides"] == 2
+        assert row["masked_dice"] == pytest.approx(counts.dice, nan_ok=True)
+    # the table shows the pooled rows
+    assert [widget.table.item(r, 0).text() for r in range(widget.table.rowCount())] == list(pooled)
+    out = widget.export_metrics(tmp_path / "metrics.csv")
+    with open(out, newline="") as fh:
+        got = list(csv.DictReader(fh))
+    slides = [e.path.stem for e in proj.slides]
+    assert [(g["slide"], g["model"]) for g in got] == [
+        (slides[0], LOWRES_NAME),
+        (slides[0], "lsr"),
+        (slides[1], LOWRES_NAME),
+        (slides[1], "lsr"),
+        (POOLED, LOWRES_NAME),
+        (POOLED, "lsr"),
+    ]
+    assert float(got[4]["masked_dice"]) == pytest.approx(pooled[LOWRES_NAME]["masked_dice"])

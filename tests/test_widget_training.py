@@ -485,3 +485,24 @@ def test_a_text_file_in_models_is_not_offered_for_resume(make_napari_viewer, pro
     w.models_tree.setCurrentItem(item)
     item.setSelected(True)
     assert not w.resume_btn.isEnabled()
+
+
+def test_selecting_a_saved_model_shows_its_health_from_the_card(
+    make_napari_viewer, project_copy, tiny_model
+) -> None:
+    """Issue 24.12: the Models list's model shows the health its card recorded."""
+    import shutil
+
+    w = tw.TrainingWidget(make_napari_viewer())
+    w.set_project(project_copy.folder)
+    project_copy.models_dir.mkdir(exist_ok=True)
+    shutil.copy(tiny_model, project_copy.models_dir / "saved.pt")
+    card = json.loads(tiny_model.with_suffix(".card.json").read_text())
+    card.update(name="saved", checkpoint="saved.pt")
+    (project_copy.models_dir / "saved.card.json").write_text(json.dumps(card))
+    w.refresh_models()
+    assert w.health_table.columnCount() == 0
+    w.models_tree.topLevelItem(0).setSelected(True)
+    assert w.health == card["health"]
+    assert w.health_table.columnCount() == len(card["health"]["bins"])
+    assert w.health_label.text().startswith("model health of saved (from its card): ")

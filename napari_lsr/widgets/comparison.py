@@ -34,8 +34,10 @@ from qtpy.QtWidgets import (
 
 from ..compare import (
     CompareRequest,
+    pooled_rows,
     project_models,
     run_comparison,
+    run_project_comparison,
     write_figure,
     write_metrics_csv,
 )
@@ -77,13 +79,16 @@ class ComparisonFailed(LSRError):
     """A RuntimeError from the run, re-raised as something superqt's worker reports."""
 
 
-def _guarded_comparison(req: Any) -> Any:
-    """``run_comparison`` with RuntimeErrors (torch's, out of memory included) re-raised as
+def _guarded_comparison(req: Any, every_slide: bool = False) -> Any:
+    """``run_comparison`` (``run_project_comparison`` of a list of requests with
+    ``every_slide``) with RuntimeErrors (torch's, out of memory included) re-raised as
     ``ComparisonFailed``: superqt's generator worker takes a RuntimeError for a deleted
     worker and drops it, so the user would see nothing."""
     from ..training import TrainingError
 
     try:
+        if every_slide:
+            return (yield from run_project_comparison(req))
         return (yield from run_comparison(req))
     except TrainingError as exc:  # one line that names the file already
         raise ComparisonFailed(one_line(exc)) from exc
@@ -195,6 +200,9 @@ class ComparisonWidget(QWidget):
         self.state = state_for(napari_viewer)  # what the napari-lsr widgets of the viewer share
         self.project: Project | None = None
         self.comparison: Comparison | None = None
+        #: Every slide's comparison after "All slides" (else []), and their pooled rows.
+        self.comparisons: list[Comparison] = []
+        self.pooled: list[dict[str, Any]] = []
         self.worker: Any = None
         self.device = "auto"
         self._layers: list[Any] = []
@@ -284,10 +292,18 @@ class ComparisonWidget(QWidget):
         run_row = QHBoxLayout()
         self.run_button = QPushButton("Run comparison", self)
         self.run_button.clicked.connect(self.run)
+        self.all_button = QPushButton("All slides", self)
+        self.all_button.setToolTip(
+            "compare every slide of the project that has ground truth, and pool the scores "
+            "over them (the paper's Table 2 is pooled); Export metrics then writes every "
+            "slide and the pooled rows"
+        )
+        self.all_button.clicked.connect(self.run_all)
         self.cancel_button = QPushButton("Cancel", self)
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
         run_row.addWidget(self.run_button, 1)
+        run_row.addWidget(self.all_button)
         run_row.addWidget(self.cancel_button)
         root.addLayout(run_row)
         self.progress = QProgressBar(self)
@@ -577,19 +593,56 @@ class ComparisonWidget(QWidget):
             device=self.device,
         )
 
+    def requests_all(self) -> list[CompareRequest]:
+        """One request per slide of the project that has ground truth (ValueError when
+        none has), with the models and options the widget shows."""
+        proj = self.project
+        if proj is None:
+            raise ValueError("open a project to compare all its slides")
+        slides = [e for e in proj.slides if e.truth]
+        if not slides:
+            raise ValueError(
+                "no slide of the project has ground truth (truth = ... in project.toml)"
+            )
+        band = self.band_spin.value()
+        return [
+            CompareRequest(
+                slide=Path(e.path),
+                truth=Path(e.truth),
+                labels=Path(e.labels) if e.labels else None,
+                models=self.entries(),
+                predictions_dir=proj.predictions_dir,
+                single_slide=len(proj.slides) <= 1,
+                slide_mpp=e.mpp,
+                band_um=band if band > 0 else None,
+                recompute=self.recompute_check.isChecked(),
+                heatmap=self.heatmap_check.isChecked(),
+                device=self.device,
+            )
+            for e in slides
+        ]
+
     def run(self) -> Any:
         """Start the comparison in a worker thread; returns the worker (None on bad input)."""
+        return self._start(every_slide=False)
+
+    def run_all(self) -> Any:
+        """Compare every slide with ground truth, then pool the scores over them (the table
+        shows the pooled rows; the canvas the slide chosen above, else the first)."""
+        return self._start(every_slide=True)
+
+    def _start(self, every_slide: bool) -> Any:
         from napari.qt.threading import thread_worker
 
         if self.worker is not None:
             self.show_error("a comparison is already running")
             return None
         try:
-            req = self.request()
+            req: Any = self.requests_all() if every_slide else self.request()
         except ValueError as exc:
             self.show_error(one_line(exc))
             return None
-        for entry in req.models:  # a checkpoint that is not plain data: ask, or refuse
+        for entry in self.entries():  # a checkpoint that is not plain data: ask, or refuse
             if entry.checkpoint is not None and not vet_checkpoint(
                 self, entry.checkpoint, self.show_error
             ):
@@ -600,11 +653,11 @@ class ComparisonWidget(QWidget):
             start_thread=False,
             connect={
                 "yielded": self._on_progress,
-                "returned": self._on_done,
+                "returned": self._on_done_all if every_slide else self._on_done,
                 "errored": self._on_error,
                 "finished": self._on_finished,
             },
-        )(req)
+        )(req, every_slide)
         relay = getattr(worker, "_relay_error", None)
         if relay is not None:
             try:  # napari's relay shows the traceback in a notification; one line is enough
@@ -613,6 +666,7 @@ class ComparisonWidget(QWidget):
                 pass  # not connected in this napari version
         self.worker = worker
         self.run_button.setEnabled(False)
+        self.all_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
         self._info("starting…")
@@ -642,10 +696,38 @@ class ComparisonWidget(QWidget):
     def _on_finished(self) -> None:
         self.worker = None
         self.run_button.setEnabled(True)
+        self.all_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+
+    def _on_done_all(self, comps: list[Comparison]) -> None:
+        """Every slide compared: the pooled rows in the table, the chosen slide on the canvas."""
+        shown = next(
+            (
+                c
+                for c in comps
+                if self._slide_index(c.slide.path) == self.slide_combo.currentIndex()
+            ),
+            comps[0],
+        )
+        self._on_done(shown)
+        for comp in comps:
+            self._record_predictions(comp)
+        self.comparisons = list(comps)
+        self.pooled = pooled_rows(comps)
+        self._fill_rows(self.pooled)
+        self.table.setToolTip(f"pooled over {len(comps)} slide(s): confusion counts summed")
+        names = ", ".join(c.slide.name for c in comps)
+        self.band_label.setText(
+            f"Pooled over {len(comps)} slide(s) ({names}): each slide's masked counts summed, "
+            f"then scored. The canvas shows {shown.slide.name}; Export metrics writes every "
+            "slide's rows and the pooled ones."
+        )
+        self._info(f"done: {len(self.pooled)} pooled row(s) over {len(comps)} slide(s)")
 
     def _on_done(self, comp: Comparison) -> None:
         self.comparison = comp
+        self.comparisons, self.pooled = [], []
+        self.table.setToolTip("")
         self._record_predictions(comp)
         self._show_layers(comp)
         self.legend.set_entries(comp.legend())
@@ -689,9 +771,12 @@ class ComparisonWidget(QWidget):
             self.viewer.reset_view()
 
     def _fill_table(self, comp: Comparison) -> None:
-        cells = table_rows(comp.rows)
+        self._fill_rows(comp.rows)
+
+    def _fill_rows(self, rows: list[dict[str, Any]]) -> None:
+        cells = table_rows(rows)
         self.table.setRowCount(len(cells))
-        for r, (row, values) in enumerate(zip(comp.rows, cells)):
+        for r, (row, values) in enumerate(zip(rows, cells)):
             for c, text in enumerate(values):
                 item = QTableWidgetItem(text)
                 if c:
@@ -743,12 +828,16 @@ class ComparisonWidget(QWidget):
         return out
 
     def export_metrics(self, path: str | Path) -> Path | None:
-        """Save the metrics table (Table 2 layout) as CSV."""
+        """Save the metrics table (Table 2 layout) as CSV: after All slides, every slide's
+        rows and then the pooled ones (``slide`` column: the slide, or ``pooled``)."""
         if self.comparison is None:
             self.show_error("run the comparison first: there are no metrics to export")
             return None
+        rows = self.comparison.rows
+        if self.comparisons:
+            rows = [r for c in self.comparisons for r in c.rows] + self.pooled
         try:
-            out = write_metrics_csv(path, self.comparison.rows)
+            out = write_metrics_csv(path, rows)
         except Exception as exc:
             self.show_error(one_line(exc))
             return None

@@ -180,6 +180,7 @@ class TrainingWidget(QWidget):
         low.addWidget(self.progress_view, 1)
         models, self.models_tree = models_group()
         self.models_tree.itemSelectionChanged.connect(self._update_buttons)
+        self.models_tree.itemSelectionChanged.connect(self._show_selected_health)
         low.addWidget(models)
         lay.addStretch(1)
         scroll.setMinimumHeight(60)  # the run, progress and models below fit 1366x768
@@ -655,6 +656,20 @@ class TrainingWidget(QWidget):
         p = self.project
         if p is not None and p is self.state.project and self.models_dir == p.models_dir:
             self.state.models = tuple(listed)  # the shared project's: Comparison lists them
+
+    def _show_selected_health(self) -> None:
+        """A saved model selected (no run going on): its health report from its card."""
+        items = self.models_tree.selectedItems()
+        if self.is_running or not items:
+            return
+        card: ModelCard = items[0].data(0, Qt.ItemDataRole.UserRole)
+        health = card.card.get("health") if card is not None else None
+        if not isinstance(health, dict) or not health.get("bins"):
+            return
+        self.show_health(health)
+        self.health_label.setText(
+            f"model health of {card.name} (from its card): {health.get('message', '')}"
+        )
 
     def models(self) -> list[ModelCard]:
         """The models folder's models (cards), newest first."""
