@@ -141,7 +141,8 @@ def test_a_prepared_child_runs_the_next_plan_at_idle_priority(project_copy) -> N
         assert os.sched_getscheduler(proc.pid) == os.SCHED_IDLE
     run.prepare_subprocess("idle")  # one waits at most
     assert run._STANDBY["idle"] is proc
-    events = list(run.run_in_subprocess(tiny_plan(project_copy, "s", steps=2), threading.Event()))
+    plan = tiny_plan(project_copy, "s", steps=2)
+    events = list(run.run_in_subprocess(plan, threading.Event(), priority="idle"))
     assert events[-1].kind == "done"
     assert proc.poll() == 0 and "idle" not in run._STANDBY  # that child ran it, and ended
 

@@ -420,7 +420,7 @@ def test_reopening_a_reviewed_project_shows_the_slide_and_undo_reaches_back(
 ):
     """Issue 24.9: the canvas is not empty, Undo reaches the earlier session, and a hint
     says where the keys went once the canvas has them."""
-    from qtpy.QtWidgets import QApplication, QLineEdit
+    from qtpy.QtWidgets import QApplication
 
     from napari_lsr.review import ReviewSession
 
@@ -440,8 +440,10 @@ def test_reopening_a_reviewed_project_shows_the_slide_and_undo_reaches_back(
     assert block is not None and w.session.current == block
     assert "earlier session" in w.message.text()
 
-    other = QLineEdit()  # stands in for the canvas taking the keyboard
-    viewer.window.add_dock_widget(other, name="other", area="left")
+    from qtpy.QtOpenGLWidgets import QOpenGLWidget
+
+    [other] = w.window().findChildren(QOpenGLWidget)  # napari's canvas takes the keyboard
+    other.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
     QApplication.setActiveWindow(w.window())
     w.setFocus()
     qtbot.waitUntil(lambda: QApplication.focusWidget() is w, timeout=5000)

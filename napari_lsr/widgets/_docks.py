@@ -41,7 +41,7 @@ def open_docks(viewer: Any, project: Any = None, keys: tuple[str, ...] = DOCKS) 
         front = docks[keys[0]]
         front.raise_()  # the first tab in front, now and once the tabs are laid out
         QTimer.singleShot(0, front.raise_)
-    fit_window(viewer)
+    fit_window(viewer, fill_height=True)  # the whole block review in view, within the screen
     return widgets
 
 
@@ -117,9 +117,11 @@ def _holds_lsr_widget(dock: Any) -> bool:
     )
 
 
-def fit_window(viewer: Any) -> None:
-    """Shrink the main window to the screen's available size when it has grown past it
-    (the window is found above the docks: with none open, nothing happens)."""
+def fit_window(viewer: Any, fill_height: bool = False) -> None:
+    """Shrink the main window to the screen's available size when it has grown past it;
+    with ``fill_height``, make it as tall as the screen allows (the docks' contents then
+    have all the room there is). The window is found above the docks: with none open,
+    nothing happens."""
     from ._napari import main_window
 
     qt_window = main_window(viewer)
@@ -130,5 +132,7 @@ def fit_window(viewer: Any) -> None:
     frame = qt_window.frameGeometry().size() - qt_window.size()  # title bar and borders
     width = min(qt_window.width(), avail.width() - frame.width())
     height = min(qt_window.height(), avail.height() - frame.height())
+    if fill_height:
+        height = avail.height() - frame.height()
     if (width, height) != (qt_window.width(), qt_window.height()):
         qt_window.resize(width, height)

@@ -64,10 +64,7 @@ from ._common import ERROR_STYLE, layer_slide_path, project_row, reason_first
 from ._docks import tab_later
 
 #: Shown when the keyboard leaves the dock while a block waits for its estimate.
-FOCUS_HINT = (
-    "The keys now go to the canvas, not to the review: click this dock (its block image, "
-    "say) to type estimates again."
-)
+FOCUS_HINT = "The keys now go to the canvas: click this dock to type estimates again."
 
 #: The spin box's value when nothing is typed (shown as "–").
 NO_VALUE = -1
@@ -105,6 +102,15 @@ def rgb_pixmap(rgb: np.ndarray, side: int) -> QPixmap:
         Qt.AspectRatioMode.KeepAspectRatio,
         Qt.TransformationMode.SmoothTransformation,
     )
+
+
+def _is_canvas(widget: QWidget | None) -> bool:
+    """True for an OpenGL widget: napari's canvas (a click or a pan there takes the keys)."""
+    try:
+        from qtpy.QtOpenGLWidgets import QOpenGLWidget
+    except ImportError:  # Qt 5: QOpenGLWidget lives in QtWidgets
+        from qtpy.QtWidgets import QOpenGLWidget
+    return isinstance(widget, QOpenGLWidget)
 
 
 def _partial_percent(text: str) -> bool:
@@ -977,7 +983,7 @@ class BlockReviewWidget(QWidget):
             self._focus_hint_shown = False
             if self.message.text() == FOCUS_HINT:
                 self._info("")
-        elif inside_old and not inside_new and new is not None:
+        elif inside_old and not inside_new and _is_canvas(new):
             if self.session is not None and self.session.current is not None:
                 self._focus_hint_shown = True
                 self._info(FOCUS_HINT)

@@ -651,7 +651,11 @@ class TrainingWidget(QWidget):
         running = self._out if self.is_running else None
         cards = list_models(self.models_dir, include_incomplete=True)
         listed = [c for c in cards if c.checkpoint != running]
-        fill_models(self.models_tree, listed, select)
+        self.models_tree.blockSignals(True)  # a model selected here is no user's choice
+        try:
+            fill_models(self.models_tree, listed, select)
+        finally:
+            self.models_tree.blockSignals(False)
         self._update_buttons()
         p = self.project
         if p is not None and p is self.state.project and self.models_dir == p.models_dir:
