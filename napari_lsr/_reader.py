@@ -6,17 +6,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .slide import OPENSLIDE_EXTENSIONS, Slide, SlideError, is_slide_file
+from .slide import OPENSLIDE_EXTENSIONS, PLAIN_EXTENSIONS, Slide, SlideError, is_slide_file
 
 LayerData = tuple[Any, dict[str, Any], str]
 
 
 def napari_get_reader(path: str | list[str]) -> Callable[[str], list] | None:
-    """Return the slide reader for slide files; None for files another reader should try.
+    """Return the slide reader for slides and plain RGB images; None for files another
+    reader should try.
 
-    TIFFs that OpenSlide does not recognise (neither a vendor slide nor a tiled pyramid)
-    are left to other readers. Other slide extensions always get the reader, so a corrupt
-    slide is reported instead of silently ignored.
+    PNG, JPEG and BMP images get the reader (one RGB layer, in microns where the file says
+    its resolution). A TIFF gets it when OpenSlide recognises it (a vendor slide or a tiled
+    pyramid) or when it is a single RGB(A) image (an H&E tile); other TIFFs (stacks, grey or
+    multichannel microscopy) are left to other readers. Other slide extensions always get
+    the reader, so a corrupt slide is reported instead of silently ignored.
     """
     if isinstance(path, list):
         if len(path) != 1:
@@ -24,11 +27,22 @@ def napari_get_reader(path: str | list[str]) -> Callable[[str], list] | None:
         path = path[0]
     p = Path(path)
     suffix = p.suffix.lower()
-    if suffix not in OPENSLIDE_EXTENSIONS:
-        return None
-    if suffix in (".tif", ".tiff") and not is_slide_file(p):
-        return None
-    return read_slide_layers
+    if suffix in (".tif", ".tiff"):
+        return read_slide_layers if is_slide_file(p) or _rgb_image(p) else None
+    if suffix in OPENSLIDE_EXTENSIONS or suffix in PLAIN_EXTENSIONS:
+        return read_slide_layers
+    return None
+
+
+def _rgb_image(path: Path) -> bool:
+    """True for a single-frame RGB or RGBA image file that PIL reads (header only)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.mode in ("RGB", "RGBA") and getattr(img, "n_frames", 1) == 1
+    except Exception:  # not an image PIL knows: another reader's business
+        return False
 
 
 def slide_layer_data(slide: Slide) -> LayerData:

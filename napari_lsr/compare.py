@@ -255,7 +255,11 @@ def _compare(
         blocks = [(m.card.get("block_size"), m.card.get("train_mpp")) for m in models]
         band0 = default_band_px(slide, labels, blocks)
     band_grid = band0 / ds
-    common = {"band_px_level0": band0, "band_um": band0 * slide.mpp if slide.mpp else None}
+    common = {
+        "band_px_level0": band0,
+        "band_um": band0 * slide.mpp if slide.mpp else None,
+        "slide": slide.name,
+    }
     colors = model_colors(models)
     boundaries = [Boundary("Ground truth", "truth", BOUNDARY_COLORS["truth"], truth.mask)]
     rows = []
@@ -299,11 +303,80 @@ def _compare(
 # -- exports -------------------------------------------------------------------------------
 
 
-CSV_COLUMNS = ("model", *SCORE_KEYS, "loss", "band_px_level0", "band_um", "source")
+CSV_COLUMNS = ("slide", "model", *SCORE_KEYS, "loss", "band_px_level0", "band_um", "source")
+
+#: The ``slide`` of a row pooled over slides (``pooled_rows``).
+POOLED = "pooled"
+
+
+def run_project_comparison(
+    requests: Sequence[CompareRequest],
+) -> Generator[tuple[str, float], None, list[Comparison]]:
+    """``run_comparison`` for each request (one per slide of a project), one after the other;
+    yields their progress over the whole, returns their Comparisons in order."""
+    comps: list[Comparison] = []
+    n = len(requests)
+    for i, req in enumerate(requests):
+        gen = run_comparison(req)
+        while True:
+            try:
+                message, frac = next(gen)
+            except StopIteration as stop:
+                comps.append(stop.value)
+                break
+            yield f"{req.slide.stem} ({i + 1}/{n}): {message}", (i + frac) / n
+    return comps
+
+
+def pooled_rows(comps: Sequence[Comparison]) -> list[dict[str, Any]]:
+    """Table 2 over several slides, as the paper's Table 2 is: for each row name (the
+    low-resolution model, each model) the confusion counts summed over the slides that have
+    it, and the scores of the sums (``slide`` = ``pooled``, ``slides`` = how many)."""
+    from .metrics import Counts
+
+    order: list[str] = []
+    acc: dict[str, dict[str, Any]] = {}
+    for comp in comps:
+        for r in comp.rows:
+            a = acc.get(r["name"])
+            if a is None:
+                order.append(r["name"])
+                a = acc[r["name"]] = {
+                    "loss": r.get("loss"),
+                    "color": r.get("color"),
+                    "masked": Counts(),
+                    "unmasked": Counts(),
+                    "slides": [],
+                }
+            a["masked"] = a["masked"] + r["masked_counts"]
+            a["unmasked"] = a["unmasked"] + r["unmasked_counts"]
+            a["slides"].append(r.get("slide") or comp.slide.name)
+    rows = []
+    for name in order:
+        a = acc[name]
+        m, u = a["masked"], a["unmasked"]
+        rows.append(
+            {
+                "name": name,
+                "slide": POOLED,
+                "slides": len(a["slides"]),
+                "masked_iou": m.iou,
+                "masked_dice": m.dice,
+                "unmasked_iou": u.iou,
+                "unmasked_dice": u.dice,
+                "masked_counts": m,
+                "unmasked_counts": u,
+                "loss": a["loss"],
+                "color": a["color"],
+                "source": f"pooled over {len(a['slides'])} slide(s): " + ", ".join(a["slides"]),
+            }
+        )
+    return rows
 
 
 def write_metrics_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> Path:
-    """Write the Table 2 rows as CSV (atomically); undefined scores are left blank."""
+    """Write the Table 2 rows as CSV (atomically, LF line endings); undefined scores are left
+    blank. Rows of several slides, and pooled ones, say which in the ``slide`` column."""
     path = Path(path)
 
     def cell(v: Any) -> Any:
@@ -312,11 +385,12 @@ def write_metrics_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -
         return f"{v:.6f}" if isinstance(v, float) else v
 
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
+        w = csv.writer(fh, lineterminator="\n")
         w.writerow(CSV_COLUMNS)
         for r in rows:
             w.writerow(
                 [
+                    r.get("slide") or "",
                     r["name"],
                     *(cell(r.get(k)) for k in SCORE_KEYS),
                     r.get("loss") or "",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from .config import DEFAULT_BLOCK_PX, DEFAULTS, SAMPLE_BLOCK_UM, SAMPLE_SIZE
 from .formats import write_json
@@ -97,23 +98,42 @@ def run_demo(
 
 
 def open_viewer(project: object) -> int:
-    """Open napari with the sample, its overlays, the boundaries and the plugin's widgets."""
+    """Open napari with the sample, its heat overlay, the boundaries and the plugin's widgets."""
     import napari
 
-    from .layers import labels_layer_data, truth_layer_data
-    from .slide import Slide
-
-    entry = project.slides[0]  # type: ignore[attr-defined]
-    viewer = napari.Viewer(title="napari-lsr demo")
-    slide = Slide(entry.path)
-    viewer.open(str(entry.path), plugin="napari-lsr")
-    data, meta, _ = labels_layer_data(entry.read_labels(slide), slide, project.bins)  # type: ignore[attr-defined]
-    viewer.add_labels(data, **meta)
-    if entry.truth:
-        data, meta, _ = truth_layer_data(entry.truth, slide)
-        viewer.add_labels(data, **meta)
-    from .widgets._docks import open_docks
-
-    open_docks(viewer, project)  # tabbed, Block review in front, the window within the screen
+    show_demo(napari.Viewer(title="napari-lsr demo"), project)
     napari.run()
     return 0
+
+
+def show_demo(viewer: Any, project: Any) -> dict[str, Any]:
+    """Fill ``viewer``: the sample slide, the plugin's docks as tabs (Block review in front,
+    which adds the one heat overlay) and the comparison of the demo's models: ground truth,
+    low-resolution and model boundaries, the band and the scores (predictions reused).
+    Returns the widgets by dock name."""
+    from .widgets._docks import open_docks
+
+    entry = project.slides[0]
+    viewer.open(str(entry.path), plugin="napari-lsr")
+    widgets = open_docks(viewer, project)  # tabbed, Block review in front, within the screen
+    comparison = widgets.get("Comparison")
+    if comparison is not None:
+        try:
+            show_comparison(comparison)
+        except Exception as exc:  # the viewer still opens, saying why there are no boundaries
+            print(f"could not draw the boundaries: {exc}", file=sys.stderr)
+    return widgets
+
+
+def show_comparison(widget: Any) -> None:
+    """Run the Comparison dock's comparison here (the demo's predictions exist, so it only
+    scores and draws) and show it in the dock and on the canvas."""
+    from .compare import run_comparison
+
+    gen = run_comparison(widget.request())
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            widget._on_done(stop.value)
+            return

@@ -222,9 +222,12 @@ def default_band_px(
 def score_row(
     name: str, mask: np.ndarray, truth: np.ndarray, band_grid_px: float, **extra: Any
 ) -> dict[str, Any]:
-    """One Table 2 row: masked and unmasked IoU/DICE of ``mask`` against ``truth``."""
+    """One Table 2 row: masked and unmasked IoU/DICE of ``mask`` against ``truth``, with
+    the confusion counts behind them (``masked_counts``, ``unmasked_counts``: rows of several
+    slides pool by adding them, see ``compare.pooled_rows``)."""
     s = masked_scores(mask, truth, band_grid_px)
-    return {"name": name, **{k: float(s[k]) for k in SCORE_KEYS}, **extra}
+    counts = {"masked_counts": s["masked_counts"], "unmasked_counts": s["unmasked_counts"]}
+    return {"name": name, **{k: float(s[k]) for k in SCORE_KEYS}, **counts, **extra}
 
 
 def format_score(v: float | None) -> str:

@@ -549,9 +549,9 @@ def inferred_sources(
 
 
 def write_prior_csv(path: str | os.PathLike, prior: Prior) -> None:
-    """Write a prior CSV atomically."""
+    """Write a prior CSV atomically, with LF line endings on every system."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
+        w = csv.writer(fh, lineterminator="\n")
         w.writerow([*PRIOR_COLUMNS, "source"])
         for r in prior.to_rows():
             w.writerow(

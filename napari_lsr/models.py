@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 
 #: Card status of a checkpoint that has no card (a run that is going on, failed or was killed).
 INCOMPLETE = "incomplete"
+#: The status of a ``.pt`` file in ``models/`` that is no checkpoint (a renamed text file,
+#: a truncated copy): listed so the user sees it, never offered for Resume.
+UNREADABLE = "unreadable"
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,16 @@ class ModelCard:
 
     @property
     def resumable(self) -> bool:
-        """A run that stopped before its planned steps (cancelled, or a bare checkpoint)."""
+        """A run that stopped before its planned steps (cancelled, or a bare checkpoint); a
+        file that is no checkpoint never is."""
+        if self.status == UNREADABLE:
+            return False
         return self.status != "done" or self.steps < self.steps_planned
 
     def summary(self) -> str:
         """One line for lists and tooltips, e.g. ``intra+inter / gaussian, 500/500 steps``."""
+        if self.status == UNREADABLE:
+            return f"{self.name}: not a checkpoint (not written by torch.save, or damaged)"
         if self.status == INCOMPLETE and "loss" not in self.card:
             return f"{self.name}: checkpoint without a card (run not finished)"
         loss = f", final loss {self.final_loss:.4g}" if math.isfinite(self.final_loss) else ""
@@ -80,6 +88,17 @@ class ModelCard:
             f"{self.name}: {self.loss} / {self.distance}, {self.steps}/{self.steps_planned} "
             f"steps{loss} ({self.status})"
         )
+
+
+def _looks_like_checkpoint(path: Path) -> bool:
+    """True when ``path`` is a zip archive, as every ``torch.save`` file since PyTorch 1.6
+    is (only the header and directory are read; nothing in the file runs)."""
+    import zipfile
+
+    try:
+        return zipfile.is_zipfile(path)
+    except OSError:
+        return False
 
 
 def _read_card(path: Path, errors: list[str] | None = None) -> dict[str, Any] | None:
@@ -139,7 +158,8 @@ def list_models(
         for pt in folder.glob("*.pt"):
             if pt.name.startswith(".") or pt.resolve() in with_card:
                 continue
-            card = {"name": pt.stem, "checkpoint": pt.name, "status": INCOMPLETE}
+            status = INCOMPLETE if _looks_like_checkpoint(pt) else UNREADABLE
+            card = {"name": pt.stem, "checkpoint": pt.name, "status": status}
             found.append((pt.stat().st_mtime, ModelCard(pt.stem, pt, card)))
     found.sort(key=lambda t: (-t[0], t[1].name))
     return [m for _, m in found]

@@ -138,11 +138,24 @@ class PriorFlags:
     not_monotonic: list[int]  # bins whose mean is below the previous bin's mean
 
 
-def check_prior(prior: Prior) -> PriorFlags:
-    """Flag bins with fewer than two estimates and means that fall as the bin rises."""
+def check_prior(prior: Prior, empty_bins: Iterable[int] = ()) -> PriorFlags:
+    """Flag bins with fewer than two estimates and means that fall as the bin rises.
+
+    ``empty_bins`` (bins no block of the project falls in: nothing to review, nothing to
+    train) are never flagged, and a mean is compared with the nearest lower bin that has
+    blocks.
+    """
+    empty = {int(b) for b in empty_bins}
     n = np.nan_to_num(prior.n, nan=np.inf)
-    few = [int(b) for b in np.flatnonzero(n < 2)]
-    drops = [int(b) for b in range(1, len(prior.bins)) if prior.mean_pct[b] < prior.mean_pct[b - 1]]
+    few = [int(b) for b in np.flatnonzero(n < 2) if int(b) not in empty]
+    drops = []
+    previous: int | None = None
+    for b in range(len(prior.bins)):
+        if b in empty:
+            continue
+        if previous is not None and prior.mean_pct[b] < prior.mean_pct[previous]:
+            drops.append(b)
+        previous = b
     return PriorFlags(few, drops)
 
 

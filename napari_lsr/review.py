@@ -19,10 +19,10 @@ complete, to the next bin that has one (N/P/B move freely; an entry on a block t
 has one replaces it, and undoing that brings the earlier one back). Reopening a project with
 the same seed resumes: blocks this annotator already estimated count as done.
 
-**Prefetch.** ``BlockImages`` reads a block at the training resolution (the project's
-``[training] block_size``: the whole block resampled to block_size x block_size, as training
-does; else ``[training] mpp``; else ``DEFAULT_REVIEW_PX`` px) in a background thread, so the
-next block is ready when the annotator presses Enter.
+**Prefetch.** ``BlockImages`` reads a block at the resolution its preview is shown at
+(``REVIEW_PX`` px on its longer side, never finer than level 0), not at the training
+resolution: a 64 px training block would hide the nuclei a pathologist judges by. It reads in
+a background thread, so the next block is ready when the annotator presses Enter.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ DEFAULT_K = 12
 DEFAULT_SEED = 0
 #: Side of the thumbnail read to decide whether a block is background.
 TISSUE_CHECK_PX = 32
-#: Review image side when the project names no training geometry (the paper's 240 px).
-DEFAULT_REVIEW_PX = 240
+#: The side of the block preview as the Block review shows it (px, the longer side).
+REVIEW_PX = 288
 #: Up/Down change the estimate by this many percentage points.
 STEP_PCT = 5.0
 #: How many prefetched block images are kept.
@@ -321,6 +321,9 @@ class ReviewSession:
             for e in self.store.estimates(annotator, include_skipped=True)
         }
         self.undo_stack: list[_Undo] = []
+        #: True when the last ``undo`` reached an estimate of an earlier session.
+        self.undid_stored = False
+        self._reinstated: set[int] = set()  # estimate ids an undo brought back: not undone
         #: What the last entry did: "next" (same bin), "bin done" or "all done".
         self.last_move = ""
         for z in range(nb):
@@ -531,10 +534,24 @@ class ReviewSession:
         eid, self.last_move = self._commit(None, True)
         return eid
 
-    def undo(self) -> ReviewBlock | None:
-        """Undo the last entry of this session and go back to its block; None when none."""
-        if not self.undo_stack:
+    @property
+    def resting_block(self) -> ReviewBlock | None:
+        """The block the session rests on once every block is reviewed (None while one is
+        on screen, or without blocks): the canvas shows its slide."""
+        if self.current_bin is None or not self.finished:
             return None
+        sample = self.samples[self.current_bin]
+        return sample[self.position] if 0 <= self.position < len(sample) else None
+
+    def undo(self) -> ReviewBlock | None:
+        """Undo the last entry and go back to its block; None when there is none.
+
+        This session's entries go first (newest first); then this annotator's estimates of
+        earlier sessions in the store, newest first (``undid_stored`` says which it was).
+        """
+        self.undid_stored = False
+        if not self.undo_stack:
+            return self._undo_stored()
         u = self.undo_stack.pop()
         self.store.undo_estimate(u.estimate_id, reinstate=u.previous.id if u.previous else None)
         if u.previous is None:
@@ -552,23 +569,55 @@ class ReviewSession:
         self._go(u.block.bin, sample.index(u.block))
         return u.block
 
+    def _undo_stored(self) -> ReviewBlock | None:
+        """Undo this annotator's newest live estimate (or skip) made before this session of a
+        block in the samples; the estimate it had replaced, if any, comes back."""
+        shown = {b.id: b for sample in self.samples.values() for b in sample}
+        candidates = [
+            (live.id, block_id)
+            for block_id, live in self.live.items()
+            if block_id in shown and live.id not in self._reinstated
+        ]
+        if not candidates:
+            return None
+        eid, block_id = max(candidates)
+        rows = self.store.query(
+            "SELECT p.id, p.percent, p.skipped FROM estimates p JOIN estimates e ON e.id = ? "
+            "WHERE p.block_id = e.block_id AND p.annotator = e.annotator AND p.id < e.id "
+            "AND p.undone_time = e.time ORDER BY p.id DESC LIMIT 1",
+            (eid,),
+        )
+        previous = rows[0] if rows else None
+        self.store.undo_estimate(eid, reinstate=previous[0] if previous else None)
+        block = shown[block_id]
+        if previous is None:
+            self.live.pop(block_id, None)
+        else:
+            skipped = bool(previous[2])
+            self.live[block_id] = _Live(
+                previous[0], None if skipped else previous[1], skipped, block.bin
+            )
+            self._reinstated.add(previous[0])
+        self._go(block.bin, self.samples[block.bin].index(block))
+        self.undid_stored = True
+        return block
+
 
 # -- block images and prefetch -----------------------------------------------------------------
 
 
 class BlockImages:
-    """Block images at the training resolution, read ahead in a background thread.
+    """Block images at the preview's resolution (``side`` px on the longer side, at most
+    level 0's pixels), read ahead in a background thread.
 
     ``get`` returns a prefetched image or reads it at once; ``prefetch`` queues a read;
     ``enabled = False`` turns prefetching off (the benchmark's baseline). ``submit`` runs
     other slow work (the store's view log) on a second worker so reads never wait for it.
     """
 
-    def __init__(self, project: Project, slides: SlideSet) -> None:
+    def __init__(self, project: Project, slides: SlideSet, side: int = REVIEW_PX) -> None:
         self.slides = slides
-        self.size, self.mpp = project.training_geometry()
-        if self.size is None and self.mpp is None:
-            self.size = DEFAULT_REVIEW_PX
+        self.side = int(side)
         self.enabled = True
         self._cache: OrderedDict[int, Future] = OrderedDict()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="napari-lsr-prefetch")
@@ -576,15 +625,13 @@ class BlockImages:
         self._closed = False
 
     def read(self, block: ReviewBlock) -> np.ndarray:
-        """The block's RGB uint8 image at the training resolution (read now)."""
+        """The block's RGB uint8 image at the preview's resolution (read now): ``side`` px on
+        its longer side from the best pyramid level, or level 0's pixels when fewer."""
         slide = self.slides[block.slide]
-        box = (block.x, block.y, block.width, block.height)
-        if self.size is not None:
-            return slide.read_region(*box, size=(self.size, self.size))
-        try:
-            return slide.read_region(*box, mpp=self.mpp)
-        except SlideError:  # the slide has no mpp: fall back to a fixed size
-            return slide.read_region(*box, size=(DEFAULT_REVIEW_PX, DEFAULT_REVIEW_PX))
+        w, h = block.width, block.height
+        scale = min(1.0, self.side / max(w, h))
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        return slide.read_region(block.x, block.y, w, h, size=size)
 
     def prefetch(self, block: ReviewBlock | None) -> None:
         """Start reading ``block`` in the background (no-op when disabled or cached)."""

@@ -288,10 +288,12 @@ def _run(plan: RunPlan, cancel: threading.Event) -> Iterator[Phase | TrainEvent]
 
 # -- in a child process -----------------------------------------------------------------------
 
-#: The child's CPU priority: "idle" (Linux SCHED_IDLE: it runs only on CPU time nothing
-#: else wants; elsewhere the lowest nice value / idle priority class), "low" (nice 10 / below
-#: normal) or "normal". See benchmarks/gui_stall.py for what each does to napari's stalls.
-CHILD_PRIORITY = "idle"
+#: The child's CPU priority: "low" (nice 10 / below normal: napari, at nice 0, gets the CPU
+#: first, yet the run keeps a share of a busy machine), "idle" (Linux SCHED_IDLE: it runs
+#: only on CPU time nothing else wants, so a browser or QuPath can starve it; elsewhere the
+#: lowest nice value / idle priority class) or "normal". See benchmarks/gui_stall.py for
+#: what each does to napari's stalls.
+CHILD_PRIORITY = "low"
 PRIORITIES = ("idle", "low", "normal")
 #: torch intra-op threads in the child when the plan leaves it open (None): 0 = torch's
 #: default, every core: the lowered priority already gives the GUI the CPU when it needs it.

@@ -393,6 +393,10 @@ def checkpoint_needs_trust(path: str | os.PathLike) -> list[str]:
     return []
 
 
+#: Why a file is no checkpoint, in words (never the loader's internals).
+UNREADABLE_CHECKPOINT = "not a readable checkpoint (not written by torch.save, or damaged)"
+
+
 def load_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device = "cpu", *, trust: bool = False
 ) -> dict:
@@ -411,19 +415,19 @@ def load_checkpoint(
     except pickle.UnpicklingError as exc:
         needs = _refused_globals(path, exc)
         if not needs:
-            raise TrainingError(
-                f"{path}: not a readable checkpoint (not written by torch.save, or damaged)"
-            ) from None
+            raise TrainingError(f"{path}: {UNREADABLE_CHECKPOINT}") from None
         if not (trust or is_trusted(path)):
             raise UntrustedCheckpoint(path, needs) from None
         try:  # the opt-in path: the user trusts this file's source
             ckpt = torch.load(path, map_location=map_location, weights_only=False)
-        except Exception as exc2:
-            raise TrainingError(
-                f"{path}: not a readable checkpoint ({first_line(exc2, 200)})"
-            ) from exc2
-    except Exception as exc:
-        raise TrainingError(f"{path}: not a readable checkpoint ({first_line(exc, 200)})") from exc
+        except OSError as exc2:
+            raise TrainingError(f"{path}: cannot read the checkpoint ({exc2.strerror})") from exc2
+        except Exception as exc2:  # torch's and pickle's internals mean nothing to a user
+            raise TrainingError(f"{path}: {UNREADABLE_CHECKPOINT}") from exc2
+    except OSError as exc:
+        raise TrainingError(f"{path}: cannot read the checkpoint ({exc.strerror})") from exc
+    except Exception as exc:  # e.g. "pop from empty list" for a text file: no message
+        raise TrainingError(f"{path}: {UNREADABLE_CHECKPOINT}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path}: not a napari-lsr checkpoint")
     return ckpt

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from napari_lsr.demo import run_demo
 
 
@@ -26,3 +28,31 @@ def test_headless_demo(tmp_path, capsys):
         assert (tmp_path / "project" / "predictions" / f"{loss}.tiff").exists()
     # a second run reuses everything
     assert run_demo(tmp_path, headless=True, steps=3, size=1024, train_overrides=tiny) == 0
+
+
+@pytest.mark.gui
+def test_demo_window_has_one_heat_overlay_and_the_model_boundaries(
+    make_napari_viewer, project_copy, tiny_model, monkeypatch, qtbot
+):
+    """Issue 24.4: the demo's window showed the heat overlay twice and no model boundary."""
+    import shutil
+
+    import napari
+
+    from napari_lsr import demo
+
+    models = project_copy.models_dir
+    models.mkdir(exist_ok=True)
+    shutil.copy(tiny_model, models / "intra+inter.pt")
+    card = json.loads(tiny_model.with_suffix(".card.json").read_text())
+    card.update(name="intra+inter", checkpoint="intra+inter.pt")
+    (models / "intra+inter.card.json").write_text(json.dumps(card))
+    viewer = make_napari_viewer()
+    monkeypatch.setattr(napari, "Viewer", lambda **kw: viewer)
+    monkeypatch.setattr(napari, "run", lambda *a, **kw: None)
+    assert demo.open_viewer(project_copy) == 0
+    names = [layer.name for layer in viewer.layers]
+    assert len([n for n in names if "low-res bins" in n]) == 1, names
+    kinds = [(layer.metadata or {}).get("napari_lsr", {}).get("kind") for layer in viewer.layers]
+    assert "model" in kinds and "truth" in kinds, (names, kinds)
+    assert any("intra+inter" in n for n in names), names

@@ -53,3 +53,67 @@ def test_sample_data_contribution(make_napari_viewer, monkeypatch, tmp_path):
     assert kinds == ["Image", "Labels", "Labels"]
     heat = next(lay for lay in layers if "low-res" in lay.name)
     assert heat.data.max() >= 1  # bins painted
+
+
+# -- issue 24.3: plain JPEG/PNG/TIFF images through the plugin's reader ----------------------
+
+
+def _tile(path, dpi=None):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8))
+    img.save(path, dpi=dpi) if dpi else img.save(path)
+    return path
+
+
+def test_plain_images_go_through_the_plugin_reader(make_napari_viewer, tmp_path):
+    from npe2 import PluginManager
+    from PIL import Image
+
+    from napari_lsr._reader import napari_get_reader
+
+    files = [
+        _tile(tmp_path / "tile.png"),
+        _tile(tmp_path / "tile.jpg", dpi=(50800, 50800)),  # 0.5 um/px
+        _tile(tmp_path / "tile.jpeg"),
+        _tile(tmp_path / "tile.tif"),
+    ]
+    pm = PluginManager.instance()
+    for f in files:
+        assert napari_get_reader(str(f)) is not None, f.name
+        readers = [r.plugin_name for r in pm.iter_compatible_readers([str(f)])]
+        assert "napari-lsr" in readers, (f.name, readers)
+    # a grey TIFF stack stays with napari's (or another plugin's) reader
+    stack = tmp_path / "stack.tif"
+    frames = [Image.fromarray(np.zeros((8, 8), np.uint8)) for _ in range(3)]
+    frames[0].save(stack, save_all=True, append_images=frames[1:])
+    assert napari_get_reader(str(stack)) is None
+
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(files[1]), plugin="napari-lsr")
+    assert layer.rgb and layer.metadata["napari_lsr"]["path"] == str(files[1])
+    assert tuple(layer.scale) == pytest.approx((0.5, 0.5))  # in microns
+
+
+def test_real_ocdc_tile_opens_with_the_plugin(make_napari_viewer):
+    tiles = shared_file("ocdc_tiles", "images")
+    tile = sorted(tiles.glob("*.jpg"))[0]
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(tile), plugin="napari-lsr")
+    assert layer.data[0].shape == (640, 640, 3)
+
+
+def test_use_slide_takes_a_tile_opened_by_napari_s_own_reader(make_napari_viewer, tmp_path):
+    from napari_lsr.widgets.block_review import BlockReviewWidget
+
+    tile = _tile(tmp_path / "tile.png")
+    viewer = make_napari_viewer()
+    viewer.open(str(tile), plugin="napari")  # scale 1, no napari-lsr metadata
+    csv = tmp_path / "tile.csv"
+    csv.write_text("x,y,width,height,probability\n0,0,64,64,0.1\n64,0,64,64,0.9\n")
+    w = BlockReviewWidget(viewer)
+    w.annotator_edit.setText("ana")
+    assert w.use_viewer_slide(str(csv)), w.message.text()
+    assert w.project is not None and w.project.slides[0].path.name == "tile.png"
+    w.shutdown()

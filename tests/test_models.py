@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zipfile
 from pathlib import Path
 
 from napari_lsr.models import INCOMPLETE, ModelCard, list_models
@@ -74,7 +75,8 @@ def test_cards_without_checkpoint_bad_json_hidden_and_other_json_are_skipped(
 def test_include_incomplete_lists_bare_checkpoints(tmp_path: Path) -> None:
     _model(tmp_path, "done", 1_000_000)
     bare = tmp_path / "running.pt"
-    bare.write_bytes(b"x")
+    with zipfile.ZipFile(bare, "w") as zf:  # what torch.save writes: a zip archive
+        zf.writestr("running/data.pkl", b"")
     os.utime(bare, (2_000_000, 2_000_000))
     (tmp_path / ".running.pt.abc.tmp").write_bytes(b"x")
     assert [m.name for m in list_models(tmp_path)] == ["done"]
@@ -129,3 +131,23 @@ def test_a_prediction_beside_a_model_keeps_the_card(tmp_path: Path) -> None:
     (tmp_path / "m.json").write_text(json.dumps(side))
     assert existing_prediction_sidecar(tmp_path / "m.tiff").name == "m.json"
     assert list_models(tmp_path) == []
+
+
+def test_a_text_file_named_pt_is_unreadable_in_words_and_never_resumable(tmp_path):
+    """Issue 24.10: no Python internals in the message; listed, but not for Resume."""
+    import pytest
+
+    from napari_lsr.models import UNREADABLE, list_models
+    from napari_lsr.training import TrainingError, load_checkpoint
+
+    fake = tmp_path / "models" / "notes.pt"
+    fake.parent.mkdir()
+    fake.write_text("these are my notes, not a model\n")
+    with pytest.raises(TrainingError) as err:
+        load_checkpoint(fake)
+    msg = str(err.value)
+    assert msg == f"{fake}: not a readable checkpoint (not written by torch.save, or damaged)"
+    assert "pop" not in msg and "list" not in msg
+    [card] = list_models(fake.parent, include_incomplete=True)
+    assert card.status == UNREADABLE and not card.resumable
+    assert "not a checkpoint" in card.summary()

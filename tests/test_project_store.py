@@ -85,6 +85,28 @@ def test_prior_from_values_and_flags(tiny_project):
     assert 6 in flags.not_monotonic  # paper's 10 % after a measured 30 %
 
 
+def test_bins_without_blocks_are_not_flagged_and_prior_csv_is_lf(tiny_project, tmp_path):
+    """Issue 24.11: a bin no block falls in is never 'not monotonic' (nor 'few'); the next
+    bin with blocks is compared with the last one before the gap. prior.csv ends lines LF."""
+    from napari_lsr.formats import read_prior_csv, write_prior_csv
+
+    bins = tiny_project.bins
+    z = np.array([0, 0, 0, 9, 9, 5, 5])
+    pct = np.array([20.0, 30.0, 40.0, 80.0, 60.0, 35.0, 45.0])
+    prior = prior_from_values(bins, z, pct)
+    empty = [1, 2, 3, 4, 6, 7, 8]
+    assert 1 in check_prior(prior).not_monotonic  # the paper's 1 % after a measured 30 %
+    flags = check_prior(prior, empty_bins=empty)
+    assert flags.not_monotonic == [] and flags.few_estimates == []
+    prior.mean_pct[9] = 25.0
+    assert check_prior(prior, empty_bins=empty).not_monotonic == [9]  # 25 after bin 5's 40
+    out = tmp_path / "prior.csv"
+    write_prior_csv(out, prior)
+    data = out.read_bytes()
+    assert b"\r" not in data and data.count(b"\n") == len(bins) + 1
+    assert read_prior_csv(out).mean_pct[9] == pytest.approx(25.0)
+
+
 def test_agreement_between_annotators():
     est = [(1, 0, "a", 10), (1, 0, "b", 20), (2, 0, "a", 50), (2, 0, "b", 40), (3, 1, "a", 5)]
     ag = agreement(est, 2)

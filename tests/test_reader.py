@@ -20,11 +20,15 @@ def test_reader_opens_synthetic_slide(tiny_project):
     assert data[0].shape == (768, 768, 3)
 
 
-def test_reader_declines_plain_tiff(tmp_path):
+def test_reader_declines_grey_tiff_and_takes_rgb_images(tmp_path):
     p = tmp_path / "plain.tif"
-    tifffile.imwrite(p, np.zeros((16, 16), np.uint8))  # strips, not a slide or pyramid
+    tifffile.imwrite(p, np.zeros((16, 16), np.uint8))  # grey strips: not a slide, not H&E
     assert napari_get_reader(str(p)) is None
-    assert napari_get_reader(str(tmp_path / "x.png")) is None
+    rgb = tmp_path / "tile.tif"
+    tifffile.imwrite(rgb, np.zeros((16, 16, 3), np.uint8))  # an RGB tile (issue 24.3)
+    assert napari_get_reader(str(rgb)) is not None
+    assert napari_get_reader(str(tmp_path / "x.png")) is not None
+    assert napari_get_reader(str(tmp_path / "x.czi")) is None
 
 
 def test_reader_reports_bad_slide_in_one_line(tmp_path, monkeypatch):

@@ -293,13 +293,21 @@ def test_bin_without_blocks_says_so(project_copy, tmp_path):
 # -- images and prefetch -------------------------------------------------------------------------
 
 
-def test_block_images_at_training_resolution(session, project_copy):
+def test_block_images_at_the_preview_resolution(session, project_copy):
+    """Issue 24.7: with [training] block_size = 32 the preview was 32 px; it is read at the
+    size it is shown at, here level 0's 64 px (never upsampled)."""
     assert project_copy.training_geometry() == (32, 4.0)
     images = BlockImages(project_copy, session.slides)
     try:
         b = session.current
+        assert (b.width, b.height) == (64, 64)
         direct = images.read(b)
-        assert direct.shape == (32, 32, 3) and direct.dtype == np.uint8
+        assert direct.shape == (64, 64, 3) and direct.dtype == np.uint8
+        level0 = session.slides[b.slide].read_region(b.x, b.y, b.width, b.height)
+        assert np.array_equal(direct, level0)
+        small = BlockImages(project_copy, session.slides, side=48)
+        assert small.read(b).shape == (48, 48, 3)
+        small.close()
         images.prefetch(b)
         assert np.array_equal(images.get(b), direct)
         images.enabled = False
@@ -315,7 +323,7 @@ def test_block_images_without_training_geometry(session, project_copy):
     project_copy.config.pop("training")
     images = BlockImages(project_copy, session.slides)
     try:
-        assert images.read(session.current).shape == (240, 240, 3)
+        assert images.read(session.current).shape == (64, 64, 3)
     finally:
         images.close()
 
@@ -496,3 +504,36 @@ def test_use_slide_never_stays_bound_to_a_bad_csv(project_copy, tmp_path):
     assert Path(cfg["slides"][0]["labels"]).name == entry.labels.name
     blocks, _ = load_blocks(proj, SlideSet(proj))
     assert blocks
+
+
+def test_undo_reaches_estimates_of_an_earlier_session(project_copy):
+    """Issue 24.9: the store has them, so Undo goes back past the session's start."""
+    from napari_lsr.review import ReviewSession
+
+    first = ReviewSession(project_copy, "ana", check_tissue=False)
+    a = first.current
+    first.enter(20)
+    b = first.current
+    first.enter(30)
+    assert first.prev() and first.current == b
+    first.enter(45)  # replaces 30
+    later = ReviewSession(project_copy, "ana", check_tissue=False)
+    assert later.undo_stack == []
+    assert later.undo() == b and later.undid_stored
+    assert later.current == b and later.estimate_of(b) == 30  # the replaced estimate is back
+    assert later.undo() == a and later.status(a) == "pending"
+    live = {e.block_id: e.percent for e in project_copy.store.estimates("ana")}
+    assert live == {b.id: 30.0}
+    assert later.undo() is None  # 30 was brought back by an undo: not undone again
+
+
+def test_a_fully_reviewed_session_rests_on_a_block(project_copy):
+    from napari_lsr.review import ReviewSession
+
+    s = ReviewSession(project_copy, "ana", k=1, check_tissue=False)
+    assert s.resting_block is None
+    while s.current is not None:
+        s.enter(10)
+    again = ReviewSession(project_copy, "ana", k=1, check_tissue=False)
+    assert again.finished and again.current is None
+    assert again.resting_block is not None

@@ -141,7 +141,8 @@ def test_a_prepared_child_runs_the_next_plan_at_idle_priority(project_copy) -> N
         assert os.sched_getscheduler(proc.pid) == os.SCHED_IDLE
     run.prepare_subprocess("idle")  # one waits at most
     assert run._STANDBY["idle"] is proc
-    events = list(run.run_in_subprocess(tiny_plan(project_copy, "s", steps=2), threading.Event()))
+    plan = tiny_plan(project_copy, "s", steps=2)
+    events = list(run.run_in_subprocess(plan, threading.Event(), priority="idle"))
     assert events[-1].kind == "done"
     assert proc.poll() == 0 and "idle" not in run._STANDBY  # that child ran it, and ended
 
@@ -188,3 +189,23 @@ def test_ctrl_c_is_for_napari_not_the_child(project_copy) -> None:
         if getattr(ev, "kind", "") == "step" and ev.step == 2:
             os.kill(pids[0], signal.SIGINT)
     assert events[-1].kind == "done" and events[-1].step == 6
+
+
+def test_the_default_child_runs_at_nice_10_not_idle() -> None:
+    """Issue 24.2: at idle priority a busy machine starved the run; the default is nice 10."""
+    assert run.CHILD_PRIORITY == "low"
+    run.prepare_subprocess()
+    proc = run._STANDBY[run.CHILD_PRIORITY]
+    try:
+        if hasattr(os, "getpriority"):
+            want = min(19, os.nice(0) + 10)
+            deadline = time.monotonic() + 30
+            while os.getpriority(os.PRIO_PROCESS, proc.pid) != want:
+                assert time.monotonic() < deadline, "the child never lowered its priority"
+                time.sleep(0.05)
+        if hasattr(os, "SCHED_IDLE"):
+            assert os.sched_getscheduler(proc.pid) != os.SCHED_IDLE
+    finally:
+        with run._STANDBY_LOCK:
+            run._STANDBY.pop(run.CHILD_PRIORITY, None)
+        run._release(proc, kill=True)

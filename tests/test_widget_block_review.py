@@ -385,3 +385,120 @@ def test_the_four_docks_open_tabbed_and_fit_the_screen(make_napari_viewer, proje
     for w in (review.image_label, review.record_button, review.skip_button, review.undo_button):
         assert w.isVisible() and w.visibleRegion().boundingRect().size() == w.size(), w
     review.shutdown()
+
+
+def test_entry_and_spin_box_always_agree(review, qtbot):
+    """Issue 24.8: Backspace after Up/Down, and a third digit past 100."""
+    viewer, w = review
+    w.setFocus()
+    qtbot.keyClicks(w, "35")
+    qtbot.keyClick(w, Qt.Key.Key_Down)
+    assert (w.entry.text(), w.spin.value()) == ("30", 30)
+    qtbot.keyClick(w, Qt.Key.Key_Backspace)
+    assert (w.entry.text(), w.spin.value(), w.slider.value()) == ("3", 3, 3)
+    qtbot.keyClick(w, Qt.Key.Key_Backspace)
+    assert w.entry.text() == "" and w.spin.text() == "–"
+    qtbot.keyClicks(w, "150")
+    assert (w.entry.text(), w.spin.text()) == ("150", "–")  # never 15 % beside 150
+    assert "outside 0–100" in w.message.text()
+    block = w.session.current
+    qtbot.keyClick(w, Qt.Key.Key_Return)
+    assert w.session.status(block) == "pending"  # refused
+    qtbot.keyClick(w, Qt.Key.Key_Backspace)
+    assert (w.entry.text(), w.spin.value()) == ("15", 15)
+    qtbot.keyClick(w, Qt.Key.Key_Return)
+    assert w.session.estimate_of(block) == 15
+    # typed straight into the focused entry: a value out of range leaves the spin box empty
+    w.entry.setFocus()
+    w.entry.clear()
+    qtbot.keyClicks(w.entry, "150")
+    assert w.entry.text() == "150" and w.spin.text() == "–"
+
+
+def test_reopening_a_reviewed_project_shows_the_slide_and_undo_reaches_back(
+    make_napari_viewer, project_copy, qtbot
+):
+    """Issue 24.9: the canvas is not empty, Undo reaches the earlier session, and a hint
+    says where the keys went once the canvas has them."""
+    from qtpy.QtWidgets import QApplication
+
+    from napari_lsr.review import ReviewSession
+
+    s = ReviewSession(project_copy, "ana", k=1)
+    while s.current is not None:
+        s.enter(10)
+    viewer = make_napari_viewer(show=True)
+    w = BlockReviewWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Block review")
+    w.k_spin.setValue(1)
+    assert w.set_project(project_copy, annotator="ana"), w.message.text()
+    assert w.session.finished and w.session.current is None
+    images = [la for la in viewer.layers if getattr(la, "rgb", False) and la.visible]
+    assert images, [la.name for la in viewer.layers]  # the slide is on the canvas
+    assert any("low-res bins" in la.name and la.visible for la in viewer.layers)
+    block = w.undo()
+    assert block is not None and w.session.current == block
+    assert "earlier session" in w.message.text()
+
+    from qtpy.QtOpenGLWidgets import QOpenGLWidget
+
+    [other] = w.window().findChildren(QOpenGLWidget)  # napari's canvas takes the keyboard
+    other.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+    QApplication.setActiveWindow(w.window())
+    w.setFocus()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is w, timeout=5000)
+    other.setFocus()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is other, timeout=5000)
+    assert "click this dock" in w.message.text()
+    w.setFocus()
+    qtbot.waitUntil(lambda: "click this dock" not in w.message.text(), timeout=5000)
+    w.shutdown()
+
+
+def test_docks_added_from_the_plugins_menu_are_tabbed(make_napari_viewer, project_copy, qtbot):
+    """Issue 24.6: added one by one (Plugins menu), the docks stacked, three got about 69 px
+    each and the window grew off a 1366x768 screen. Each new one is now a tab of the others,
+    in front."""
+    from qtpy.QtWidgets import QDockWidget
+
+    from napari_lsr.widgets._docks import DOCKS
+    from napari_lsr.widgets._napari import main_window
+
+    viewer = make_napari_viewer(show=True)
+    docks = []
+    for key in DOCKS:
+        dock, _ = viewer.window.add_plugin_dock_widget("napari-lsr", key)  # as the menu does
+        qtbot.wait(20)
+        docks.append(dock)
+    window = main_window(viewer)
+    first = docks[0]
+    tabbed = set(window.tabifiedDockWidgets(first))
+    assert tabbed == set(docks[1:]), [d.windowTitle() for d in tabbed]
+    assert all(isinstance(d, QDockWidget) for d in docks)
+    # the last one added is in front, and the window stays within the screen
+    assert docks[-1].visibleRegion().boundingRect().height() > 300
+    avail = window.screen().availableGeometry()
+    assert window.height() <= avail.height() and window.width() <= avail.width()
+    for dock in docks:
+        widget = dock.widget()
+        inner = [w for w in widget.findChildren(object) if hasattr(w, "shutdown")]
+        for w in inner:
+            w.shutdown()
+
+
+def test_heat_overlay_has_an_off_switch_and_an_opacity(review, qtbot):
+    """Issue 24.7: the 0.3-opacity overlay tints H&E; the dock turns it off or down."""
+    viewer, w = review
+    [heat] = [la for la in viewer.layers if "low-res bins" in la.name]
+    assert heat.visible and heat.opacity == pytest.approx(0.3)
+    w.overlay_slider.setValue(60)
+    assert heat.opacity == pytest.approx(0.6) and w.overlay_opacity() == pytest.approx(0.6)
+    w.overlay_check.setChecked(False)
+    assert not heat.visible and w.overlay_opacity() == 0.0
+    qtbot.keyClick(w, Qt.Key.Key_N)  # moving on keeps it off
+    assert not heat.visible
+    w.overlay_check.setChecked(True)
+    assert heat.visible and heat.opacity == pytest.approx(0.6)
+    # the block preview is read at the size it is shown at, not the 32 px training blocks
+    block = w.session.current
+    assert w.images.read(block).shape[:2] == (block.height, block.width)

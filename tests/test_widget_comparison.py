@@ -356,3 +356,110 @@ def test_a_runtime_error_in_the_run_is_reported(
     assert "RuntimeError: CUDA out of memory" in text and "\n" not in text
     assert shown == [f"napari-lsr: {text}"]
     assert widget.run_button.isEnabled() and widget.comparison is None
+
+
+def test_regions_to_qupath_after_a_comparison_reads_back_with_evaluate(
+    make_napari_viewer, qtbot, project_with_model, monkeypatch, tmp_path
+):
+    """Issue 24.1: the models of the list get their prediction once the comparison ran, so
+    Regions to QuPath (the selected score row) writes a file that ``evaluate --truth`` reads."""
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_lsr import cli
+    from napari_lsr.formats import read_prediction
+
+    proj = project_with_model
+    viewer, widget = make_widget(make_napari_viewer, proj)
+    run_and_wait(qtbot, widget)
+    assert widget.status.styleSheet() == "", widget.status.text()
+    pred = proj.predictions_dir / "lsr.tiff"
+    widget.table.selectRow(1)  # the model's row, as a user clicks it
+    asked: list = []
+    out = tmp_path / "regions.geojson"
+
+    def save_dialog(parent, caption, start, filt):
+        asked.append(start)
+        return str(out), filt
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", save_dialog)
+    # the tiny model barely learns: cut at its median so that there are regions to export
+    values, _ = read_prediction(pred)
+    cut = float(np.median(values)) / 255.0
+    monkeypatch.setattr(
+        type(widget), "export_regions", partial_threshold(type(widget).export_regions, cut)
+    )
+    widget._browse_export_regions()
+    assert asked and asked[0].endswith("lsr_regions.geojson"), asked
+    assert out.exists(), widget.status.text()
+    assert "region(s) of lsr" in widget.status.text()
+    feats = json.loads(out.read_text())["features"]
+    assert feats
+    scores = tmp_path / "scores.json"
+    rc = cli.main(
+        [
+            "evaluate",
+            "--truth",
+            str(out),
+            "--slide",
+            str(proj.slides[0].path),
+            "--labels",
+            str(proj.slides[0].labels),
+            "--json",
+            str(scores),
+        ]
+    )
+    assert rc == 0 and scores.exists()
+
+
+def partial_threshold(method, threshold: float):
+    def call(self, path, threshold_=threshold):
+        return method(self, path, threshold=threshold_)
+
+    return call
+
+
+# -- issue 24.12: every slide and the pooled Table 2 ----------------------------------------
+
+
+def test_all_slides_pool_the_scores_and_export_every_slide(
+    make_napari_viewer, qtbot, tmp_path, tiny_model
+):
+    from napari_lsr.compare import POOLED
+    from napari_lsr.metrics import Counts
+    from napari_lsr.synthetic import write_sample
+
+    proj = write_sample(tmp_path / "two", size=512, mpp=2.0, seed=4, block_um=128.0, n_slides=2)
+    assert len(proj.slides) == 2 and all(e.truth for e in proj.slides)
+    proj.models_dir.mkdir(exist_ok=True)
+    shutil.copy(tiny_model, proj.models_dir / "lsr.pt")
+    card = json.loads(tiny_model.with_suffix(".card.json").read_text())
+    card.update(name="lsr", checkpoint="lsr.pt")
+    (proj.models_dir / "lsr.card.json").write_text(json.dumps(card))
+    viewer, widget = make_widget(make_napari_viewer, proj)
+    assert widget.run_all() is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+    assert widget.status.styleSheet() == "", widget.status.text()
+    comps = widget.comparisons
+    assert [c.slide.name for c in comps] == [e.path.stem for e in proj.slides]
+    pooled = {r["name"]: r for r in widget.pooled}
+    assert set(pooled) == {LOWRES_NAME, "lsr"}
+    for name, row in pooled.items():
+        per_slide = [r for c in comps for r in c.rows if r["name"] == name]
+        counts = sum((r["masked_counts"] for r in per_slide), Counts())
+        assert row["masked_counts"] == counts and row["slides"] == 2
+        assert row["masked_dice"] == pytest.approx(counts.dice, nan_ok=True)
+    # the table shows the pooled rows
+    assert [widget.table.item(r, 0).text() for r in range(widget.table.rowCount())] == list(pooled)
+    out = widget.export_metrics(tmp_path / "metrics.csv")
+    with open(out, newline="") as fh:
+        got = list(csv.DictReader(fh))
+    slides = [e.path.stem for e in proj.slides]
+    assert [(g["slide"], g["model"]) for g in got] == [
+        (slides[0], LOWRES_NAME),
+        (slides[0], "lsr"),
+        (slides[1], LOWRES_NAME),
+        (slides[1], "lsr"),
+        (POOLED, LOWRES_NAME),
+        (POOLED, "lsr"),
+    ]
+    assert float(got[4]["masked_dice"]) == pytest.approx(pooled[LOWRES_NAME]["masked_dice"])

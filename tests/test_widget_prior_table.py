@@ -189,3 +189,52 @@ def test_a_partial_review_never_replaces_measured_values_unasked(
     answer[0] = True
     assert w.save_prior() == path and len(asked) == 2
     assert read_prior_csv(path).source == ["paper"] * 10
+
+
+# -- issue 24.11 ----------------------------------------------------------------------------
+
+
+def test_a_bin_without_blocks_is_never_flagged_and_prior_csv_has_lf(make_napari_viewer, tmp_path):
+    """Bins 1-8 hold no block: no 'not monotonic' there, nor 'fewer than 2 estimates';
+    bin 9 is compared with bin 0. prior.csv is written with LF line endings."""
+    from napari_lsr.synthetic import write_sample
+
+    src = write_sample(tmp_path / "src", size=512, mpp=2.0, seed=2, block_um=128.0)
+    csv = tmp_path / "two_bins.csv"
+    rows = ["x,y,width,height,probability"]
+    rows += [f"{x},0,64,64,0.05" for x in range(0, 192, 64)]  # bin 0
+    rows += [f"{x},64,64,64,0.97" for x in range(0, 192, 64)]  # bin 9
+    csv.write_text("\n".join(rows) + "\n")
+    proj = Project.create(tmp_path / "p", [SlideEntry(src.slides[0].path, csv)])
+    _estimate(proj, "ana", {0: [30, 40, 35], 9: [90, 95, 85]})
+    viewer = make_napari_viewer()
+    w = PriorTableWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Prior table")
+    assert w.open_project(str(proj.folder))
+    assert w.source() == (POOLED, "")
+    assert w.flags.not_monotonic == [] and w.flags.few_estimates == []
+    notes = [w.table.item(b, COL_NOTES).text() for b in range(10)]
+    assert not any("not monotonic" in n for n in notes), notes
+    path = w.save_prior()
+    data = path.read_bytes()
+    assert b"\r\n" not in data and data.count(b"\n") == 11
+
+
+def test_the_task_list_call_makes_no_future_warning(make_napari_viewer):
+    """A widget from the Plugins menu gets napari's proxy of the viewer, which warned on the
+    private task-list call at every run."""
+    import warnings
+
+    from napari_lsr.widgets import _napari
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-lsr", "Prior table")
+    assert type(widget.viewer).__name__ == "PublicOnlyProxy"
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        task = _napari.register_task(widget.viewer, "napari-lsr", "test", lambda: None)
+        _napari.end_task(widget.viewer, task, "done")
+    assert task is not None
+    assert not [w for w in seen if issubclass(w.category, FutureWarning)], [
+        str(w.message) for w in seen
+    ]

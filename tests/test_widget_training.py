@@ -186,9 +186,9 @@ def test_train_cancel_resume_and_card(widget, qtbot) -> None:
     assert len(widget.curve) == 24  # the curve kept the first part of the run
     # model health beside the curve: per-bin predicted cancer against the prior, one verdict
     assert widget.health is not None and widget.health == card["health"]
-    rows = widget.health_table.topLevelItemCount()
-    assert rows == len(card["health"]["bins"]) >= 2
-    assert widget.health_table.topLevelItem(0).text(0) == "0-20"
+    bins = widget.health_table.columnCount()  # one column per bin (issue 24.5)
+    assert bins == len(card["health"]["bins"]) >= 2
+    assert widget.health_table.horizontalHeaderItem(0).text() == "0–\n20"
     assert widget.health_label.text().startswith("model health: ")
     # a check during a run that does not follow the bins yet is amber, a final one red
     early = {**card["health"], "degenerate": True, "final": False, "message": "not yet"}
@@ -410,3 +410,113 @@ def test_force_stop_ends_a_run_whose_step_never_finishes(widget, qtbot) -> None:
     assert rec.finished[-1] == ("", "failed")
     assert "force-stopped" in widget.status_label.text()
     assert widget.cancel_btn.text() == "Cancel" and widget.train_btn.isEnabled()
+
+
+# -- issue 24.2: priority, ETA as a duration, elapsed after Resume ---------------------------
+
+
+def test_eta_and_elapsed_read_as_durations() -> None:
+    from napari_lsr.widgets.training_view import fmt_duration
+
+    assert fmt_duration(4 * 3600 + 34 * 60 + 43) == "4 h 35 min"  # was "4:34:43"
+    assert fmt_duration(200) == "3 min 20 s"
+    assert fmt_duration(45) == "45 s"
+    assert fmt_duration(120) == "2 min"
+    assert fmt_duration(7200) == "2 h"
+    assert fmt_duration(float("nan")) == "–"
+
+
+def test_training_priority_is_low_by_default_and_a_setting(make_napari_viewer, monkeypatch) -> None:
+    """A busy workstation must not starve the run: nice 10 by default, idle on request."""
+    from napari_lsr import run
+
+    assert run.CHILD_PRIORITY == "low"
+    w = tw.TrainingWidget(make_napari_viewer())
+    assert w.priority == "low" and w.priority_combo.currentData() == "low"
+    assert "nice 10" in w.priority_combo.currentText()
+    assert [w.priority_combo.itemData(i) for i in range(w.priority_combo.count())] == [
+        "low",
+        "idle",
+        "normal",
+    ]
+    w.priority_combo.setCurrentIndex(w.priority_combo.findData("idle"))
+    assert w.priority == "idle"
+    monkeypatch.setattr(tw, "TrainWorker", lambda handle, func, *args, **kwargs: kwargs)
+    assert w.make_worker(tiny_plan_stub(), tw.RunHandle())["priority"] == "idle"
+    w.set_priority("normal")
+    assert w.priority == "normal" and tw.TrainingWidget.priority == "low"
+    with pytest.raises(ValueError):
+        w.set_priority("realtime")
+
+
+def tiny_plan_stub():
+    from napari_lsr.config import TrainConfig
+    from napari_lsr.run import RunPlan
+
+    return RunPlan(out=Path("never.pt"), cache_dir=Path("."), config=TrainConfig())
+
+
+def test_elapsed_goes_on_after_resume(widget, qtbot, monkeypatch) -> None:
+    """The resumed run's elapsed time starts at its card's duration, not at 0."""
+    from napari_lsr.training import TrainEvent
+
+    ckpt = widget.models_dir / "half.pt"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.write_bytes(b"")
+    card = {"name": "half", "checkpoint": "half.pt", "status": "cancelled", "loss": "intra"}
+    card.update(steps=12, steps_planned=24, duration_s=2 * 3600 + 60, distance="gaussian")
+    ckpt.with_suffix(".card.json").write_text(json.dumps(card))
+    monkeypatch.setattr("napari_lsr.widgets.training.vet_checkpoint", lambda *a: True)
+    monkeypatch.setattr("napari_lsr.training.is_trusted", lambda path: True)
+
+    def fake_run(plan, cancel, finished):
+        yield TrainEvent("start", 12, 24, device="cpu")
+        yield TrainEvent("step", 13, 24, loss=0.5, lr=1e-3, blocks_per_s=10.0, eta_s=90.0)
+        finished.set()
+
+    def make_worker(plan, handle):
+        return tw.TrainWorker(handle, fake_run, plan, handle.cancel, handle.finished)
+
+    monkeypatch.setattr(widget, "make_worker", make_worker)
+    rec = Recorder(widget)
+    assert widget.resume(ckpt)
+    qtbot.waitUntil(lambda: bool(rec.finished), timeout=30_000)
+    widget.progress_view.mark_dirty()
+    widget._refresh()
+    text = widget.speed_label.text()
+    assert "ETA 1 min 30 s" in text and "elapsed 2 h 1 min" in text, text
+
+
+def test_a_text_file_in_models_is_not_offered_for_resume(make_napari_viewer, project_copy):
+    """Issue 24.10: listed as unreadable, and Resume stays off when it is selected."""
+    w = tw.TrainingWidget(make_napari_viewer())
+    w.set_project(project_copy.folder)
+    project_copy.models_dir.mkdir(exist_ok=True)
+    (project_copy.models_dir / "notes.pt").write_text("not a model\n")
+    w.refresh_models()
+    item = w.models_tree.topLevelItem(0)
+    assert item.text(0) == "notes" and item.text(5) == "unreadable"
+    w.models_tree.setCurrentItem(item)
+    item.setSelected(True)
+    assert not w.resume_btn.isEnabled()
+
+
+def test_selecting_a_saved_model_shows_its_health_from_the_card(
+    make_napari_viewer, project_copy, tiny_model
+) -> None:
+    """Issue 24.12: the Models list's model shows the health its card recorded."""
+    import shutil
+
+    w = tw.TrainingWidget(make_napari_viewer())
+    w.set_project(project_copy.folder)
+    project_copy.models_dir.mkdir(exist_ok=True)
+    shutil.copy(tiny_model, project_copy.models_dir / "saved.pt")
+    card = json.loads(tiny_model.with_suffix(".card.json").read_text())
+    card.update(name="saved", checkpoint="saved.pt")
+    (project_copy.models_dir / "saved.card.json").write_text(json.dumps(card))
+    w.refresh_models()
+    assert w.health_table.columnCount() == 0
+    w.models_tree.topLevelItem(0).setSelected(True)
+    assert w.health == card["health"]
+    assert w.health_table.columnCount() == len(card["health"]["bins"])
+    assert w.health_label.text().startswith("model health of saved (from its card): ")

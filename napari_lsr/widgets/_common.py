@@ -22,6 +22,27 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+
+def layer_slide_path(layer: object) -> Path | None:
+    """The slide file an RGB image layer shows: the napari-lsr reader's metadata, else the
+    file napari's own reader opened it from (a plain PNG/JPEG/TIFF); None for other layers
+    (the plugin's overlays, images made in memory)."""
+    if not getattr(layer, "rgb", False):
+        return None
+    meta = (getattr(layer, "metadata", None) or {}).get("napari_lsr") or {}
+    if meta.get("kind"):
+        return None
+    if meta.get("path"):
+        return Path(meta["path"])
+    source = getattr(getattr(layer, "source", None), "path", None)
+    if source and Path(source).is_file():
+        from ..slide import OPENSLIDE_EXTENSIONS, PLAIN_EXTENSIONS
+
+        if Path(source).suffix.lower() in PLAIN_EXTENSIONS + OPENSLIDE_EXTENSIONS:
+            return Path(source)
+    return None
+
+
 #: How an error message is drawn in every dock widget: one red, bold.
 ERROR_STYLE = "color: #ff6b6b; font-weight: bold;"
 

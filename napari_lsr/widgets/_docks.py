@@ -41,13 +41,87 @@ def open_docks(viewer: Any, project: Any = None, keys: tuple[str, ...] = DOCKS) 
         front = docks[keys[0]]
         front.raise_()  # the first tab in front, now and once the tabs are laid out
         QTimer.singleShot(0, front.raise_)
-    fit_window(viewer)
+    fit_window(viewer, fill_height=True)  # the whole block review in view, within the screen
     return widgets
 
 
-def fit_window(viewer: Any) -> None:
-    """Shrink the main window to the screen's available size when it has grown past it
-    (the window is found above the docks: with none open, nothing happens)."""
+#: Marks the napari-lsr dock widgets (a class attribute of each), for ``tab_with_open_docks``.
+DOCK_MARK = "napari_lsr_dock"
+
+
+def tab_later(widget: Any, viewer: Any) -> None:
+    """Once ``widget`` is docked (napari docks it after making it), tab it with the
+    napari-lsr docks already open (``tab_with_open_docks``)."""
+    import weakref
+
+    from qtpy.QtCore import QTimer
+
+    ref = weakref.ref(widget)
+
+    def later() -> None:
+        w = ref()
+        if w is not None:
+            try:
+                tab_with_open_docks(w, viewer)
+            except RuntimeError:  # deleted meanwhile
+                pass
+
+    QTimer.singleShot(0, later)
+
+
+def tab_with_open_docks(widget: Any, viewer: Any = None) -> bool:
+    """Tab ``widget``'s dock with the other napari-lsr docks of its area and bring it to the
+    front, so that a dock added from the Plugins menu never stacks below the others (where
+    each gets a few rows and the window grows off the screen); then fit the window to the
+    screen. False when there is nothing to do (not docked, already tabbed, no other dock)."""
+    from qtpy.QtWidgets import QDockWidget, QMainWindow
+
+    dock = widget.parentWidget()
+    while dock is not None and not isinstance(dock, QDockWidget):
+        dock = dock.parentWidget()
+    if dock is None or dock.isFloating():
+        return False
+    window = dock.parentWidget()
+    while window is not None and not isinstance(window, QMainWindow):
+        window = window.parentWidget()
+    if window is None or window.tabifiedDockWidgets(dock):
+        return False
+    area = window.dockWidgetArea(dock)
+    others = [
+        d
+        for d in window.findChildren(QDockWidget)
+        if d is not dock
+        and not d.isFloating()
+        and not d.isHidden()
+        and window.dockWidgetArea(d) == area
+        and _holds_lsr_widget(d)
+    ]
+    if not others:
+        return False
+    window.tabifyDockWidget(others[-1], dock)
+    dock.show()
+    dock.raise_()
+    if viewer is not None:
+        fit_window(viewer)
+    return True
+
+
+def _holds_lsr_widget(dock: Any) -> bool:
+    from qtpy.QtWidgets import QWidget
+
+    inner = dock.widget()
+    if inner is None:
+        return False
+    return getattr(inner, DOCK_MARK, False) or any(
+        getattr(w, DOCK_MARK, False) for w in inner.findChildren(QWidget)
+    )
+
+
+def fit_window(viewer: Any, fill_height: bool = False) -> None:
+    """Shrink the main window to the screen's available size when it has grown past it;
+    with ``fill_height``, make it as tall as the screen allows (the docks' contents then
+    have all the room there is). The window is found above the docks: with none open,
+    nothing happens."""
     from ._napari import main_window
 
     qt_window = main_window(viewer)
@@ -58,5 +132,7 @@ def fit_window(viewer: Any) -> None:
     frame = qt_window.frameGeometry().size() - qt_window.size()  # title bar and borders
     width = min(qt_window.width(), avail.width() - frame.width())
     height = min(qt_window.height(), avail.height() - frame.height())
+    if fill_height:
+        height = avail.height() - frame.height()
     if (width, height) != (qt_window.width(), qt_window.height()):
         qt_window.resize(width, height)

@@ -68,13 +68,20 @@ def software_opengl(widget: QWidget) -> bool:
 # here; where they fail, the widgets' own hooks (closeEvent, aboutToQuit) still stop the run.
 
 
+def _window(viewer: Any) -> Any:
+    """The viewer's window itself: a widget made from the Plugins menu gets napari's
+    ``PublicOnlyProxy`` of the viewer, which warns (FutureWarning) on every private call."""
+    window = viewer.window
+    return getattr(window, "__wrapped__", window)
+
+
 def register_task(viewer: Any, provider: str, what: str, cancel: Callable[[], Any]) -> Any:
     """List a busy task in the viewer's window, so closing it asks first and then calls
     ``cancel``; the task's id, or None where napari does not allow it."""
     try:
         from napari.utils.task_status import Status
 
-        return viewer.window._register_task_status(
+        return _window(viewer)._register_task_status(
             provider, Status.BUSY, what, cancel_callback=cancel
         )
     except Exception:
@@ -89,6 +96,6 @@ def end_task(viewer: Any, task_id: Any, status: str) -> None:
         from napari.utils.task_status import Status
 
         s = {"done": Status.COMPLETED, "cancelled": Status.CANCELLED}.get(status, Status.FAILED)
-        viewer.window._update_task_status(task_id, s, status)
+        _window(viewer)._update_task_status(task_id, s, status)
     except Exception:
         pass

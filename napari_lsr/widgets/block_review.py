@@ -22,6 +22,7 @@ from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from qtpy.QtGui import QColor, QImage, QKeyEvent, QPainter, QPixmap
 from qtpy.QtWidgets import (
     QApplication,
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -59,7 +60,11 @@ from ..review import (
 )
 from ..slide import SlideError
 from ..state import project_for_slide, state_for
-from ._common import ERROR_STYLE, project_row, reason_first
+from ._common import ERROR_STYLE, layer_slide_path, project_row, reason_first
+from ._docks import tab_later
+
+#: Shown when the keyboard leaves the dock while a block waits for its estimate.
+FOCUS_HINT = "The keys now go to the canvas: click this dock to type estimates again."
 
 #: The spin box's value when nothing is typed (shown as "–").
 NO_VALUE = -1
@@ -97,6 +102,30 @@ def rgb_pixmap(rgb: np.ndarray, side: int) -> QPixmap:
         Qt.AspectRatioMode.KeepAspectRatio,
         Qt.TransformationMode.SmoothTransformation,
     )
+
+
+def _is_canvas(widget: QWidget | None) -> bool:
+    """True for an OpenGL widget: napari's canvas (a click or a pan there takes the keys)."""
+    try:
+        from qtpy.QtOpenGLWidgets import QOpenGLWidget
+    except ImportError:  # Qt 5: QOpenGLWidget lives in QtWidgets
+        from qtpy.QtWidgets import QOpenGLWidget
+    return isinstance(widget, QOpenGLWidget)
+
+
+def _partial_percent(text: str) -> bool:
+    """True when ``text`` is a percentage being typed: empty, ``.``, or a number in 0-100
+    with at most one ``%`` at the end."""
+    t = text.strip()
+    if t.count("%") > 1 or ("%" in t and not t.endswith("%")):
+        return False
+    t = t.removesuffix("%").strip().replace(",", ".")
+    if t in ("", "."):
+        return True
+    try:
+        return 0.0 <= float(t) <= 100.0
+    except ValueError:
+        return False
 
 
 def _same_file(a: str | os.PathLike | None, b: str | os.PathLike) -> bool:
@@ -154,11 +183,15 @@ class ProgressStrip(QWidget):
 class BlockReviewWidget(QWidget):
     """Review K blocks per bin, stratified across slides, and record cancer % estimates."""
 
+    #: Tabbed with the other napari-lsr docks when added (``_docks.tab_with_open_docks``).
+    napari_lsr_dock = True
+
     #: Emitted with the ReviewBlock on screen (None when there is none) after every move.
     block_shown = Signal(object)
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        tab_later(self, napari_viewer)  # with the napari-lsr docks already open
         self.viewer = napari_viewer
         self.state = state_for(napari_viewer)  # what the napari-lsr widgets of the viewer share
         self.project: Project | None = None
@@ -177,11 +210,16 @@ class BlockReviewWidget(QWidget):
         self._message_style = ""
         self._legend_bin: int | None = None
         self._outline_pending = False
+        self._shown_index: int | None = None  # the project's slide on the canvas
         self._camera_set: tuple[tuple[float, ...], float] | None = None
         self.viewer.canvas.events.size.connect(self._on_canvas_resize)
         self.destroyed.connect(functools.partial(_cleanup, self._resources))
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self._build()
+        self._focus_hint_shown = False
+        app = QApplication.instance()
+        if app is not None:  # keys typed on the canvas are not estimates: say so
+            app.focusChanged.connect(self._on_focus_changed)
         self.state.connect(self, project=self._on_project)
 
     # -- layout ---------------------------------------------------------------------------------
@@ -298,10 +336,40 @@ class BlockReviewWidget(QWidget):
         self.bin_combo = QComboBox()
         self.bin_combo.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.bin_combo.activated.connect(self._bin_chosen)
+        # the heat overlay tints H&E (stroma looks hematoxylin-blue in low bins): one click
+        # hides it, the slider sets how strongly it shows
+        self.overlay_check = QCheckBox("Heat")
+        self.overlay_check.setChecked(True)
+        self.overlay_check.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.overlay_check.setToolTip("show the binned heat overlay on the slide")
+        self.overlay_check.toggled.connect(self._overlay_changed)
+        self.overlay_slider = QSlider(Qt.Orientation.Horizontal)
+        self.overlay_slider.setRange(0, 100)
+        self.overlay_slider.setValue(round(100 * OVERLAY_OPACITY))
+        self.overlay_slider.setFixedWidth(70)
+        self.overlay_slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.overlay_slider.setToolTip("opacity of the heat overlay")
+        self.overlay_slider.valueChanged.connect(self._overlay_changed)
         row = QHBoxLayout()
         row.addWidget(QLabel("Bin"))
         row.addWidget(self.bin_combo, 1)
+        row.addWidget(self.overlay_check)
+        row.addWidget(self.overlay_slider)
         root.addLayout(row)
+
+    def overlay_opacity(self) -> float:
+        """The heat overlay's opacity as the dock sets it (0 when hidden)."""
+        return self.overlay_slider.value() / 100 if self.overlay_check.isChecked() else 0.0
+
+    def _overlay_changed(self, *_: Any) -> None:
+        """Apply the Heat box and slider to the project's heat overlays."""
+        shown = self.overlay_check.isChecked()
+        self.overlay_slider.setEnabled(shown)
+        for index, layers in self._layers.items():
+            for layer in layers[1:]:  # [image, heat overlay]
+                if layer in self.viewer.layers:
+                    layer.opacity = self.overlay_slider.value() / 100
+                    layer.visible = shown and index == self._shown_index
 
     def _build_block_view(self, root: QVBoxLayout) -> None:
         """The bin's progress, the block's description and its image."""
@@ -462,11 +530,8 @@ class BlockReviewWidget(QWidget):
 
     def use_viewer_slide(self, labels_csv: str | os.PathLike) -> bool:
         """Review the slide layer open in the viewer with a low-res CSV (creates a project)."""
-        slides = [
-            layer
-            for layer in self.viewer.layers
-            if (layer.metadata.get("napari_lsr") or {}).get("path") and getattr(layer, "rgb", False)
-        ]
+        # the napari-lsr reader's slide layers, and plain images napari's own reader opened
+        slides = [layer for layer in self.viewer.layers if layer_slide_path(layer) is not None]
         if not slides:
             self._error("No slide in the viewer: open a slide (File > Open) or a project.")
             return False
@@ -475,7 +540,7 @@ class BlockReviewWidget(QWidget):
         if not str(labels_csv).strip():
             self._error(f"Choose the low-res CSV of {layer.name} first.")
             return False
-        self.state.slide = Path(layer.metadata["napari_lsr"]["path"])  # the slide to review
+        self.state.slide = layer_slide_path(layer)  # the slide to review
         try:
             project = project_for_slide(
                 self.state.slide, labels_csv, labels_class=self.labels_class()
@@ -507,7 +572,7 @@ class BlockReviewWidget(QWidget):
             self._set_status_empty("No blocks to review")
             self._error(reason_first(exc))
             return False
-        self.images = BlockImages(project, self.slides)
+        self.images = BlockImages(project, self.slides, IMAGE_SIDE)  # read at the size shown
         self._resources["images"] = self.images
         return self.start_session()
 
@@ -693,11 +758,12 @@ class BlockReviewWidget(QWidget):
             self._error(f"Undo failed: {reason_first(exc)}")
             return None
         if block is None:
-            self._error("Nothing to undo in this session.")
+            self._error("Nothing to undo: you have no estimate of these blocks in the store.")
             return None
         self._clear_entry()
         self._show_current()
-        self._info(f"Undone: block {block.id} is back for a new estimate.")
+        earlier = " (an estimate of an earlier session)" if self.session.undid_stored else ""
+        self._info(f"Undone{earlier}: block {block.id} is back for a new estimate.")
         self.state.estimates_changed.emit()
         return block
 
@@ -787,14 +853,25 @@ class BlockReviewWidget(QWidget):
             w.setValue(int(round(value)) if value is not None else w.minimum())
             w.blockSignals(False)
 
+    def _type_char(self, char: str) -> None:
+        """A digit (or ``.``, ``,``, ``%``) typed with the dock focused: appended to the entry;
+        a value outside 0-100 empties the spin box and says so at once (Enter refuses it)."""
+        text = self.entry.text() + char
+        self.entry.setText(text)
+        self._entry_edited(text)
+        if not _partial_percent(text):
+            self._error(f"{text.strip()} is outside 0–100 %: Backspace to correct it.")
+
     def _entry_edited(self, text: str) -> None:
+        """The spin box and slider show what the entry holds; "–" when that is no value."""
         if not text.strip():
             self._sync_controls(None)
             return
         try:
             self._sync_controls(parse_percent(text))
         except ValueError:
-            pass
+            if text.strip().removesuffix("%").strip() not in ("", ".", ","):
+                self._sync_controls(None)  # never a value other than the entry's
 
     def _spin_changed(self, value: int) -> None:
         if value == NO_VALUE:
@@ -869,8 +946,7 @@ class BlockReviewWidget(QWidget):
         if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
             self.record()
         elif text and text in "0123456789.,%":
-            self.entry.setText(self.entry.text() + text)
-            self._entry_edited(self.entry.text())
+            self._type_char(text)
         elif key == Qt.Key.Key_Up:
             self.step(STEP_PCT)
         elif key == Qt.Key.Key_Down:
@@ -878,6 +954,7 @@ class BlockReviewWidget(QWidget):
         elif key == Qt.Key.Key_Backspace:
             if self.entry.text():
                 self.entry.setText(self.entry.text()[:-1])
+                self._entry_edited(self.entry.text())  # the spin box and slider follow
             else:
                 self.undo()
         elif key == Qt.Key.Key_Escape:
@@ -893,6 +970,23 @@ class BlockReviewWidget(QWidget):
         else:
             return False
         return True
+
+    def _on_focus_changed(self, old: QWidget | None, new: QWidget | None) -> None:
+        """When the keyboard leaves the dock (a click or a pan on the canvas) while a block
+        waits for its estimate, say where the keys go now and how to get them back."""
+        try:
+            inside_old = old is not None and (old is self or self.isAncestorOf(old))
+            inside_new = new is not None and (new is self or self.isAncestorOf(new))
+        except RuntimeError:  # the widget is being deleted
+            return
+        if inside_new and self._focus_hint_shown:
+            self._focus_hint_shown = False
+            if self.message.text() == FOCUS_HINT:
+                self._info("")
+        elif inside_old and not inside_new and _is_canvas(new):
+            if self.session is not None and self.session.current is not None:
+                self._focus_hint_shown = True
+                self._info(FOCUS_HINT)
 
     def mousePressEvent(self, event: Any) -> None:  # noqa: N802 (Qt)
         self.setFocus()  # a click anywhere on the widget gives it the keys
@@ -949,6 +1043,9 @@ class BlockReviewWidget(QWidget):
         if block is None:
             self.image_label.clear()
             self._update_status()
+            resting = s.resting_block if s is not None else None
+            if resting is not None:  # every block reviewed: the slide still on the canvas
+                self._move_camera(resting)
             self.block_shown.emit(None)
             return
         try:
@@ -1003,17 +1100,19 @@ class BlockReviewWidget(QWidget):
             labels = self.labels_by_slide.get(index)
             if labels is not None:
                 data, meta, _ = labels_layer_data(labels, slide, self.project.bins)
-                meta["opacity"] = OVERLAY_OPACITY
+                meta["opacity"] = self.overlay_slider.value() / 100
                 overlay = self.viewer.add_labels(data, **meta)
                 self._own_layers.append(overlay)
                 layers.append(overlay)
             self._layers[index] = layers
             self._raise_outline()
         self.state.slide = self.project.slides[index].path  # the slide on screen
+        self._shown_index = index
         for i, group in self._layers.items():
-            for layer in group:
-                if layer.visible != (i == index):
-                    layer.visible = i == index
+            for k, layer in enumerate(group):  # [image, heat overlay]: the overlay as set
+                want = i == index and (k == 0 or self.overlay_check.isChecked())
+                if layer.visible != want:
+                    layer.visible = want
 
     def _raise_outline(self) -> None:
         if self._outline is not None and self._outline in self.viewer.layers:

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -15,6 +15,7 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -33,8 +34,10 @@ from qtpy.QtWidgets import (
 
 from ..compare import (
     CompareRequest,
+    pooled_rows,
     project_models,
     run_comparison,
+    run_project_comparison,
     write_figure,
     write_metrics_csv,
 )
@@ -44,6 +47,7 @@ from ..evaluation import TABLE_COLUMNS, Comparison, ModelEntry, prediction_entry
 from ..layers import color_label
 from ..state import state_for
 from ._common import ERROR_STYLE, reason_first, scroll_contents, vet_checkpoint
+from ._docks import tab_later
 
 if TYPE_CHECKING:
     import napari
@@ -75,18 +79,77 @@ class ComparisonFailed(LSRError):
     """A RuntimeError from the run, re-raised as something superqt's worker reports."""
 
 
-def _guarded_comparison(req: Any) -> Any:
-    """``run_comparison`` with RuntimeErrors (torch's, out of memory included) re-raised as
+def _guarded_comparison(req: Any, every_slide: bool = False) -> Any:
+    """``run_comparison`` (``run_project_comparison`` of a list of requests with
+    ``every_slide``) with RuntimeErrors (torch's, out of memory included) re-raised as
     ``ComparisonFailed``: superqt's generator worker takes a RuntimeError for a deleted
     worker and drops it, so the user would see nothing."""
     from ..training import TrainingError
 
     try:
+        if every_slide:
+            return (yield from run_project_comparison(req))
         return (yield from run_comparison(req))
     except TrainingError as exc:  # one line that names the file already
         raise ComparisonFailed(one_line(exc)) from exc
     except RuntimeError as exc:
         raise ComparisonFailed(f"{type(exc).__name__}: {one_line(exc)}") from exc
+
+
+class ElidedLabel(QLabel):
+    """A one-line label that elides its text in the middle to the width it gets (the whole
+    text in its tooltip), so that it never makes its dock wider."""
+
+    def __init__(self, text: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._full = text
+        self.setToolTip(text)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setMinimumWidth(40)
+        super().setText(text)
+
+    def full_text(self) -> str:
+        return self._full
+
+    def text(self) -> str:  # the whole text, as tests and scripts read it
+        return self._full
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt)
+        super().resizeEvent(event)
+        shown = self.fontMetrics().elidedText(
+            self._full, Qt.TextElideMode.ElideMiddle, max(0, self.contentsRect().width() - 4)
+        )
+        if shown != super().text():
+            super().setText(shown)
+
+
+class WrappedLabel(QLabel):
+    """A word-wrapped label that takes the height its lines need at its width, without
+    Qt's height-for-width (whose cached heights in a scroll area let the line below a
+    grown table be drawn over its rows)."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(text, parent)
+        self.setWordWrap(True)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+
+    def hasHeightForWidth(self) -> bool:  # noqa: N802 (Qt)
+        return False
+
+    def _fit(self) -> None:
+        width = max(40, self.width())
+        flags = int(Qt.TextFlag.TextWordWrap.value)
+        need = self.fontMetrics().boundingRect(0, 0, width, 10_000, flags, self.text()).height()
+        if self.text() and self.minimumHeight() != need:
+            self.setMinimumHeight(need)
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt)
+        super().setText(text)
+        self._fit()
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt)
+        super().resizeEvent(event)
+        self._fit()
 
 
 class Legend(QWidget):
@@ -115,7 +178,8 @@ class Legend(QWidget):
             sw.setFixedWidth(32)
             sw.setToolTip(color)
             h.addWidget(sw)
-            h.addWidget(QLabel(f"{text}  ({color_label(color)})", row), 1)
+            # elided, never wider than the dock (a long model name would widen it)
+            h.addWidget(ElidedLabel(f"{text}  ({color_label(color)})", row), 1)
             self._layout.addWidget(row)
 
 
@@ -126,12 +190,19 @@ class ComparisonWidget(QWidget):
     models distinct colours (SPEC section 4). Prediction and scoring run off the GUI thread.
     """
 
+    #: Tabbed with the other napari-lsr docks when added (``_docks.tab_with_open_docks``).
+    napari_lsr_dock = True
+
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
+        tab_later(self, napari_viewer)  # with the napari-lsr docks already open
         self.viewer = napari_viewer
         self.state = state_for(napari_viewer)  # what the napari-lsr widgets of the viewer share
         self.project: Project | None = None
         self.comparison: Comparison | None = None
+        #: Every slide's comparison after "All slides" (else []), and their pooled rows.
+        self.comparisons: list[Comparison] = []
+        self.pooled: list[dict[str, Any]] = []
         self.worker: Any = None
         self.device = "auto"
         self._layers: list[Any] = []
@@ -186,7 +257,8 @@ class ComparisonWidget(QWidget):
         models = QGroupBox("Models", self)
         mv = QVBoxLayout(models)
         self.models_list = QListWidget(models)
-        self.models_list.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.models_list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.models_list.setToolTip("tick the models to compare; select one for Regions to QuPath")
         self.models_list.setMaximumHeight(90)
         mv.addWidget(self.models_list)
         row = QHBoxLayout()
@@ -227,10 +299,18 @@ class ComparisonWidget(QWidget):
         run_row = QHBoxLayout()
         self.run_button = QPushButton("Run comparison", self)
         self.run_button.clicked.connect(self.run)
+        self.all_button = QPushButton("All slides", self)
+        self.all_button.setToolTip(
+            "compare every slide of the project that has ground truth, and pool the scores "
+            "over them (the paper's Table 2 is pooled); Export metrics then writes every "
+            "slide and the pooled rows"
+        )
+        self.all_button.clicked.connect(self.run_all)
         self.cancel_button = QPushButton("Cancel", self)
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
         run_row.addWidget(self.run_button, 1)
+        run_row.addWidget(self.all_button)
         run_row.addWidget(self.cancel_button)
         root.addLayout(run_row)
         self.progress = QProgressBar(self)
@@ -249,10 +329,9 @@ class ComparisonWidget(QWidget):
         rv.addWidget(self.legend)
         self.table = self._build_score_table(results)
         rv.addWidget(self.table)
-        self.band_label = QLabel("", results)
-        self.band_label.setWordWrap(True)
+        self.band_label = WrappedLabel("", results)
         rv.addWidget(self.band_label)
-        ex = QHBoxLayout()
+        ex = QGridLayout()  # two a row: the buttons keep their whole text in a narrow dock
         self.export_figure_button = QPushButton("Export figure…", results)
         self.export_figure_button.clicked.connect(self._browse_export_figure)
         self.export_metrics_button = QPushButton("Export metrics…", results)
@@ -264,9 +343,9 @@ class ComparisonWidget(QWidget):
             "annotations that QuPath opens by drag and drop"
         )
         self.export_regions_button.clicked.connect(self._browse_export_regions)
-        ex.addWidget(self.export_figure_button)
-        ex.addWidget(self.export_metrics_button)
-        ex.addWidget(self.export_regions_button)
+        ex.addWidget(self.export_figure_button, 0, 0)
+        ex.addWidget(self.export_metrics_button, 0, 1)
+        ex.addWidget(self.export_regions_button, 1, 0)
         rv.addLayout(ex)
         return results
 
@@ -278,14 +357,17 @@ class ComparisonWidget(QWidget):
         table.setHorizontalHeaderLabels(["Model", *(c.replace(" ", "\n") for c in TABLE_COLUMNS)])
         table.verticalHeader().setVisible(False)
         table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         table.setWordWrap(False)
         table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # the scores as wide as their digits, the model name takes the rest (elided in the
+        # middle): the table never needs more than the dock's width
         header = table.horizontalHeader()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
-        for c in range(1, 1 + len(TABLE_COLUMNS)):
-            header.setSectionResizeMode(c, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setMinimumSectionSize(40)
         table.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
         table.setMinimumHeight(90)
@@ -519,19 +601,56 @@ class ComparisonWidget(QWidget):
             truth_class=self.truth_class_edit.text().strip() or None,
         )
 
+    def requests_all(self) -> list[CompareRequest]:
+        """One request per slide of the project that has ground truth (ValueError when
+        none has), with the models and options the widget shows."""
+        proj = self.project
+        if proj is None:
+            raise ValueError("open a project to compare all its slides")
+        slides = [e for e in proj.slides if e.truth]
+        if not slides:
+            raise ValueError(
+                "no slide of the project has ground truth (truth = ... in project.toml)"
+            )
+        band = self.band_spin.value()
+        return [
+            CompareRequest(
+                slide=Path(e.path),
+                truth=Path(e.truth),
+                labels=Path(e.labels) if e.labels else None,
+                models=self.entries(),
+                predictions_dir=proj.predictions_dir,
+                single_slide=len(proj.slides) <= 1,
+                slide_mpp=e.mpp,
+                band_um=band if band > 0 else None,
+                recompute=self.recompute_check.isChecked(),
+                heatmap=self.heatmap_check.isChecked(),
+                device=self.device,
+            )
+            for e in slides
+        ]
+
     def run(self) -> Any:
         """Start the comparison in a worker thread; returns the worker (None on bad input)."""
+        return self._start(every_slide=False)
+
+    def run_all(self) -> Any:
+        """Compare every slide with ground truth, then pool the scores over them (the table
+        shows the pooled rows; the canvas the slide chosen above, else the first)."""
+        return self._start(every_slide=True)
+
+    def _start(self, every_slide: bool) -> Any:
         from napari.qt.threading import thread_worker
 
         if self.worker is not None:
             self.show_error("a comparison is already running")
             return None
         try:
-            req = self.request()
+            req: Any = self.requests_all() if every_slide else self.request()
         except ValueError as exc:
             self.show_error(one_line(exc))
             return None
-        for entry in req.models:  # a checkpoint that is not plain data: ask, or refuse
+        for entry in self.entries():  # a checkpoint that is not plain data: ask, or refuse
             if entry.checkpoint is not None and not vet_checkpoint(
                 self, entry.checkpoint, self.show_error
             ):
@@ -542,11 +661,11 @@ class ComparisonWidget(QWidget):
             start_thread=False,
             connect={
                 "yielded": self._on_progress,
-                "returned": self._on_done,
+                "returned": self._on_done_all if every_slide else self._on_done,
                 "errored": self._on_error,
                 "finished": self._on_finished,
             },
-        )(req)
+        )(req, every_slide)
         relay = getattr(worker, "_relay_error", None)
         if relay is not None:
             try:  # napari's relay shows the traceback in a notification; one line is enough
@@ -555,6 +674,7 @@ class ComparisonWidget(QWidget):
                 pass  # not connected in this napari version
         self.worker = worker
         self.run_button.setEnabled(False)
+        self.all_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
         self._info("starting…")
@@ -584,10 +704,39 @@ class ComparisonWidget(QWidget):
     def _on_finished(self) -> None:
         self.worker = None
         self.run_button.setEnabled(True)
+        self.all_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+
+    def _on_done_all(self, comps: list[Comparison]) -> None:
+        """Every slide compared: the pooled rows in the table, the chosen slide on the canvas."""
+        shown = next(
+            (
+                c
+                for c in comps
+                if self._slide_index(c.slide.path) == self.slide_combo.currentIndex()
+            ),
+            comps[0],
+        )
+        self._on_done(shown)
+        for comp in comps:
+            self._record_predictions(comp)
+        self.comparisons = list(comps)
+        self.pooled = pooled_rows(comps)
+        self._fill_rows(self.pooled)
+        self.table.setToolTip(f"pooled over {len(comps)} slide(s): confusion counts summed")
+        names = ", ".join(c.slide.name for c in comps)
+        self.band_label.setText(
+            f"Pooled over {len(comps)} slide(s) ({names}): each slide's masked counts summed, "
+            f"then scored. The canvas shows {shown.slide.name}; Export metrics writes every "
+            "slide's rows and the pooled ones."
+        )
+        self._info(f"done: {len(self.pooled)} pooled row(s) over {len(comps)} slide(s)")
 
     def _on_done(self, comp: Comparison) -> None:
         self.comparison = comp
+        self.comparisons, self.pooled = [], []
+        self.table.setToolTip("")
+        self._record_predictions(comp)
         self._show_layers(comp)
         self.legend.set_entries(comp.legend())
         self._fill_table(comp)
@@ -630,9 +779,12 @@ class ComparisonWidget(QWidget):
             self.viewer.reset_view()
 
     def _fill_table(self, comp: Comparison) -> None:
-        cells = table_rows(comp.rows)
+        self._fill_rows(comp.rows)
+
+    def _fill_rows(self, rows: list[dict[str, Any]]) -> None:
+        cells = table_rows(rows)
         self.table.setRowCount(len(cells))
-        for r, (row, values) in enumerate(zip(comp.rows, cells)):
+        for r, (row, values) in enumerate(zip(rows, cells)):
             for c, text in enumerate(values):
                 item = QTableWidgetItem(text)
                 if c:
@@ -649,6 +801,25 @@ class ComparisonWidget(QWidget):
         height = self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth()
         height += sum(self.table.rowHeight(r) for r in range(self.table.rowCount()))
         self.table.setFixedHeight(height + 2)
+        self._relayout()
+
+    def _relayout(self) -> None:
+        """Lay the dock out again from the table up: its new height otherwise reaches the
+        layouts only once the dock is shown again, and the band line is drawn over rows."""
+        w = self.table
+        while w is not None:
+            w.updateGeometry()  # (a hidden tab's widgets skip this as they change)
+            layout = w.layout()
+            if layout is not None:
+                layout.invalidate()
+                layout.activate()
+            if w is self:
+                break
+            w = w.parentWidget()
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt)
+        super().showEvent(event)
+        QTimer.singleShot(0, self._relayout)  # once the children are shown too
 
     # -- exports -------------------------------------------------------------------------
 
@@ -665,25 +836,71 @@ class ComparisonWidget(QWidget):
         return out
 
     def export_metrics(self, path: str | Path) -> Path | None:
-        """Save the metrics table (Table 2 layout) as CSV."""
+        """Save the metrics table (Table 2 layout) as CSV: after All slides, every slide's
+        rows and then the pooled ones (``slide`` column: the slide, or ``pooled``)."""
         if self.comparison is None:
             self.show_error("run the comparison first: there are no metrics to export")
             return None
+        rows = self.comparison.rows
+        if self.comparisons:
+            rows = [r for c in self.comparisons for r in c.rows] + self.pooled
         try:
-            out = write_metrics_csv(path, self.comparison.rows)
+            out = write_metrics_csv(path, rows)
         except Exception as exc:
             self.show_error(one_line(exc))
             return None
         self._info(f"metrics written to {out}")
         return out
 
+    def _record_predictions(self, comp: Comparison) -> None:
+        """Note on the listed models the prediction files the run made or reused (the run
+        works on copies), so that Regions to QuPath finds them."""
+        ran = {
+            str(b.entry.checkpoint): b.entry.prediction
+            for b in comp.boundaries
+            if b.kind == "model" and b.entry is not None and b.entry.checkpoint is not None
+        }
+        for i in range(self.models_list.count()):
+            entry = self.models_list.item(i).data(ENTRY_ROLE)
+            if entry is not None and entry.checkpoint is not None:
+                pred = ran.get(str(entry.checkpoint))
+                if pred is not None:
+                    entry.prediction = pred
+
+    def _table_entry(self) -> ModelEntry | None:
+        """The model of the score table's selected row (None: none, or the low-res row)."""
+        comp = self.comparison
+        row = self.table.currentRow()
+        if comp is None or row < 0 or not self.table.selectionModel().hasSelection():
+            return None
+        item = self.table.item(row, 0)
+        name = item.text() if item is not None else None
+        for b in comp.boundaries:
+            if b.kind == "model" and b.entry is not None and b.entry.name == name:
+                return b.entry
+        return None
+
     def _regions_entry(self) -> ModelEntry | None:
-        """The selected model with a prediction, else the first ticked one that has one."""
+        """The model selected in the score table or the models list, when it has a
+        prediction; else the first ticked one that has one, else the last comparison's."""
+        chosen = self._table_entry()
+        if chosen is not None and chosen.prediction is not None:
+            return chosen
         item = self.models_list.currentItem()
         chosen = item.data(ENTRY_ROLE) if item is not None else None
         if chosen is not None and chosen.prediction is not None:
             return chosen
-        return next((e for e in self.entries() if e.prediction is not None), None)
+        found = next((e for e in self.entries() if e.prediction is not None), None)
+        if found is None and self.comparison is not None:
+            found = next(
+                (
+                    b.entry
+                    for b in self.comparison.boundaries
+                    if b.kind == "model" and b.entry is not None and b.entry.prediction
+                ),
+                None,
+            )
+        return found
 
     def export_regions(self, path: str | Path, threshold: float = CANCER_THRESHOLD) -> Path | None:
         """Save the selected model's cancer regions as QuPath GeoJSON (level-0 px)."""

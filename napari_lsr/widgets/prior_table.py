@@ -20,6 +20,7 @@ import getpass
 import math
 import os
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
 
 import napari
@@ -66,6 +67,7 @@ from ..project import Project
 from ..review import bin_label
 from ..state import state_for
 from ._common import ERROR_STYLE, project_row, reason_first, scroll_contents
+from ._docks import tab_later
 
 POOLED = "pooled"
 ANNOTATOR = "annotator"
@@ -124,8 +126,12 @@ def confirm_replace(parent: QWidget | None, title: str, text: str) -> bool:
 class PriorTableWidget(QWidget):
     """The p(c|z) table from the estimates, per annotator and pooled, with edits and saving."""
 
+    #: Tabbed with the other napari-lsr docks when added (``_docks.tab_with_open_docks``).
+    napari_lsr_dock = True
+
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        tab_later(self, napari_viewer)  # with the napari-lsr docks already open
         self.viewer = napari_viewer
         self.state = state_for(napari_viewer)  # what the napari-lsr widgets of the viewer share
         self.project: Project | None = None
@@ -393,6 +399,20 @@ class PriorTableWidget(QWidget):
         self._info(f"Loaded {Path(path).name}.")
         return True
 
+    def _empty_bins(self) -> list[int]:
+        """The bins no block of the project falls in, as the store has the blocks (the Block
+        review registers them); none while it has no blocks yet."""
+        if self.project is None:
+            return []
+        try:
+            rows = self.project.store.query("SELECT bin, COUNT(*) FROM blocks GROUP BY bin")
+        except sqlite3.Error:
+            return []
+        counts = {int(z): int(c) for z, c in rows}
+        if not counts:
+            return []
+        return [b for b in range(len(self.project.bins)) if not counts.get(b)]
+
     def _browse_prior(self) -> None:
         start = str(self.project.folder) if self.project else ""
         path, _ = QFileDialog.getOpenFileName(self, "Load a prior", start, "Prior CSV (*.csv)")
@@ -422,7 +442,10 @@ class PriorTableWidget(QWidget):
             self._error(reason_first(exc))
             return
         measured = kind in (POOLED, ANNOTATOR)
-        self.flags = check_prior(self.prior) if measured else check_prior_loaded(self.prior)
+        empty = self._empty_bins()
+        self.flags = (
+            check_prior(self.prior, empty) if measured else check_prior_loaded(self.prior, empty)
+        )
         self._fill_table(measured)
         self._draw()
         self._fill_annotators()
@@ -757,9 +780,10 @@ def _bump(x: np.ndarray, mean: float, std: float) -> np.ndarray:
     return np.exp(-0.5 * ((x - mean) / s) ** 2)
 
 
-def check_prior_loaded(prior: Prior) -> PriorFlags:
-    """Flags of a prior from a file: blank n is not 'few estimates'; monotonic still holds."""
-    flags = check_prior(prior)
+def check_prior_loaded(prior: Prior, empty_bins: Iterable[int] = ()) -> PriorFlags:
+    """Flags of a prior from a file: blank n is not 'few estimates'; monotonic still holds
+    (bins without blocks left out, as in ``check_prior``)."""
+    flags = check_prior(prior, empty_bins)
     few = [b for b in flags.few_estimates if not math.isnan(prior.n[b])]
     return PriorFlags(few, flags.not_monotonic)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from functools import partial
@@ -24,6 +25,7 @@ from qtpy.QtWidgets import (
 from ..formats import Prior, paper_prior, read_prior_csv, resource_path
 from ..models import ModelCard, list_models
 from ..run import (  # noqa: F401 (Phase, TrainingFailed, readable_error, run_training: API)
+    CHILD_PRIORITY,
     Phase,
     RunPlan,
     SlideSource,
@@ -34,7 +36,8 @@ from ..run import (  # noqa: F401 (Phase, TrainingFailed, readable_error, run_tr
 )
 from ..state import state_for
 from . import _napari
-from ._common import reason_first, vet_checkpoint
+from ._common import layer_slide_path, reason_first, vet_checkpoint
+from ._docks import tab_later
 from .training_data import DataGroup, labels_for
 from .training_form import RunGroup, TrainingForm
 from .training_run import (
@@ -75,14 +78,18 @@ class TrainingWidget(QWidget):
     ``ProgressView``; their controls are the widget's attributes too.
     """
 
+    #: Tabbed with the other napari-lsr docks when added (``_docks.tab_with_open_docks``).
+    napari_lsr_dock = True
+
     #: Every event of a run (``Phase`` or ``TrainEvent``), on the GUI thread.
     run_event = Signal(object)
     #: A run ended: (checkpoint path or "", status: done, cancelled, failed).
     run_finished = Signal(str, str)
 
-    #: The child process's CPU priority (``run.PRIORITIES``): "idle" by default. Training in
-    #: a child never holds napari's GIL, and the GUI always gets the CPU first.
-    priority: str = "idle"
+    #: The child process's CPU priority (``run.PRIORITIES``) a new widget starts with: "low"
+    #: (nice 10). Training in a child never holds napari's GIL, and napari gets the CPU
+    #: first; the Run group's "CPU priority" changes it per widget.
+    priority: str = CHILD_PRIORITY
 
     #: How long after Cancel the button turns into Force stop, if the child has not ended.
     force_stop_after_ms: int = 20_000
@@ -99,6 +106,7 @@ class TrainingWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
+        tab_later(self, napari_viewer)  # with the napari-lsr docks already open
         self.viewer = napari_viewer
         self.project: Project | None = None
         self.models_dir: Path | None = None
@@ -172,9 +180,10 @@ class TrainingWidget(QWidget):
         low.addWidget(self.progress_view, 1)
         models, self.models_tree = models_group()
         self.models_tree.itemSelectionChanged.connect(self._update_buttons)
+        self.models_tree.itemSelectionChanged.connect(self._show_selected_health)
         low.addWidget(models)
         lay.addStretch(1)
-        scroll.setMinimumHeight(160)
+        scroll.setMinimumHeight(60)  # the run, progress and models below fit 1366x768
         self.splitter.setSizes([450, 550])  # proportions: settings above get 45 % at first
         self._suggest_name()
         self._update_buttons()
@@ -193,10 +202,23 @@ class TrainingWidget(QWidget):
         self.run_group = run = RunGroup()
         for name in RunGroup.CONTROLS:
             setattr(self, name, getattr(run, name))
+        run.set_priority(self.priority)
+        run.priority_combo.currentIndexChanged.connect(self._on_priority_changed)
         self.train_btn.clicked.connect(self.start)
         self.cancel_btn.clicked.connect(self._on_cancel_clicked)
         self.resume_btn.clicked.connect(self._on_resume_clicked)
         return run
+
+    def set_priority(self, priority: str) -> None:
+        """The CPU priority of the next runs' child process (``run.PRIORITIES``)."""
+        self.run_group.set_priority(priority)  # _on_priority_changed follows
+
+    def _on_priority_changed(self, *_: Any) -> None:
+        priority = self.run_group.priority()
+        if priority != self.priority:
+            self.priority = priority
+            if self.warmed_up and not self.is_running:
+                ready_next_child(priority)  # the next run's child, at the new priority
 
     def _start_device_probe(self) -> threading.Thread:
         """Warm torch up, list the devices and ready a child process in the background, so
@@ -269,11 +291,7 @@ class TrainingWidget(QWidget):
     def _sync_layers(self, event: Any = None) -> None:
         """Slide layers open in the viewer become slide choices (the project is the shared
         one: a layer tells which slide file it shows, not which project to open)."""
-        paths = []
-        for layer in self.viewer.layers:
-            meta = getattr(layer, "metadata", {}).get("napari_lsr", {})
-            if meta.get("path") and not meta.get("kind"):
-                paths.append(Path(meta["path"]))
+        paths = [p for p in map(layer_slide_path, self.viewer.layers) if p is not None]
         keys = {os.path.normcase(str(p.resolve())) for p in paths}
         for i in reversed(range(self.slide_list.count())):
             s = self.slide_list.source(self.slide_list.item(i))
@@ -420,7 +438,7 @@ class TrainingWidget(QWidget):
             trust_checkpoint=is_trusted(path),
             torch_threads=self.torch_threads,
         )
-        self._launch(plan, f"resuming {path.stem}")
+        self._launch(plan, f"resuming {path.stem}", elapsed_s=_elapsed_before(path))
         return True
 
     def _on_resume_clicked(self, *_: Any) -> None:
@@ -440,7 +458,7 @@ class TrainingWidget(QWidget):
         relay = {"priority": self.priority, "started": handle.set_child}
         return TrainWorker(handle, run_in_subprocess, plan, handle.cancel, handle.finished, **relay)
 
-    def _launch(self, plan: RunPlan, what: str) -> None:
+    def _launch(self, plan: RunPlan, what: str, elapsed_s: float = 0.0) -> None:
         handle = RunHandle()
         worker = self.make_worker(plan, handle)
         worker.yielded.connect(self._on_event)
@@ -450,7 +468,7 @@ class TrainingWidget(QWidget):
         self._last = None
         self._final_status = "failed"
         self.health = None
-        self.progress_view.reset(plan.config.steps if plan.resume is None else 0)
+        self.progress_view.reset(plan.config.steps if plan.resume is None else 0, elapsed_s)
         prior_line = plan.prior.source_line() if plan.prior is not None else ""
         self._set_status(f"{what}: starting; {prior_line}" if prior_line else f"{what}: starting")
         self.destroyed.connect(lambda *_: handle.stop())  # not a method: self is gone then
@@ -636,12 +654,43 @@ class TrainingWidget(QWidget):
         running = self._out if self.is_running else None
         cards = list_models(self.models_dir, include_incomplete=True)
         listed = [c for c in cards if c.checkpoint != running]
-        fill_models(self.models_tree, listed, select)
+        self.models_tree.blockSignals(True)  # a model selected here is no user's choice
+        try:
+            fill_models(self.models_tree, listed, select)
+        finally:
+            self.models_tree.blockSignals(False)
         self._update_buttons()
         p = self.project
         if p is not None and p is self.state.project and self.models_dir == p.models_dir:
             self.state.models = tuple(listed)  # the shared project's: Comparison lists them
 
+    def _show_selected_health(self) -> None:
+        """A saved model selected (no run going on): its health report from its card."""
+        items = self.models_tree.selectedItems()
+        if self.is_running or not items:
+            return
+        card: ModelCard = items[0].data(0, Qt.ItemDataRole.UserRole)
+        health = card.card.get("health") if card is not None else None
+        if not isinstance(health, dict) or not health.get("bins"):
+            return
+        self.show_health(health)
+        self.health_label.setText(
+            f"model health of {card.name} (from its card): {health.get('message', '')}"
+        )
+
     def models(self) -> list[ModelCard]:
         """The models folder's models (cards), newest first."""
         return list_models(self.models_dir) if self.models_dir else []
+
+
+def _elapsed_before(checkpoint: Path) -> float:
+    """How long the run of ``checkpoint`` has trained so far (its card's ``duration_s``; 0
+    without a readable card), so that the elapsed time goes on from there after Resume."""
+    from ..formats import existing_model_card, read_model_card
+
+    card = existing_model_card(checkpoint)
+    try:
+        value = float(read_model_card(card).get("duration_s") or 0.0) if card else 0.0
+    except Exception:  # a card that cannot say: count from 0
+        return 0.0
+    return value if math.isfinite(value) and value > 0 else 0.0

@@ -305,6 +305,19 @@ def unique_name(folder: Path, base: str) -> str:
     return name
 
 
+#: The training process's CPU priorities, the default first (``run.PRIORITIES``).
+PRIORITY_CHOICES = ("low", "idle", "normal")
+PRIORITY_LABELS = {
+    "low": "low (nice 10)",
+    "idle": "idle (only spare CPU)",
+    "normal": "normal",
+}
+PRIORITY_TIP = (
+    "the training process's CPU priority: low (nice 10) keeps napari responsive and still "
+    "trains when other programs are busy; idle trains only on CPU time nothing else wants "
+    "(on a busy machine it can sit still); normal competes with napari"
+)
+
 CANCEL_TIP = "stop after this step; a checkpoint and a card are saved"
 FORCE_STOP_TIP = (
     "the run has not stopped yet: end its process now (the last saved checkpoint is kept, the "
@@ -318,6 +331,7 @@ class RunGroup(QGroupBox):
     #: The controls the dock widget shows as its own attributes (scripts and tests use them).
     CONTROLS = (
         "device_combo",
+        "priority_combo",
         "name_edit",
         "models_label",
         "train_btn",
@@ -332,6 +346,10 @@ class RunGroup(QGroupBox):
         self.device_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.device_combo.addItems(["auto", "cpu"])
         self.device_combo.setToolTip("auto: CUDA, then MPS, then CPU; only devices found here")
+        self.priority_combo = QComboBox()
+        for key in PRIORITY_CHOICES:
+            self.priority_combo.addItem(PRIORITY_LABELS[key], key)
+        self.priority_combo.setToolTip(PRIORITY_TIP)
         self.name_edit = QLineEdit()
         self.name_edit.setToolTip("the model's file name in the models folder (NAME.pt, NAME.json)")
         self.name_edit.textEdited.connect(self._on_name_edited)
@@ -344,16 +362,33 @@ class RunGroup(QGroupBox):
         self.cancel_btn.setToolTip(CANCEL_TIP)
         self.resume_btn = QPushButton("Resume")
         self.resume_btn.setToolTip("continue the selected (or last cancelled) run")
+        self.priority_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.priority_combo.setMinimumContentsLength(len("low (nice 10)"))
         g.addWidget(QLabel("Device"), 0, 0)
         g.addWidget(self.device_combo, 0, 1)
-        g.addWidget(QLabel("Name"), 0, 2)
-        g.addWidget(self.name_edit, 0, 3)
-        g.addWidget(self.models_label, 1, 0, 1, 4)
+        g.addWidget(QLabel("CPU priority"), 0, 2)
+        g.addWidget(self.priority_combo, 0, 3)
+        g.addWidget(QLabel("Name"), 1, 0)
+        g.addWidget(self.name_edit, 1, 1, 1, 3)
+        g.addWidget(self.models_label, 2, 0, 1, 4)
         buttons = QHBoxLayout()
         for b in (self.train_btn, self.cancel_btn, self.resume_btn):
             buttons.addWidget(b)
-        g.addLayout(buttons, 2, 0, 1, 4)
+        g.addLayout(buttons, 3, 0, 1, 4)
         g.setColumnStretch(3, 1)
+
+    def priority(self) -> str:
+        """The chosen CPU priority of the training process (``run.PRIORITIES``)."""
+        return str(self.priority_combo.currentData())
+
+    def set_priority(self, priority: str) -> None:
+        """Choose a CPU priority (``run.PRIORITIES``); ValueError for another."""
+        index = self.priority_combo.findData(priority)
+        if index < 0:
+            raise ValueError(f"priority must be one of {PRIORITY_CHOICES}, not {priority!r}")
+        self.priority_combo.setCurrentIndex(index)
 
     def device(self) -> str:
         """The chosen device, as ``TrainConfig.device`` takes it."""

@@ -14,10 +14,12 @@ from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QGroupBox,
-    QHBoxLayout,
+    QHeaderView,
     QLabel,
     QProgressBar,
     QSizePolicy,
+    QTableWidget,
+    QTableWidgetItem,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -153,13 +155,18 @@ class TrainProgress(cancelable_progress):
 
 
 def fmt_duration(seconds: float) -> str:
-    """``m:ss`` or ``h:mm:ss``; a dash when not known."""
+    """A duration that cannot be read as a time of day: ``45 s``, ``3 min 20 s``,
+    ``4 h 35 min`` (minutes rounded once it is an hour or more); a dash when not known."""
     if not math.isfinite(seconds) or seconds < 0:
         return "–"
     seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    if seconds >= 3600:
+        h, m = divmod(int(round(seconds / 60)), 60)
+        return f"{h} h {m} min" if m else f"{h} h"
+    m, s = divmod(seconds, 60)
+    if not m:
+        return f"{s} s"
+    return f"{m} min {s} s" if s else f"{m} min"
 
 
 #: The health line's colours: red for a degenerate model or an alarm, amber while provisional.
@@ -202,22 +209,17 @@ class ProgressView(QGroupBox):
         self.progress_bar.setValue(0)
         self.progress_bar.setTextVisible(True)
         v.insertWidget(1, self.progress_bar)
-        curves = QHBoxLayout()
-        curves.addWidget(self.curve, 1)
-        health = QVBoxLayout()
+        # The curve, then the health verdict across the dock's width (room for its lines) and
+        # the per-bin table with one column per bin: all ten bins fit a 1366x768 screen.
+        self.curve.setMinimumHeight(40)
+        v.addWidget(self.curve, 1)
         self.health_label = QLabel(HEALTH_WAIT)
         self.health_label.setWordWrap(True)
         self.health_label.setToolTip(HEALTH_TIP)
-        self.health_table = QTreeWidget()
-        self.health_table.setHeaderLabels(["bin", "prior %", "model %"])
-        self.health_table.setRootIsDecorated(False)
-        self.health_table.setToolTip(HEALTH_TIP)
-        self.health_table.setMinimumWidth(190)
-        self.health_table.setIndentation(0)
-        health.addWidget(self.health_label)
-        health.addWidget(self.health_table, 1)
-        curves.addLayout(health, 1)
-        v.addLayout(curves, 1)
+        self.health_label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+        v.addWidget(self.health_label)
+        self.health_table = health_table()
+        v.addWidget(self.health_table)
         #: napari's progress bar of the run (``open_napari_bar``), None without one.
         self.napari_bar: TrainProgress | None = None
         self._last_step: TrainEvent | None = None  # shown at the next refresh if _dirty
@@ -227,8 +229,9 @@ class ProgressView(QGroupBox):
         self._alarm = ""  # the run's last alarm, shown in red above the health line
         self._health: tuple[str, bool, bool] = (HEALTH_WAIT, False, True)
 
-    def reset(self, total: int) -> None:
-        """Empty everything for a new run of ``total`` steps (0: not known yet)."""
+    def reset(self, total: int, elapsed_s: float = 0.0) -> None:
+        """Empty everything for a new run of ``total`` steps (0: not known yet); the elapsed
+        time starts at ``elapsed_s`` (a resumed run's time so far)."""
         self.curve.clear()
         self.health_table.clear()
         self._alarm, self._health = "", (HEALTH_WAIT, False, True)
@@ -240,7 +243,7 @@ class ProgressView(QGroupBox):
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("%p%")
         self._last_step, self._dirty = None, False
-        self._bps, self._t0 = math.nan, time.perf_counter()
+        self._bps, self._t0 = math.nan, time.perf_counter() - max(0.0, elapsed_s)
 
     def add_step(self, ev: TrainEvent) -> None:
         """A training step: on the curve at once, in the lines and bars at the next refresh."""
@@ -314,19 +317,7 @@ class ProgressView(QGroupBox):
         """Per-bin predicted cancer against the prior (bins named by ``labels``), and the
         one-line verdict: red when the finished (or stopped) model is degenerate, amber while
         a running one does not follow the bins yet."""
-        self.health_table.clear()
-        for row in health.get("bins", []):
-            b = int(row["bin"])
-            item = QTreeWidgetItem(
-                [
-                    labels[b] if b < len(labels) else str(b),
-                    f"{100 * row['prior_mean']:.0f} ± {100 * row['prior_std']:.0f}",
-                    f"{100 * row['pred_mean']:.0f} ± {100 * row['pred_std']:.0f}",
-                ]
-            )
-            self.health_table.addTopLevelItem(item)
-        for i in range(3):
-            self.health_table.resizeColumnToContents(i)
+        fill_health_table(self.health_table, health.get("bins", []), labels)
         degenerate = bool(health.get("degenerate"))
         final = health.get("final", True)  # cards written before provisional checks: final
         self._health = (f"model health: {health.get('message', '')}", degenerate, final)
@@ -346,6 +337,65 @@ class ProgressView(QGroupBox):
         self.health_label.setStyleSheet(style)
 
 
+#: The rows of the health table (one column per bin).
+HEALTH_ROWS = ("prior %", "model %")
+
+
+def health_table() -> QTableWidget:
+    """The per-bin health table: a column per bin, rows prior % and model % (mean ± std),
+    as tall as its two rows, so every bin is in view on a small screen."""
+    table = QTableWidget(len(HEALTH_ROWS), 0)
+    table.setVerticalHeaderLabels(list(HEALTH_ROWS))
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+    table.setToolTip(HEALTH_TIP)
+    table.setWordWrap(False)
+    font = table.font()
+    font.setPointSizeF(font.pointSizeF() * 0.9)
+    table.setFont(font)
+    table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+    table.horizontalHeader().setMinimumSectionSize(24)
+    table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    table.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+    _fit_health_height(table)
+    return table
+
+
+def fill_health_table(
+    table: QTableWidget, bins: Sequence[dict[str, Any]], labels: Sequence[str] = ()
+) -> None:
+    """One column per bin of a health report: its label, then prior and model mean ± std."""
+    table.setColumnCount(len(bins))
+    heads = []
+    for c, row in enumerate(bins):
+        b = int(row["bin"])
+        heads.append(labels[b] if b < len(labels) else str(b))
+        head = heads[-1].replace("-", "–", 1)
+        heads[-1] = head.replace("–", "–\n", 1)  # 95–\n100: narrow columns, whole labels
+        cells = (
+            (row["prior_mean"], row["prior_std"]),
+            (row["pred_mean"], row["pred_std"]),
+        )
+        for r, (mean, std) in enumerate(cells):
+            item = QTableWidgetItem(f"{100 * mean:.0f}\n±{100 * std:.0f}")
+            item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+            item.setToolTip(f"bin {head} %: {HEALTH_ROWS[r]} {100 * mean:.1f} ± {100 * std:.1f}")
+            table.setItem(r, c, item)
+    table.setHorizontalHeaderLabels(heads)
+    _fit_health_height(table)
+
+
+def _fit_health_height(table: QTableWidget) -> None:
+    table.resizeRowsToContents()
+    rows = sum(table.rowHeight(r) for r in range(table.rowCount()))
+    if not table.columnCount():
+        rows = (table.fontMetrics().height() + 6) * table.rowCount()
+    head = max(table.horizontalHeader().sizeHint().height(), 2 * table.fontMetrics().height() + 6)
+    bar = table.horizontalScrollBar().sizeHint().height()
+    table.setFixedHeight(head + rows + 2 * table.frameWidth() + bar // 4)
+
+
 def models_group() -> tuple[QGroupBox, QTreeWidget]:
     """The Models group and its list (one model a row)."""
     models = QGroupBox("Models")
@@ -355,6 +405,13 @@ def models_group() -> tuple[QGroupBox, QTreeWidget]:
     tree.setRootIsDecorated(False)
     tree.setMaximumHeight(96)
     tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    # the name takes what the other columns leave (elided in the middle): no sideways scrolling
+    tree.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+    header = tree.header()
+    header.setStretchLastSection(False)
+    header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
     v.addWidget(tree)
     return models, tree
 
@@ -371,5 +428,3 @@ def fill_models(tree: QTreeWidget, cards: list[ModelCard], select: Path | None =
         tree.addTopLevelItem(item)
         if select is not None and card.checkpoint == select:
             item.setSelected(True)
-    for c in range(tree.columnCount()):
-        tree.resizeColumnToContents(c)
