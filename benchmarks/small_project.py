@@ -49,12 +49,12 @@ MAX_JUMP = 10.0  # the target: no jump above this many spreads
 VARIANTS: dict[str, dict] = {
     "recipe": {},
     # session 6's recipe: the running average's statistics at the switch, no second warm-up
-    "v6": {"bn_rewarm": 0, "bn_lr": 1.0},
+    "v6": {"bn_precise": False, "bn_rewarm": 0, "bn_lr": 1.0},
     # the candidates for the cause, one at a time (issue 22)
-    "precise-only": {"bn_precise": True, "bn_rewarm": 0, "bn_lr": 1.0},
-    "rewarm-only": {"bn_lr": 1.0},
-    "freeze300-rewarm": {"bn_freeze": 300, "bn_lr": 1.0},
-    "precise-recipe": {"bn_precise": True},
+    "precise-only": {"bn_rewarm": 0, "bn_lr": 1.0},
+    "rewarm-only": {"bn_precise": False, "bn_lr": 1.0},
+    "freeze300-rewarm": {"bn_freeze": 300, "bn_precise": False, "bn_lr": 1.0},
+    "no-precise": {"bn_precise": False},  # the recipe without recomputed statistics
     "no-freeze": {"bn_freeze": 0},
 }
 

@@ -196,7 +196,8 @@ def test_train_cancel_resume_and_card(widget, qtbot) -> None:
     assert "#e0a030" in widget.health_label.styleSheet()
     widget.show_health({**early, "final": True})
     assert "#ff6b6b" in widget.health_label.styleSheet()
-    widget.show_health(card["health"])
+    healthy = {**card["health"], "degenerate": False, "final": True, "message": "healthy: ok"}
+    widget.show_health(healthy)
     assert widget.health_label.styleSheet() == ""
     # an alarm during a run (a loss jump, a collapse) is red at once, and stays above the
     # health line whatever the later checks say, until the next run
@@ -205,9 +206,9 @@ def test_train_cancel_resume_and_card(widget, qtbot) -> None:
     assert "#ff6b6b" in widget.health_label.styleSheet()
     assert widget.health_label.text().startswith("alarm: the loss jumped at step 152")
     assert "alarm: the loss jumped at step 152" in widget.status_label.text()
-    widget.show_health(card["health"])  # a healthy check later: the alarm stays
+    widget.show_health(healthy)  # a healthy check later: the alarm stays
     assert "#ff6b6b" in widget.health_label.styleSheet()
-    assert widget.health_label.text().endswith(card["health"]["message"])
+    assert widget.health_label.text().endswith("model health: healthy: ok")
     widget.progress_view.reset(10)
     assert widget.health_label.styleSheet() == "" and "alarm" not in widget.health_label.text()
     models = widget.models()
