@@ -30,10 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from .blocks import tissue_mask
 from .config import LSRError
 from .formats import write_prediction
-from .slide import Slide, shared_slide
+from .slide import Slide, shared_slide, tissue_mask
 
 DEFAULT_TILE = 512
 #: Thumbnail pixels per output tile side used to find background tiles.
