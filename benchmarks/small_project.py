@@ -61,8 +61,8 @@ VARIANTS: dict[str, dict] = {
 
 def partial_review_prior(data: dict, blocks) -> object:  # noqa: ANN001
     """The fixed half-finished review of the module docstring, over the tissue blocks."""
-    from napari_lsr.formats import Bins
-    from napari_lsr.prior import prior_from_values
+    from napari_lsr.elicit.prior import prior_from_values
+    from napari_lsr.io.formats import Bins
 
     pct_of = {
         (t, *box): p for t, box, p in zip(data["tile"], data["boxes"], data["pct"], strict=True)
@@ -86,7 +86,7 @@ def partial_review_prior(data: dict, blocks) -> object:  # noqa: ANN001
 def build(work: Path) -> dict | None:
     from real_tissue import build_real
 
-    from napari_lsr.blocks import load_block_set
+    from napari_lsr.learn.blocks import load_block_set
 
     d = build_real("ocdc", work, tiles=TILES)
     if d is None:
@@ -121,10 +121,10 @@ def run_one(job: dict) -> dict:
     torch.set_num_threads(1)
     from table2 import score, train_and_predict
 
-    from napari_lsr.blocks import load_block_set
     from napari_lsr.config import TrainConfig
-    from napari_lsr.formats import Prior
-    from napari_lsr.training import card_path, load_checkpoint
+    from napari_lsr.io.formats import Prior
+    from napari_lsr.learn.blocks import load_block_set
+    from napari_lsr.learn.training import card_path, load_checkpoint
 
     data = job["data"]
     blocks = load_block_set(data["blocks"])

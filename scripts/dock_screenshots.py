@@ -41,8 +41,8 @@ def main() -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_lsr.project import Project
-    from napari_lsr.synthetic import write_sample
+    from napari_lsr.io.project import Project
+    from napari_lsr.sample.synthetic import write_sample
     from napari_lsr.widgets._docks import fit_window, open_docks
     from napari_lsr.widgets._napari import main_window
 

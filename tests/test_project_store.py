@@ -7,11 +7,11 @@ import sqlite3
 import numpy as np
 import pytest
 
-from napari_lsr.formats import FormatError
-from napari_lsr.prior import agreement, check_prior, prior_from_values
-from napari_lsr.project import Project
-from napari_lsr.review import SlideSet, load_blocks
-from napari_lsr.store import Store
+from napari_lsr.elicit.prior import agreement, check_prior, prior_from_values
+from napari_lsr.elicit.review import SlideSet, load_blocks
+from napari_lsr.io.formats import FormatError
+from napari_lsr.io.project import Project
+from napari_lsr.io.store import Store
 
 
 def test_project_round_trip(project_copy):

@@ -17,7 +17,7 @@ from qtpy.QtWidgets import QLabel
 from scipy import ndimage as ndi
 
 from napari_lsr.compare import LOWRES_NAME
-from napari_lsr.formats import read_truth, write_prediction
+from napari_lsr.io.formats import read_truth, write_prediction
 from napari_lsr.layers import BOUNDARY_COLORS
 
 pytestmark = pytest.mark.gui
@@ -317,7 +317,7 @@ def test_screenshot_colours_at_boundary_pixels(make_napari_viewer, qtbot, projec
 
 def test_project_of_an_open_slide_comes_from_the_state(make_napari_viewer, project_with_model):
     from napari_lsr._reader import slide_layer_data
-    from napari_lsr.slide import Slide
+    from napari_lsr.io.slide import Slide
     from napari_lsr.state import state_for
     from napari_lsr.widgets.comparison import ComparisonWidget
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tomllib
 
-from napari_lsr.formats import paper_prior, read_prior_csv
-from napari_lsr.project import Project, SlideEntry
-from napari_lsr.review import ReviewSession
+from napari_lsr.elicit.review import ReviewSession
+from napari_lsr.io.formats import paper_prior, read_prior_csv
+from napari_lsr.io.project import Project, SlideEntry
 from napari_lsr.widgets import prior_table
 from napari_lsr.widgets.prior_table import (
     ANNOTATOR,

@@ -20,8 +20,7 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .blocks import BlockSet, GroupSampler, IntraSampler, augment
-from .config import (  # noqa: F401 (PAPER_LR, first_line re-exported)
+from ..config import (  # noqa: F401 (PAPER_LR, first_line re-exported)
     DEFAULTS,
     PAPER_LR,
     PRESETS,
@@ -30,7 +29,8 @@ from .config import (  # noqa: F401 (PAPER_LR, first_line re-exported)
     TrainingError,
     first_line,
 )
-from .formats import Prior, atomic_path, write_json
+from ..io.formats import Prior, atomic_path, write_json
+from .blocks import BlockSet, GroupSampler, IntraSampler, augment
 from .health import (
     JUMP_WINDOW,
     Alarm,
@@ -450,7 +450,7 @@ def card_path(checkpoint: str | os.PathLike) -> Path:
     """The JSON model card beside a checkpoint: ``<model>.card.json`` (a prediction's sidecar
     is ``<name>.pred.json``, so neither replaces the other; older ``<model>.json`` cards are
     still read, see ``formats.existing_model_card``)."""
-    from .formats import model_card_path
+    from ..io.formats import model_card_path
 
     return model_card_path(checkpoint)
 

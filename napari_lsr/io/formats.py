@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import LSRError
+from ..config import LSRError
 
 #: The paper's Table 1 bins, in percent of patch-classifier probability.
 PAPER_BIN_EDGES: tuple[tuple[float, float], ...] = (

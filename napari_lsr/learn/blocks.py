@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import DEFAULT_BLOCK_PX, LSRError
-from .formats import LowResLabels, current_umask
-from .slide import (
+from ..config import DEFAULT_BLOCK_PX, LSRError
+from ..io.formats import LowResLabels, current_umask
+from ..io.slide import (
     TISSUE_MAX_BRIGHTNESS,
     TISSUE_MIN_FRACTION,
     TISSUE_MIN_SATURATION,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .config import LSRError, first_line
+from ..config import LSRError, first_line
 
 #: Extensions that OpenSlide may read. TIFFs are tried with OpenSlide first and fall back to
 #: plain images.

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .formats import (
+from ..io.formats import (
     FALLBACK_STD_PCT,
     PRIOR_NOT_DATA,
     Bins,
@@ -20,7 +20,7 @@ from .formats import (
 )
 
 if TYPE_CHECKING:
-    from .project import Project
+    from ..io.project import Project
 
 
 def prior_from_values(
