@@ -138,12 +138,12 @@ def run_one(job: dict) -> dict:
     from table2 import train_and_predict
 
     from napari_lsr.config import PAPER_LR, TrainConfig
-    from napari_lsr.metrics import evaluate_many
+    from napari_lsr.evaluate.metrics import evaluate_many
 
     over = dict(job["overrides"])
     train_mpp = over.pop("train_mpp", 1.0)
     data = build(job["dataset"], Path(job["work"]), train_mpp)
-    from napari_lsr.blocks import load_block_set
+    from napari_lsr.learn.blocks import load_block_set
 
     blocks = load_block_set(data["blocks"])
     if over.get("lr") == "paper":
@@ -192,9 +192,9 @@ def run_one(job: dict) -> dict:
 
 def time_variants(args: argparse.Namespace, work: Path) -> str:
     """Seconds per training step of each variant and loss (after 5 warm-up steps)."""
-    from napari_lsr.blocks import load_block_set
     from napari_lsr.config import PAPER_LR, TrainConfig
-    from napari_lsr.training import train
+    from napari_lsr.learn.blocks import load_block_set
+    from napari_lsr.learn.training import train
 
     rows = []
     for ds in args.datasets.split(","):

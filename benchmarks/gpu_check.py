@@ -29,12 +29,12 @@ def main() -> None:
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to check")
         return
-    from napari_lsr.blocks import SlideBlocks, extract_blocks
-    from napari_lsr.evaluation import evaluate_files
-    from napari_lsr.inference import predict_slide
-    from napari_lsr.project import Project
-    from napari_lsr.synthetic import write_sample
-    from napari_lsr.training import TrainConfig, train
+    from napari_lsr.evaluate.evaluation import evaluate_files
+    from napari_lsr.io.project import Project
+    from napari_lsr.learn.blocks import SlideBlocks, extract_blocks
+    from napari_lsr.learn.training import TrainConfig, train
+    from napari_lsr.predict.inference import predict_slide
+    from napari_lsr.sample.synthetic import write_sample
 
     out = Path(args.out).resolve() / "gpu"
     folder = out / "sample"

@@ -184,7 +184,7 @@ def _gc_unfreeze() -> None:
 def training_widget_class():  # noqa: ANN201 (a class made on demand: napari imported late)
     """The training widget, able to train in napari's own process too (``in_process``): in
     its generator worker, a thread, instead of the widget's child process (its one mode)."""
-    from napari_lsr.run import run_training
+    from napari_lsr.learn.run import run_training
     from napari_lsr.widgets.training import TrainingWidget
     from napari_lsr.widgets.training_run import TrainWorker
 
@@ -203,7 +203,7 @@ def training_widget_class():  # noqa: ANN201 (a class made on demand: napari imp
 
 
 def torch_threads_used(setting: int | None, mode: str) -> int:
-    """What the widget's torch_threads setting means on this machine (see napari_lsr.run)."""
+    """What the widget's torch_threads setting means on this machine (see napari_lsr.learn.run)."""
     import torch
 
     default = torch.get_num_threads()
@@ -302,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     from qtpy.QtWidgets import QApplication
 
     from napari_lsr._reader import read_slide
-    from napari_lsr.project import Project
-    from napari_lsr.synthetic import write_sample
+    from napari_lsr.io.project import Project
+    from napari_lsr.sample.synthetic import write_sample
 
     folder = Path(args.sample)
     if not (folder / "project.toml").exists():
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         if redraw:  # the widget's display refresh with made-up steps, nothing training
             from qtpy.QtCore import QTimer
 
-            from napari_lsr.training import TrainEvent
+            from napari_lsr.learn.training import TrainEvent
 
             widget.curve.clear()
             widget.curve.total = 1000

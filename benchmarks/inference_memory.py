@@ -23,7 +23,7 @@ from common import machine, table  # noqa: E402
 
 
 def make_slide(path: Path, size: int, patch: np.ndarray) -> None:
-    from napari_lsr.synthetic import write_pyramid_tiff
+    from napari_lsr.sample.synthetic import write_pyramid_tiff
 
     ph = patch.shape[0]
     tiled_row = np.concatenate([patch, patch[:, ::-1]], axis=1)
@@ -42,11 +42,11 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000,20000,40000")
     ap.add_argument("--out", default="bench_out")
     args = ap.parse_args()
-    from napari_lsr.blocks import SlideBlocks, extract_blocks
-    from napari_lsr.project import Project
-    from napari_lsr.synthetic import write_sample
-    from napari_lsr.tissue import TissueModel
-    from napari_lsr.training import TrainConfig, train
+    from napari_lsr.io.project import Project
+    from napari_lsr.learn.blocks import SlideBlocks, extract_blocks
+    from napari_lsr.learn.training import TrainConfig, train
+    from napari_lsr.sample.synthetic import write_sample
+    from napari_lsr.sample.tissue import TissueModel
 
     out = Path(args.out).resolve() / "memory"
     out.mkdir(parents=True, exist_ok=True)
@@ -74,7 +74,7 @@ def main() -> None:
         pred = out / f"pred-{size}.tiff"
         code = (
             "import resource, time, sys\n"
-            "from napari_lsr.inference import predict_slide\n"
+            "from napari_lsr.predict.inference import predict_slide\n"
             "t0 = time.perf_counter()\n"
             f"info = predict_slide({str(model)!r}, {str(slide)!r}, {str(pred)!r})\n"
             "dt = time.perf_counter() - t0\n"

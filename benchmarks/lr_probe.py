@@ -32,13 +32,13 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from napari_lsr.blocks import SlideBlocks, extract_blocks
-    from napari_lsr.formats import read_truth
-    from napari_lsr.inference import predict_array
-    from napari_lsr.metrics import masked_scores
-    from napari_lsr.project import Project
-    from napari_lsr.synthetic import write_sample
-    from napari_lsr.training import TrainConfig, load_model, train
+    from napari_lsr.evaluate.metrics import masked_scores
+    from napari_lsr.io.formats import read_truth
+    from napari_lsr.io.project import Project
+    from napari_lsr.learn.blocks import SlideBlocks, extract_blocks
+    from napari_lsr.learn.training import TrainConfig, load_model, train
+    from napari_lsr.predict.inference import predict_array
+    from napari_lsr.sample.synthetic import write_sample
 
     folder = Path(args.sample)
     if not (folder / "project.toml").exists():

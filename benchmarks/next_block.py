@@ -55,7 +55,7 @@ def run_round(viewer, widget, folder: Path, annotator: str, n: int, think_ms: in
     from qtpy.QtTest import QTest
     from qtpy.QtWidgets import QApplication
 
-    from napari_lsr.project import Project
+    from napari_lsr.io.project import Project
 
     app = QApplication.instance()
     widget.annotator_edit.setText(annotator)

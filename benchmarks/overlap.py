@@ -92,12 +92,12 @@ def paint_last(boxes: np.ndarray, prob: np.ndarray, shape: tuple[int, int]) -> n
 def build(name: str, work: Path) -> dict | None:
     from PIL import Image
 
-    from napari_lsr.blocks import SlideBlocks, extract_blocks
-    from napari_lsr.evaluation import paint_labels
-    from napari_lsr.formats import Bins, LowResLabels
-    from napari_lsr.interop import check_layout
-    from napari_lsr.prior import prior_from_values
-    from napari_lsr.synthetic import block_fractions, block_grid
+    from napari_lsr.elicit.prior import prior_from_values
+    from napari_lsr.evaluate.evaluation import paint_labels
+    from napari_lsr.io.formats import Bins, LowResLabels
+    from napari_lsr.io.interop import check_layout
+    from napari_lsr.learn.blocks import SlideBlocks, extract_blocks
+    from napari_lsr.sample.synthetic import block_fractions, block_grid
 
     folder, kind = REAL_SETS[name]
     root = SHARED_DATA / folder
@@ -159,10 +159,10 @@ def run_one(job: dict) -> dict:
     torch.set_num_threads(1)
     from table2 import train_and_predict
 
-    from napari_lsr.blocks import load_block_set
     from napari_lsr.config import TrainConfig
-    from napari_lsr.formats import Prior
-    from napari_lsr.metrics import evaluate_many
+    from napari_lsr.evaluate.metrics import evaluate_many
+    from napari_lsr.io.formats import Prior
+    from napari_lsr.learn.blocks import load_block_set
 
     v = job["variant"]
     blocks = load_block_set(v["blocks"])
@@ -179,7 +179,7 @@ def run_one(job: dict) -> dict:
 
 
 def main() -> None:
-    from napari_lsr.metrics import evaluate_many
+    from napari_lsr.evaluate.metrics import evaluate_many
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300)

@@ -69,11 +69,11 @@ def build_real(
     """
     from PIL import Image
 
-    from napari_lsr.blocks import SlideBlocks, extract_blocks
-    from napari_lsr.evaluation import paint_labels
-    from napari_lsr.formats import Bins, LowResLabels
-    from napari_lsr.prior import prior_from_values
-    from napari_lsr.synthetic import block_fractions, block_grid
+    from napari_lsr.elicit.prior import prior_from_values
+    from napari_lsr.evaluate.evaluation import paint_labels
+    from napari_lsr.io.formats import Bins, LowResLabels
+    from napari_lsr.learn.blocks import SlideBlocks, extract_blocks
+    from napari_lsr.sample.synthetic import block_fractions, block_grid
 
     folder, kind = REAL_SETS[name]
     root = SHARED_DATA / folder
@@ -124,7 +124,7 @@ def build_real(
 
 
 def lowres_score(data: dict) -> dict:
-    from napari_lsr.metrics import evaluate_many
+    from napari_lsr.evaluate.metrics import evaluate_many
 
     res = evaluate_many(((low, t) for _rgb, t, low in data["images"]), data["band"])
     return res["pooled"]

@@ -61,8 +61,8 @@ VARIANTS: dict[str, dict] = {
 
 def partial_review_prior(data: dict, blocks) -> object:  # noqa: ANN001
     """The fixed half-finished review of the module docstring, over the tissue blocks."""
-    from napari_lsr.formats import Bins
-    from napari_lsr.prior import prior_from_values
+    from napari_lsr.elicit.prior import prior_from_values
+    from napari_lsr.io.formats import Bins
 
     pct_of = {
         (t, *box): p for t, box, p in zip(data["tile"], data["boxes"], data["pct"], strict=True)
@@ -86,7 +86,7 @@ def partial_review_prior(data: dict, blocks) -> object:  # noqa: ANN001
 def build(work: Path) -> dict | None:
     from real_tissue import build_real
 
-    from napari_lsr.blocks import load_block_set
+    from napari_lsr.learn.blocks import load_block_set
 
     d = build_real("ocdc", work, tiles=TILES)
     if d is None:
@@ -105,7 +105,7 @@ def loss_jumps(history: list[float]) -> tuple[float, int, float]:
     """The largest jump of the loss over a run (``health.loss_jump``: the median of 3 steps
     over the mean of the 50 before, in their stds) and its step; and the largest one-step
     rise (over the step before, in the same stds), which a single hard batch can make."""
-    from napari_lsr.health import JUMP_LAST, JUMP_WINDOW, loss_jump
+    from napari_lsr.learn.health import JUMP_LAST, JUMP_WINDOW, loss_jump
 
     h = np.asarray(history, np.float64)
     best, at, single = 0.0, 0, 0.0
@@ -124,10 +124,10 @@ def run_one(job: dict) -> dict:
     torch.set_num_threads(1)
     from table2 import score, train_and_predict
 
-    from napari_lsr.blocks import load_block_set
     from napari_lsr.config import TrainConfig
-    from napari_lsr.formats import Prior
-    from napari_lsr.training import card_path, load_checkpoint
+    from napari_lsr.io.formats import Prior
+    from napari_lsr.learn.blocks import load_block_set
+    from napari_lsr.learn.training import card_path, load_checkpoint
 
     data = job["data"]
     blocks = load_block_set(data["blocks"])
@@ -271,7 +271,7 @@ def main() -> None:
     for r in results:  # jumps measured again from the runs' loss histories (one definition)
         ckpt = work / "runs" / f"{r['variant']}-{r['prior']}-{r['loss']}-{r['seed']}.pt"
         if ckpt.exists():
-            from napari_lsr.training import load_checkpoint
+            from napari_lsr.learn.training import load_checkpoint
 
             history = [v for _s, v in load_checkpoint(ckpt)["history"]]
             r["max_jump"], r["jump_step"], r["max_single_step_rise"] = loss_jumps(history)

@@ -45,18 +45,18 @@ def main() -> None:
 
     import torch
 
-    from napari_lsr.blocks import (
+    from napari_lsr.io.project import Project
+    from napari_lsr.io.slide import Slide
+    from napari_lsr.learn.blocks import (
         GroupSampler,
         SlideBlocks,
         augment,
         extract_blocks,
     )
-    from napari_lsr.inference import predict_chunk, predict_slide, tissue_tiles
-    from napari_lsr.project import Project
-    from napari_lsr.slide import Slide
-    from napari_lsr.synthetic import write_sample
-    from napari_lsr.training import TrainConfig, load_model, train
-    from napari_lsr.unet import UNetConfig, build_model
+    from napari_lsr.learn.training import TrainConfig, load_model, train
+    from napari_lsr.learn.unet import UNetConfig, build_model
+    from napari_lsr.predict.inference import predict_chunk, predict_slide, tissue_tiles
+    from napari_lsr.sample.synthetic import write_sample
 
     out = Path(args.out).resolve()
     folder = out / f"sample-{args.size}"

@@ -44,11 +44,11 @@ SCORES = ("masked_iou", "masked_dice", "unmasked_iou", "unmasked_dice")
 
 def build_synthetic(work: Path, size: int, block_px: int) -> dict:
     """Blocks and evaluation images of the synthetic sample."""
-    from napari_lsr.blocks import SlideBlocks, extract_blocks
-    from napari_lsr.evaluation import paint_labels
-    from napari_lsr.formats import read_truth
-    from napari_lsr.project import Project
-    from napari_lsr.synthetic import write_sample
+    from napari_lsr.evaluate.evaluation import paint_labels
+    from napari_lsr.io.formats import read_truth
+    from napari_lsr.io.project import Project
+    from napari_lsr.learn.blocks import SlideBlocks, extract_blocks
+    from napari_lsr.sample.synthetic import write_sample
 
     folder = work / f"synthetic-{size}"
     if not (folder / "project.toml").exists():
@@ -84,7 +84,7 @@ def _dataset(name: str, prior, blocks, images: list, block_px: int) -> dict:  # 
 
 
 def score(images: list, preds: list[np.ndarray] | None, band: float) -> dict:
-    from napari_lsr.metrics import evaluate_many
+    from napari_lsr.evaluate.metrics import evaluate_many
 
     pairs = [((p if preds is None else preds[i]), t) for i, (_rgb, t, p) in enumerate(images)]
     res = evaluate_many(pairs, band)
@@ -95,7 +95,7 @@ def predict_at_scale(model: object, rgb: np.ndarray, scale: float) -> np.ndarray
     """Predict at the model's resolution (``scale`` x coarser than rgb), back on rgb's grid."""
     from PIL import Image
 
-    from napari_lsr.inference import predict_array
+    from napari_lsr.predict.inference import predict_array
 
     if scale == 1:
         return predict_array(model, rgb, tile=256)
@@ -111,7 +111,7 @@ def train_and_predict(blocks, prior, cfg, ckpt: Path, data: dict) -> tuple[list,
     """Train ``cfg`` with the engine, then predict every image of ``data`` at the model's
     scale: (probability maps, last loss, training seconds). The one run of table2.py and
     ablation.py, so both measure the same thing."""
-    from napari_lsr.training import load_model, train
+    from napari_lsr.learn.training import load_model, train
 
     t0 = time.perf_counter()
     last = math.nan
@@ -129,9 +129,9 @@ def run_one(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from napari_lsr.blocks import load_block_set
     from napari_lsr.config import TrainConfig
-    from napari_lsr.formats import Prior
+    from napari_lsr.io.formats import Prior
+    from napari_lsr.learn.blocks import load_block_set
 
     data = job["data"]
     blocks = load_block_set(data["blocks"])

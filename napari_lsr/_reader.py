@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .slide import OPENSLIDE_EXTENSIONS, PLAIN_EXTENSIONS, Slide, SlideError, is_slide_file
+from .io.slide import OPENSLIDE_EXTENSIONS, PLAIN_EXTENSIONS, Slide, SlideError, is_slide_file
 
 LayerData = tuple[Any, dict[str, Any], str]
 

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 from ._reader import slide_layer_data
-from .slide import Slide
+from .io.slide import Slide
 
 #: Small enough to generate in seconds when chosen from the File > Open Sample menu.
 SAMPLE_MENU_SIZE = 2048
@@ -14,9 +14,9 @@ SAMPLE_MENU_SIZE = 2048
 
 def make_sample_data() -> list:
     """Generate (once per session) and open the synthetic sample with its label heat map."""
+    from .io.project import Project
     from .layers import labels_layer_data, truth_layer_data
-    from .project import Project
-    from .synthetic import write_sample
+    from .sample.synthetic import write_sample
 
     folder = Path(tempfile.gettempdir()) / f"napari-lsr-sample-{SAMPLE_MENU_SIZE}"
     if not (folder / "project.toml").exists():

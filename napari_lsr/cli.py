@@ -40,7 +40,7 @@ class CliError(config.LSRError):
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .synthetic import write_sample
+    from .sample.synthetic import write_sample
 
     bar = Progress("sample")
     project = write_sample(
@@ -63,10 +63,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _load_training_inputs(args: argparse.Namespace) -> tuple[list, Any]:
-    from .blocks import SlideBlocks
-    from .formats import read_prior_csv
-    from .interop import read_lowres
-    from .slide import Slide
+    from .io.formats import read_prior_csv
+    from .io.interop import read_lowres
+    from .io.slide import Slide
+    from .learn.blocks import SlideBlocks
 
     if len(args.slide) != len(args.labels):
         raise CliError(
@@ -90,7 +90,7 @@ def _load_training_inputs(args: argparse.Namespace) -> tuple[list, Any]:
 def _trust(path: str | None, trusted: bool) -> None:
     """--trust-checkpoint: the user trusts ``path``'s source; the unsafe loader may open it."""
     if path and trusted and Path(path).is_file():
-        from .training import trust_checkpoint
+        from .learn.training import trust_checkpoint
 
         trust_checkpoint(path)
 
@@ -141,8 +141,8 @@ def train_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .blocks import extract_blocks, resolve_geometry
-    from .training import card_path, load_checkpoint, train
+    from .learn.blocks import extract_blocks, resolve_geometry
+    from .learn.training import card_path, load_checkpoint, train
 
     if args.resume:  # refuse a checkpoint that is not plain data before any long work
         _trust(args.resume, args.trust_checkpoint)
@@ -208,7 +208,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .inference import predict_slide
+    from .predict.inference import predict_slide
 
     bar = Progress("predict")
     info = predict_slide(
@@ -231,12 +231,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_files, format_table
+    from .evaluate.evaluation import evaluate_files, format_table
 
     if (args.pred is None) == (args.labels is None):
         raise CliError("give exactly one of --pred PRED.tiff or --labels S.csv")
     if args.pred and args.trust_checkpoint:
-        from .formats import read_prediction_sidecar
+        from .io.formats import read_prediction_sidecar
 
         _trust(read_prediction_sidecar(args.pred).get("model"), True)
     result = evaluate_files(
@@ -255,7 +255,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     print(format_table([result]))
     if args.json:
-        from .formats import write_json
+        from .io.formats import write_json
 
         write_json(args.json, result)
         print(f"wrote {args.json}")
@@ -266,7 +266,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .interop import export_geojson, write_estimates_csv
+    from .io.interop import export_geojson, write_estimates_csv
 
     if args.pred is None and args.estimates is None:
         raise CliError("give --pred PRED.tiff --geojson OUT.geojson, or --estimates OUT.csv")
@@ -289,7 +289,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"hole(s){area} at threshold {args.threshold:g} (drag it onto the slide in QuPath)"
         )
     if args.estimates is not None:
-        from .project import Project
+        from .io.project import Project
 
         project = Project.open(args.project)
         try:
@@ -625,9 +625,9 @@ def _add_lowres_options(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .blocks import BlockError
-    from .formats import FormatError
-    from .slide import SlideError
+    from .io.formats import FormatError
+    from .io.slide import SlideError
+    from .learn.blocks import BlockError
 
     known: tuple[type[BaseException], ...] = (
         CliError,
@@ -639,7 +639,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         FileNotFoundError,
     )
     try:
-        from .training import TrainingError
+        from .learn.training import TrainingError
 
         known = (*known, TrainingError)
     except ImportError:  # torch missing: train/predict will say so below

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .evaluation import (
+from .evaluate.evaluation import (
     SCORE_KEYS,
     Boundary,
     Comparison,
@@ -26,7 +26,8 @@ from .evaluation import (
     prediction_mask,
     score_row,
 )
-from .formats import (
+from .evaluate.metrics import band_mask
+from .io.formats import (
     FormatError,
     LowResLabels,
     Truth,
@@ -36,10 +37,9 @@ from .formats import (
     read_prediction_sidecar,
     read_truth,
 )
-from .interop import read_lowres
+from .io.interop import read_lowres
+from .io.slide import Slide
 from .layers import BOUNDARY_COLORS, comparison_layers, model_colors
-from .metrics import band_mask
-from .slide import Slide
 
 #: Row name of the low-resolution model in the metrics table (the paper's Table 2).
 LOWRES_NAME = "Low resolution model"
@@ -51,7 +51,7 @@ LOWRES_NAME = "Low resolution model"
 def project_models(folder: str | os.PathLike, errors: list[str] | None = None) -> list[ModelEntry]:
     """The trained models of a project's ``models/`` folder (``models.list_models`` order);
     malformed cards are skipped, their one-line reasons appended to ``errors``."""
-    from .models import list_models
+    from .learn.models import list_models
 
     out = []
     for card in list_models(folder, errors=errors):
@@ -108,14 +108,14 @@ def model_mpp(entry: ModelEntry) -> float | None:
         return float(entry.card["train_mpp"])
     if entry.checkpoint is None:
         return None
-    from .training import load_checkpoint
+    from .learn.training import load_checkpoint
 
     return float(load_checkpoint(entry.checkpoint)["train_mpp"])
 
 
 def check_model_for_slide(entry: ModelEntry, slide: Slide) -> None:
     """Refuse (InferenceError, one line) a model whose training mpp the slide cannot supply."""
-    from .inference import output_geometry
+    from .predict.inference import output_geometry
 
     mpp = model_mpp(entry)
     if mpp is not None:
@@ -133,7 +133,7 @@ def predict_with_progress(
     Returns predict_slide's summary; re-raises its error. The generator can be iterated from a
     napari worker so that progress reaches the GUI as ``yielded`` events.
     """
-    from .inference import predict_slide
+    from .predict.inference import predict_slide
 
     q: queue.Queue[float | None] = queue.Queue()
     result: dict[str, Any] = {}
@@ -332,7 +332,7 @@ def pooled_rows(comps: Sequence[Comparison]) -> list[dict[str, Any]]:
     """Table 2 over several slides, as the paper's Table 2 is: for each row name (the
     low-resolution model, each model) the confusion counts summed over the slides that have
     it, and the scores of the sums (``slide`` = ``pooled``, ``slides`` = how many)."""
-    from .metrics import Counts
+    from .evaluate.metrics import Counts
 
     order: list[str] = []
     acc: dict[str, dict[str, Any]] = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import DEFAULT_BLOCK_PX, DEFAULTS, SAMPLE_BLOCK_UM, SAMPLE_SIZE
-from .formats import write_json
+from .io.formats import write_json
 from .progress import Progress
 
 
@@ -30,12 +30,12 @@ def run_demo(
 
     ``train_overrides`` replaces TrainConfig fields (tests use tiny networks and groups).
     """
-    from .blocks import SlideBlocks, extract_blocks
-    from .evaluation import evaluate_files, format_table
-    from .inference import predict_slide
-    from .project import Project
-    from .synthetic import write_sample
-    from .training import TrainConfig, train
+    from .evaluate.evaluation import evaluate_files, format_table
+    from .io.project import Project
+    from .learn.blocks import SlideBlocks, extract_blocks
+    from .learn.training import TrainConfig, train
+    from .predict.inference import predict_slide
+    from .sample.synthetic import write_sample
 
     out_dir = Path(out_dir).resolve()
     folder = out_dir / "project"

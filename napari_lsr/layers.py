@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .evaluation import Comparison, LayerData, ModelEntry
-from .formats import Bins, LowResLabels
-from .slide import Slide
+from .evaluate.evaluation import Comparison, LayerData, ModelEntry
+from .io.formats import Bins, LowResLabels
+from .io.slide import Slide
 
 if TYPE_CHECKING:
-    from .review import ReviewBlock
+    from .elicit.review import ReviewBlock
 
 #: Bin colours, cold (no cancer) to hot (cancer), for the heat overlay and the legend.
 BIN_COLORS = (
@@ -88,7 +88,7 @@ def labels_raster(labels: LowResLabels, slide_size: tuple[int, int]) -> tuple[np
     Overlapping patches are painted from their centres, as the low-resolution model is
     (``evaluation.paint_labels``): each patch's step x step cell around its centre on top.
     """
-    from .interop import patch_lattice
+    from .io.interop import patch_lattice
 
     lattice = patch_lattice(labels.x, labels.y, labels.width, labels.height)
     extra = [] if lattice is None else [lattice[0], lattice[1]]
@@ -201,7 +201,7 @@ def boundary_layer_data(
 
 def truth_layer_data(path: str | os.PathLike, slide: Slide) -> tuple:
     """Ground-truth boundary (red) from a mask image or GeoJSON."""
-    from .formats import read_truth
+    from .io.formats import read_truth
 
     truth = read_truth(path, slide.dimensions)
     return boundary_layer_data(

@@ -12,11 +12,11 @@ from typing import Any, ClassVar
 
 from psygnal import Signal, SignalGroupDescriptor
 
-from .formats import FormatError, Prior
-from .models import ModelCard
-from .project import PROJECT_FILE, Project, SlideEntry
-from .review import ReviewError
-from .slide import SlideError
+from .elicit.review import ReviewError
+from .io.formats import FormatError, Prior
+from .io.project import PROJECT_FILE, Project, SlideEntry
+from .io.slide import SlideError
+from .learn.models import ModelCard
 
 # -- projects from what is in the viewer --------------------------------------------------------
 

@@ -46,8 +46,8 @@ def main() -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_lsr.project import Project
-    from napari_lsr.synthetic import write_sample
+    from napari_lsr.io.project import Project
+    from napari_lsr.sample.synthetic import write_sample
     from napari_lsr.widgets._docks import fit_window, open_docks
     from napari_lsr.widgets._napari import main_window
 
@@ -140,7 +140,7 @@ def _fake_models(folder: Path) -> None:
 def _training_shot(viewer, training, project, size: str) -> dict[str, bool]:
     import numpy as np
 
-    from napari_lsr.health import assess
+    from napari_lsr.learn.health import assess
 
     _fake_models(project.models_dir)
     training.refresh_models()
@@ -180,8 +180,8 @@ def _comparison_shot(viewer, comparison, project, size: str) -> dict[str, bool]:
     from scipy import ndimage as ndi
 
     from napari_lsr.demo import show_comparison
-    from napari_lsr.formats import read_truth, write_prediction
-    from napari_lsr.slide import Slide
+    from napari_lsr.io.formats import read_truth, write_prediction
+    from napari_lsr.io.slide import Slide
     from napari_lsr.widgets.comparison import ENTRY_ROLE
 
     entry = project.slides[0]

@@ -18,10 +18,10 @@ import numpy as np
 from scipy import ndimage
 
 from napari_lsr._reader import slide_layer_data
-from napari_lsr.formats import read_truth, write_prediction
-from napari_lsr.interop import export_geojson
+from napari_lsr.io.formats import read_truth, write_prediction
+from napari_lsr.io.interop import export_geojson
 from napari_lsr.layers import BOUNDARY_COLORS, _placement, boundary_layer_data
-from napari_lsr.synthetic import write_sample
+from napari_lsr.sample.synthetic import write_sample
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "images" / "qupath_roundtrip.png"
 

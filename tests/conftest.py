@@ -158,8 +158,8 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory):
 
     Read-only for tests: copy it (``copy_project``) before writing into it.
     """
-    from napari_lsr.project import Project
-    from napari_lsr.synthetic import write_sample
+    from napari_lsr.io.project import Project
+    from napari_lsr.sample.synthetic import write_sample
 
     folder = tmp_path_factory.mktemp("tiny") / "project"
     write_sample(folder, size=768, mpp=2.0, seed=1, block_um=128.0)
@@ -171,7 +171,7 @@ def project_copy(tiny_project, tmp_path):
     """A writable copy of the tiny project."""
     import shutil
 
-    from napari_lsr.project import Project
+    from napari_lsr.io.project import Project
 
     dst = tmp_path / "project"
     shutil.copytree(tiny_project.folder, dst, ignore=shutil.ignore_patterns("cache", "*.sqlite*"))
@@ -181,8 +181,8 @@ def project_copy(tiny_project, tmp_path):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_project, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint trained for a few steps on the tiny project (depth 2, width 4)."""
-    from napari_lsr.blocks import SlideBlocks, extract_blocks
-    from napari_lsr.training import TrainConfig, train
+    from napari_lsr.learn.blocks import SlideBlocks, extract_blocks
+    from napari_lsr.learn.training import TrainConfig, train
 
     out = tmp_path_factory.mktemp("model") / "intra+inter.pt"
     entry = tiny_project.slides[0]
@@ -197,10 +197,10 @@ def tiny_model(tiny_project, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_plan(project, name: str, steps: int, **config):
-    """A training-run plan (``napari_lsr.run.RunPlan``) for the project's first slide on tiny
+    """A training-run plan (``napari_lsr.learn.run.RunPlan``) for the project's first slide on tiny
     settings (depth 2, width 4, groups of 4, 32 px blocks at 4 um/px, no periodic checkpoint)."""
-    from napari_lsr.run import RunPlan, SlideSource
-    from napari_lsr.training import TrainConfig
+    from napari_lsr.learn.run import RunPlan, SlideSource
+    from napari_lsr.learn.training import TrainConfig
 
     config = {"checkpoint_every": 0, **config}
     entry = project.slides[0]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_lsr.blocks import (
+from napari_lsr.io.slide import Slide
+from napari_lsr.learn.blocks import (
     BlockError,
     GroupSampler,
     IntraSampler,
@@ -15,7 +16,6 @@ from napari_lsr.blocks import (
     resolve_geometry,
     tissue_fraction,
 )
-from napari_lsr.slide import Slide
 
 from conftest import f32_tolerance
 
@@ -66,8 +66,8 @@ def test_resolve_geometry(tiny_project):
 def test_slide_without_mpp_needs_one(tmp_path):
     from PIL import Image
 
-    from napari_lsr.formats import read_lowres_csv
-    from napari_lsr.slide import MppUnknownError
+    from napari_lsr.io.formats import read_lowres_csv
+    from napari_lsr.io.slide import MppUnknownError
 
     Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(tmp_path / "s.png")
     (tmp_path / "l.csv").write_text("x,y,width,height,probability\n0,0,32,32,0.5\n")

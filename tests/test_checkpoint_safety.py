@@ -16,15 +16,14 @@ import pytest
 import torch
 
 from napari_lsr.cli import main
-from napari_lsr.formats import (
+from napari_lsr.io.formats import (
     FormatError,
     read_model_card,
     read_prediction_sidecar,
     write_prediction,
 )
-from napari_lsr.inference import InferenceError, predict_slide, scheduler_security
-from napari_lsr.models import list_models
-from napari_lsr.training import (
+from napari_lsr.learn.models import list_models
+from napari_lsr.learn.training import (
     CHECKPOINT_VERSION,
     TrainingError,
     UntrustedCheckpoint,
@@ -33,6 +32,7 @@ from napari_lsr.training import (
     load_checkpoint,
     load_model,
 )
+from napari_lsr.predict.inference import InferenceError, predict_slide, scheduler_security
 
 from conftest import tiny_plan
 
@@ -152,8 +152,8 @@ def test_train_resume_refuses_a_payload(evil, tiny_project, tmp_path, capsys) ->
 
 
 def test_run_resume_refuses_a_payload(evil, project_copy) -> None:
-    from napari_lsr.run import RunPlan, TrainingFailed, run_training
-    from napari_lsr.training import TrainConfig
+    from napari_lsr.learn.run import RunPlan, TrainingFailed, run_training
+    from napari_lsr.learn.training import TrainConfig
 
     path, marker = evil
     plan = RunPlan(out=path, cache_dir=project_copy.cache_dir, config=TrainConfig(), resume=path)
@@ -209,8 +209,8 @@ def test_older_checkpoint_needs_explicit_trust(legacy, tiny_project, tmp_path, c
 
 
 def test_resuming_a_trusted_older_checkpoint_saves_the_safe_format(legacy, project_copy) -> None:
-    from napari_lsr.run import RunPlan, TrainingFailed, run_training
-    from napari_lsr.training import TrainConfig
+    from napari_lsr.learn.run import RunPlan, TrainingFailed, run_training
+    from napari_lsr.learn.training import TrainConfig
 
     base = tiny_plan(project_copy, "legacy", steps=6)
     out = project_copy.models_dir / "legacy.pt"
@@ -333,7 +333,7 @@ def test_predict_over_a_tls_cluster(tiny_project, tiny_model, tmp_path) -> None:
     from distributed import LocalCluster
     from distributed.security import Security
 
-    from napari_lsr.formats import read_prediction
+    from napari_lsr.io.formats import read_prediction
 
     cert, key = _self_signed(tmp_path)
     sec = Security(

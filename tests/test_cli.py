@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from napari_lsr.cli import main
-from napari_lsr.training import card_path
+from napari_lsr.learn.training import card_path
 
 TRAIN_TINY = ["--mpp", "4", "--steps", "3", "--depth", "2", "--width", "4", "--group-size", "4"]
 

@@ -23,16 +23,16 @@ from napari_lsr.compare import (
     write_figure,
     write_metrics_csv,
 )
-from napari_lsr.evaluation import (
+from napari_lsr.evaluate.evaluation import (
     ModelEntry,
     evaluate_files,
     lowres_mask,
     prediction_entry,
     table_rows,
 )
-from napari_lsr.formats import FormatError, LowResLabels
-from napari_lsr.inference import InferenceError
+from napari_lsr.io.formats import FormatError, LowResLabels
 from napari_lsr.layers import BOUNDARY_COLORS, OTHER_COLORS, model_colors
+from napari_lsr.predict.inference import InferenceError
 
 
 def run(req: CompareRequest) -> tuple[list[tuple[str, float]], object]:

@@ -42,7 +42,7 @@ def test_one_line_messages() -> None:
 def test_out_of_memory_is_known_by_its_type_not_its_name() -> None:
     import torch
 
-    from napari_lsr.run import readable_error
+    from napari_lsr.learn.run import readable_error
 
     class OutOfMemoryLookalike(Exception):
         pass

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_lsr.formats import (
+from napari_lsr.io.formats import (
     Bins,
     FormatError,
     LowResLabels,
@@ -317,8 +317,8 @@ def test_writers_keep_the_umask_mode(tmp_path, umask_022):
     import os
     import stat
 
-    from napari_lsr.formats import atomic_path, current_umask, write_json
-    from napari_lsr.project import Project
+    from napari_lsr.io.formats import atomic_path, current_umask, write_json
+    from napari_lsr.io.project import Project
 
     assert current_umask() == 0o022
     write_prior_csv(tmp_path / "prior.csv", paper_prior())

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_lsr.health import assess, block_fractions, check_model, sample_blocks
+from napari_lsr.learn.health import assess, block_fractions, check_model, sample_blocks
 
 ETA = np.linspace(0.02, 0.9, 10)
 RHO = np.full(10, 0.1)
@@ -171,7 +171,7 @@ def test_a_check_during_training_is_provisional() -> None:
 
 
 def test_loss_jumps_are_measured_against_the_recent_spread() -> None:
-    from napari_lsr.health import JUMP_WINDOW, MAX_JUMP, Watch, loss_jump
+    from napari_lsr.learn.health import JUMP_WINDOW, MAX_JUMP, Watch, loss_jump
 
     rng = np.random.default_rng(0)
     noise = list(1.0 + 0.1 * rng.standard_normal(JUMP_WINDOW))
@@ -197,7 +197,7 @@ def test_loss_jumps_are_measured_against_the_recent_spread() -> None:
 
 
 def test_a_collapse_alarms_only_after_the_model_followed_the_bins() -> None:
-    from napari_lsr.health import Watch
+    from napari_lsr.learn.health import Watch
 
     z = np.repeat(np.arange(10), 3)
     nothing = assess(np.full(len(z), 0.01), z, ETA, RHO)
@@ -216,7 +216,7 @@ def test_a_collapse_alarms_only_after_the_model_followed_the_bins() -> None:
 
 
 def test_falling_bins_ignore_bins_without_blocks() -> None:
-    from napari_lsr.health import falling_bins
+    from napari_lsr.learn.health import falling_bins
 
     eta = [0.0, 0.04, 0.02, 0.05, 0.06, 0.35, 0.10, 0.50, 0.20, 0.94]
     assert falling_bins(eta, [0, 1, 2, 5, 6, 7, 8, 9]) == [2, 6, 8]
@@ -226,9 +226,9 @@ def test_falling_bins_ignore_bins_without_blocks() -> None:
 
 def test_degenerate_advice_names_what_differs_never_the_settings_in_use() -> None:
     from napari_lsr.config import PAPER_PRESET, PRESETS, TrainConfig
-    from napari_lsr.formats import Bins
-    from napari_lsr.prior import prior_from_values
-    from napari_lsr.training import advice, recipe_differences
+    from napari_lsr.elicit.prior import prior_from_values
+    from napari_lsr.io.formats import Bins
+    from napari_lsr.learn.training import advice, recipe_differences
 
     z = np.repeat(np.arange(10), 30)
     rising = prior_from_values(Bins(), z, 100 * ETA[z])

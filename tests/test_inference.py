@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_lsr.evaluation import evaluate_files
-from napari_lsr.formats import FormatError, read_prediction
-from napari_lsr.inference import InferenceError, predict_array, predict_slide
-from napari_lsr.slide import Slide
+from napari_lsr.evaluate.evaluation import evaluate_files
+from napari_lsr.io.formats import FormatError, read_prediction
+from napari_lsr.io.slide import Slide
+from napari_lsr.predict.inference import InferenceError, predict_array, predict_slide
 
 TILE = 32  # small tiles: many seams on the 384 px prediction grid of the tiny slide
 
@@ -23,7 +23,7 @@ def to_uint8(prob: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def model(tiny_model):
-    from napari_lsr.training import load_model
+    from napari_lsr.learn.training import load_model
 
     return load_model(tiny_model)[0]
 
@@ -89,7 +89,7 @@ def test_margin_below_the_context_uses_the_full_forward(
     """A margin narrower than the network's reach: CPU tiles then go through the whole forward
     pass and are cropped (``InferenceUNet.centre`` refuses such a margin), and equal the
     plain model's tiles."""
-    from napari_lsr.unet import inference_form
+    from napari_lsr.learn.unet import inference_form
 
     margin = inference_form(model).context - model.multiple
     out = tmp_path / "narrow.tiff"

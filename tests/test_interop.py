@@ -13,9 +13,10 @@ from scipy import ndimage
 from shapely.geometry import shape
 
 from napari_lsr.cli import main
-from napari_lsr.evaluation import evaluate_files, resample_to_grid
-from napari_lsr.formats import FormatError, read_lowres_csv, read_truth, write_prediction
-from napari_lsr.interop import (
+from napari_lsr.elicit.review import SlideSet, load_blocks
+from napari_lsr.evaluate.evaluation import evaluate_files, resample_to_grid
+from napari_lsr.io.formats import FormatError, read_lowres_csv, read_truth, write_prediction
+from napari_lsr.io.interop import (
     NATIVE,
     WSINFER_CSV,
     WSINFER_GEOJSON,
@@ -28,7 +29,6 @@ from napari_lsr.interop import (
     parse_columns,
     read_lowres,
 )
-from napari_lsr.review import SlideSet, load_blocks
 
 SLIDE = (300, 300)
 # Three 100 px patches of one row: (x, y, tumour probability, other probability).
@@ -415,7 +415,7 @@ def test_cli_evaluate_wsinfer_labels(project_copy, tmp_path, capsys):
 
 
 def test_project_reads_wsinfer_labels(project_copy, tmp_path):
-    from napari_lsr.project import Project
+    from napari_lsr.io.project import Project
 
     entry = project_copy.slides[0]
     lab = read_lowres(entry.labels)

@@ -1,4 +1,4 @@
-"""Tests of napari_lsr.losses against an independent NumPy reference (SPEC section 3)."""
+"""Tests of napari_lsr.learn.losses against an independent NumPy reference (SPEC section 3)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_lsr import losses
-from napari_lsr.losses import (
+from napari_lsr.learn import losses
+from napari_lsr.learn.losses import (
     DISTANCES,
     PIXEL_VARIANCES,
     RHO_MIN,

@@ -1,4 +1,4 @@
-"""Tests for napari_lsr.metrics: hand-made masks with answers worked out by hand."""
+"""Tests for napari_lsr.evaluate.metrics: hand-made masks with answers worked out by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from napari_lsr.metrics import (
+from napari_lsr.evaluate.metrics import (
     Counts,
     band_mask,
     confusion_counts,

@@ -1,4 +1,4 @@
-"""Tests of napari_lsr.models: the registry of trained checkpoints and their JSON cards."""
+"""Tests of napari_lsr.learn.models: the registry of trained checkpoints and their JSON cards."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from napari_lsr.models import INCOMPLETE, ModelCard, list_models
+from napari_lsr.learn.models import INCOMPLETE, ModelCard, list_models
 
 
 def _model(folder: Path, name: str, mtime: float, **card: object) -> Path:
@@ -107,13 +107,13 @@ def test_real_engine_card_is_listed(tiny_model: Path) -> None:
 
 def test_a_prediction_beside_a_model_keeps_the_card(tmp_path: Path) -> None:
     """Issue 14: `predict --out m.tiff` beside `m.pt` replaced the card `m.json`."""
-    from napari_lsr.formats import (
+    from napari_lsr.io.formats import (
         existing_prediction_sidecar,
         model_card_path,
         prediction_sidecar,
         read_prediction_sidecar,
     )
-    from napari_lsr.training import card_path
+    from napari_lsr.learn.training import card_path
 
     pt = tmp_path / "m.pt"
     pt.write_bytes(b"weights")
@@ -137,8 +137,8 @@ def test_a_text_file_named_pt_is_unreadable_in_words_and_never_resumable(tmp_pat
     """Issue 24.10: no Python internals in the message; listed, but not for Resume."""
     import pytest
 
-    from napari_lsr.models import UNREADABLE, list_models
-    from napari_lsr.training import TrainingError, load_checkpoint
+    from napari_lsr.learn.models import UNREADABLE, list_models
+    from napari_lsr.learn.training import TrainingError, load_checkpoint
 
     fake = tmp_path / "models" / "notes.pt"
     fake.parent.mkdir()

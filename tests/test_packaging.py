@@ -49,7 +49,7 @@ def test_wheel_contains_manifest_and_resources(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "napari_lsr/napari.yaml" in names
     assert "napari_lsr/resources/prior_paper_table1.csv" in names
-    assert "napari_lsr/losses.py" in names
+    assert "napari_lsr/learn/losses.py" in names
     entry = (
         zipfile.ZipFile(wheel)
         .read(next(n for n in names if n.endswith("entry_points.txt")))

@@ -7,11 +7,11 @@ import sqlite3
 import numpy as np
 import pytest
 
-from napari_lsr.formats import FormatError
-from napari_lsr.prior import agreement, check_prior, prior_from_values
-from napari_lsr.project import Project
-from napari_lsr.review import SlideSet, load_blocks
-from napari_lsr.store import Store
+from napari_lsr.elicit.prior import agreement, check_prior, prior_from_values
+from napari_lsr.elicit.review import SlideSet, load_blocks
+from napari_lsr.io.formats import FormatError
+from napari_lsr.io.project import Project
+from napari_lsr.io.store import Store
 
 
 def test_project_round_trip(project_copy):
@@ -88,7 +88,7 @@ def test_prior_from_values_and_flags(tiny_project):
 def test_bins_without_blocks_are_not_flagged_and_prior_csv_is_lf(tiny_project, tmp_path):
     """Issue 24.11: a bin no block falls in is never 'not monotonic' (nor 'few'); the next
     bin with blocks is compared with the last one before the gap. prior.csv ends lines LF."""
-    from napari_lsr.formats import read_prior_csv, write_prior_csv
+    from napari_lsr.io.formats import read_prior_csv, write_prior_csv
 
     bins = tiny_project.bins
     z = np.array([0, 0, 0, 9, 9, 5, 5])

@@ -28,10 +28,10 @@ from scipy import ndimage
 from shapely.geometry import shape
 
 from napari_lsr.cli import main
-from napari_lsr.evaluation import paint_labels, resample_to_grid
-from napari_lsr.formats import FormatError, read_truth, write_prediction
-from napari_lsr.interop import export_geojson, read_lowres
-from napari_lsr.metrics import masked_scores
+from napari_lsr.evaluate.evaluation import paint_labels, resample_to_grid
+from napari_lsr.evaluate.metrics import masked_scores
+from napari_lsr.io.formats import FormatError, read_truth, write_prediction
+from napari_lsr.io.interop import export_geojson, read_lowres
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -519,7 +519,7 @@ def test_wsinfer_overlap_and_edge_patches_train_predict_export(tmp_path, capsys)
     steps), predict, export."""
     import tifffile
 
-    from napari_lsr.formats import PAPER_PRIOR_FILE, resource_path
+    from napari_lsr.io.formats import PAPER_PRIOR_FILE, resource_path
 
     rng = np.random.default_rng(0)
     rgb = np.empty((640, 640, 3), np.uint8)

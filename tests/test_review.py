@@ -10,18 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_lsr.blocks import TISSUE_MIN_FRACTION, tissue_fraction
-from napari_lsr.formats import Prior, paper_prior
-from napari_lsr.layers import camera_zoom, world_box, world_center
-from napari_lsr.prior import (
+from napari_lsr.elicit.prior import (
     REVERT_NOTE,
     agreement_rows,
     effective_edits,
     estimates_prior,
     prior_for_saving,
 )
-from napari_lsr.project import Project, SlideEntry
-from napari_lsr.review import (
+from napari_lsr.elicit.review import (
     BinSampler,
     BlockImages,
     ReviewBlock,
@@ -32,8 +28,12 @@ from napari_lsr.review import (
     load_blocks,
     parse_percent,
 )
+from napari_lsr.io.formats import Prior, paper_prior
+from napari_lsr.io.project import Project, SlideEntry
+from napari_lsr.io.store import Store
+from napari_lsr.layers import camera_zoom, world_box, world_center
+from napari_lsr.learn.blocks import TISSUE_MIN_FRACTION, tissue_fraction
 from napari_lsr.state import project_for_slide, state_for
-from napari_lsr.store import Store
 
 # -- parsing -------------------------------------------------------------------------------------
 
@@ -508,7 +508,7 @@ def test_use_slide_never_stays_bound_to_a_bad_csv(project_copy, tmp_path):
 
 def test_undo_reaches_estimates_of_an_earlier_session(project_copy):
     """Issue 24.9: the store has them, so Undo goes back past the session's start."""
-    from napari_lsr.review import ReviewSession
+    from napari_lsr.elicit.review import ReviewSession
 
     first = ReviewSession(project_copy, "ana", check_tissue=False)
     a = first.current
@@ -528,7 +528,7 @@ def test_undo_reaches_estimates_of_an_earlier_session(project_copy):
 
 
 def test_a_fully_reviewed_session_rests_on_a_block(project_copy):
-    from napari_lsr.review import ReviewSession
+    from napari_lsr.elicit.review import ReviewSession
 
     s = ReviewSession(project_copy, "ana", k=1, check_tissue=False)
     assert s.resting_block is None

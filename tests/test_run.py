@@ -1,4 +1,4 @@
-"""The training run in a child process (napari_lsr.run): events, cancel, errors, crashes."""
+"""The training run in a child process (napari_lsr.learn.run): events, cancel, errors, crashes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from napari_lsr import run
+from napari_lsr.learn import run
 
 from conftest import run_cancelled_at, tiny_plan
 
@@ -31,7 +31,7 @@ def test_subprocess_run_relays_every_event_and_saves_the_model(project_copy) -> 
     card = json.loads(plan.out.with_suffix(".card.json").read_text())
     assert card["status"] == "done" and card["steps"] == 5
     assert card["device"] == "cpu" and card["slides"] == [str(project_copy.slides[0].path)]
-    from napari_lsr.training import load_checkpoint
+    from napari_lsr.learn.training import load_checkpoint
 
     assert load_checkpoint(plan.out)["info"]["trained_with"] == "test"  # the plan arrived whole
 
@@ -91,7 +91,7 @@ def _parent_script(tmp_path: Path, plan: run.RunPlan, body: str) -> Path:
     script = tmp_path / "parent.py"
     head = (
         "import pickle, threading\n"
-        "from napari_lsr import run\n"
+        "from napari_lsr.learn import run\n"
         f"plan = pickle.loads(open({str(tmp_path / 'plan.pkl')!r}, 'rb').read())\n"
     )
     script.write_text(head + textwrap.dedent(body))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_lsr.slide import MppUnknownError, Slide, SlideError
+from napari_lsr.io.slide import MppUnknownError, Slide, SlideError
 
 from conftest import shared_file
 

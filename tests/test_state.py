@@ -13,8 +13,8 @@ import pytest
 from qtpy.QtCore import QCoreApplication, QEvent
 from qtpy.QtWidgets import QLineEdit, QWidget
 
-from napari_lsr.models import list_models
-from napari_lsr.project import Project
+from napari_lsr.io.project import Project
+from napari_lsr.learn.models import list_models
 from napari_lsr.state import state_for
 
 pytestmark = pytest.mark.gui

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_lsr.project import Project
-from napari_lsr.store import Store
+from napari_lsr.io.project import Project
+from napari_lsr.io.store import Store
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL is POSIX-only")
 
@@ -24,7 +24,7 @@ STORE_WRITER = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from napari_lsr.store import Store
+    from napari_lsr.io.store import Store
 
     store = Store(sys.argv[1])
     sid = store.add_slide("slide.tiff", None, 1000, 1000, 1.0)
@@ -45,8 +45,8 @@ STORE_WRITER = textwrap.dedent(
 SESSION_WRITER = textwrap.dedent(
     """
     import sys
-    from napari_lsr.project import Project
-    from napari_lsr.review import ReviewSession
+    from napari_lsr.io.project import Project
+    from napari_lsr.elicit.review import ReviewSession
 
     session = ReviewSession(Project.open(sys.argv[1]), "ana", k=1000, seed=0)
     print("ready", flush=True)
@@ -63,7 +63,7 @@ SESSION_WRITER = textwrap.dedent(
 CONCURRENT_WRITER = textwrap.dedent(
     """
     import os, sys, time
-    from napari_lsr.store import Store
+    from napari_lsr.io.store import Store
 
     path, who, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     store = Store(path)

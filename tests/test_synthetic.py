@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_lsr.formats import read_lowres_csv, read_prior_csv, read_truth
-from napari_lsr.project import Project
-from napari_lsr.slide import Slide
-from napari_lsr.synthetic import block_fractions, write_sample
+from napari_lsr.io.formats import read_lowres_csv, read_prior_csv, read_truth
+from napari_lsr.io.project import Project
+from napari_lsr.io.slide import Slide
+from napari_lsr.sample.synthetic import block_fractions, write_sample
 
 
 def test_sample_files_are_consistent(tiny_project):

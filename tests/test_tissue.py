@@ -1,4 +1,4 @@
-"""Tests of the procedural H&E tissue renderer (napari_lsr.tissue)."""
+"""Tests of the procedural H&E tissue renderer (napari_lsr.sample.tissue)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_lsr import tissue
-from napari_lsr.tissue import (
+from napari_lsr.sample import tissue
+from napari_lsr.sample.tissue import (
     BACKGROUND,
     FAT,
     LYMPHOCYTES,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_lsr.blocks import SlideBlocks, extract_blocks
-from napari_lsr.training import (
+from napari_lsr.learn.blocks import SlideBlocks, extract_blocks
+from napari_lsr.learn.training import (
     PAPER_LR,
     TrainConfig,
     TrainingError,
@@ -110,7 +110,7 @@ def test_cancel_is_honoured_within_one_step(blocks, tiny_project, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(blocks, tiny_project, tmp_path, monkeypatch):
-    import napari_lsr.training as tr
+    import napari_lsr.learn.training as tr
 
     out = tmp_path / "n.pt"
     calls = {"n": 0}
@@ -166,7 +166,7 @@ def test_group_size_larger_than_every_bin(blocks, tiny_project, tmp_path):
 
 
 def test_prior_with_too_few_bins(blocks, tmp_path):
-    from napari_lsr.formats import Bins, Prior
+    from napari_lsr.io.formats import Bins, Prior
 
     prior = Prior(Bins(((0, 50), (50, 100))), [1, 50], [1, 5])
     with pytest.raises(TrainingError, match="prior has only 2 bins"):
@@ -183,7 +183,7 @@ def test_unwritable_checkpoint_dir(blocks, tiny_project, tmp_path):
 def test_health_during_training_is_provisional_and_the_last_check_final(
     blocks, tiny_project, tmp_path, monkeypatch
 ):
-    import napari_lsr.training as training
+    import napari_lsr.learn.training as training
 
     monkeypatch.setattr(training, "HEALTH_EVERY", 2)
     out = tmp_path / "h.pt"
@@ -201,9 +201,9 @@ def striped_blocks(n_per_bin: int = 8, size: int = 16, seed: int = 0):
     purple band (the tumour) over about its bin's fraction; and the prior measured on it."""
     from pathlib import Path
 
-    from napari_lsr.blocks import BlockSet
-    from napari_lsr.formats import Bins
-    from napari_lsr.prior import prior_from_values
+    from napari_lsr.elicit.prior import prior_from_values
+    from napari_lsr.io.formats import Bins
+    from napari_lsr.learn.blocks import BlockSet
 
     rng = np.random.default_rng(seed)
     fraction = np.array([0.02, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.92, 0.98])
@@ -230,7 +230,7 @@ def _collapse_at_switch(monkeypatch):
     """Make the BatchNorm switch leave the network predicting no cancer anywhere (its head's
     bias at -20: every pixel's sigmoid saturated, no gradient to climb back), as the stale
     switch of issue 22 left a real run."""
-    import napari_lsr.training as training
+    import napari_lsr.learn.training as training
 
     freeze, done = training._freeze_batch_norm, []
 
@@ -251,7 +251,7 @@ STRIPED = {"loss": "intra", "lr": 1e-2, "batch_size": 16, "depth": 2, "width": 4
 
 
 def test_a_collapse_is_reported_in_red_at_once_not_at_the_end(tmp_path, monkeypatch):
-    import napari_lsr.training as training
+    import napari_lsr.learn.training as training
 
     _collapse_at_switch(monkeypatch)
     monkeypatch.setattr(training, "MAX_RECOVERIES", 0)  # no going back: the collapse stays
@@ -294,7 +294,7 @@ def test_a_collapse_goes_back_to_the_last_healthy_weights_visibly(tmp_path, monk
 
 
 def test_the_recipe_switch_warms_the_rate_up_again():
-    from napari_lsr.training import _lr_lambda
+    from napari_lsr.learn.training import _lr_lambda
 
     cfg = TrainConfig(steps=500, lr_schedule="constant")
     f = _lr_lambda(cfg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_lsr.unet import InferenceUNet, UNetConfig, build_model, inference_form
+from napari_lsr.learn.unet import InferenceUNet, UNetConfig, build_model, inference_form
 
 from conftest import f32_tolerance
 

@@ -9,9 +9,9 @@ import pytest
 from qtpy.QtCore import Qt
 
 from napari_lsr._reader import slide_layer_data
-from napari_lsr.formats import read_prior_csv
+from napari_lsr.io.formats import read_prior_csv
+from napari_lsr.io.project import Project, SlideEntry
 from napari_lsr.layers import world_box, world_center
-from napari_lsr.project import Project, SlideEntry
 from napari_lsr.widgets.block_review import OUTLINE_NAME, BlockReviewWidget
 from napari_lsr.widgets.prior_table import SAVED, PriorTableWidget
 
@@ -272,7 +272,7 @@ def test_bad_projects_say_so(make_napari_viewer, project_copy, tmp_path):
 
 
 def test_use_the_slide_already_in_the_viewer(make_napari_viewer, project_copy):
-    from napari_lsr.slide import Slide
+    from napari_lsr.io.slide import Slide
 
     viewer = make_napari_viewer()
     entry = project_copy.slides[0]
@@ -343,7 +343,7 @@ def test_enter_in_a_field_does_only_what_the_field_means(make_napari_viewer, pro
 
 def test_use_slide_follows_the_csv_chosen_last(make_napari_viewer, project_copy, tmp_path):
     """Issue 14: once Use slide had seen a bad CSV, the slide stayed bound to it."""
-    from napari_lsr.slide import Slide
+    from napari_lsr.io.slide import Slide
 
     viewer = make_napari_viewer()
     entry = project_copy.slides[0]
@@ -422,7 +422,7 @@ def test_reopening_a_reviewed_project_shows_the_slide_and_undo_reaches_back(
     says where the keys went once the canvas has them."""
     from qtpy.QtWidgets import QApplication
 
-    from napari_lsr.review import ReviewSession
+    from napari_lsr.elicit.review import ReviewSession
 
     s = ReviewSession(project_copy, "ana", k=1)
     while s.current is not None:

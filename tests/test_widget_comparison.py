@@ -17,7 +17,7 @@ from qtpy.QtWidgets import QLabel
 from scipy import ndimage as ndi
 
 from napari_lsr.compare import LOWRES_NAME
-from napari_lsr.formats import read_truth, write_prediction
+from napari_lsr.io.formats import read_truth, write_prediction
 from napari_lsr.layers import BOUNDARY_COLORS
 
 pytestmark = pytest.mark.gui
@@ -317,7 +317,7 @@ def test_screenshot_colours_at_boundary_pixels(make_napari_viewer, qtbot, projec
 
 def test_project_of_an_open_slide_comes_from_the_state(make_napari_viewer, project_with_model):
     from napari_lsr._reader import slide_layer_data
-    from napari_lsr.slide import Slide
+    from napari_lsr.io.slide import Slide
     from napari_lsr.state import state_for
     from napari_lsr.widgets.comparison import ComparisonWidget
 
@@ -366,7 +366,7 @@ def test_regions_to_qupath_after_a_comparison_reads_back_with_evaluate(
     from qtpy.QtWidgets import QFileDialog
 
     from napari_lsr import cli
-    from napari_lsr.formats import read_prediction
+    from napari_lsr.io.formats import read_prediction
 
     proj = project_with_model
     viewer, widget = make_widget(make_napari_viewer, proj)
@@ -425,8 +425,8 @@ def test_all_slides_pool_the_scores_and_export_every_slide(
     make_napari_viewer, qtbot, tmp_path, tiny_model
 ):
     from napari_lsr.compare import POOLED
-    from napari_lsr.metrics import Counts
-    from napari_lsr.synthetic import write_sample
+    from napari_lsr.evaluate.metrics import Counts
+    from napari_lsr.sample.synthetic import write_sample
 
     proj = write_sample(tmp_path / "two", size=512, mpp=2.0, seed=4, block_um=128.0, n_slides=2)
     assert len(proj.slides) == 2 and all(e.truth for e in proj.slides)

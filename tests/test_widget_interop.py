@@ -14,8 +14,8 @@ import shapely
 from shapely.geometry import shape
 
 from napari_lsr._reader import slide_layer_data
-from napari_lsr.formats import read_truth, write_prediction
-from napari_lsr.interop import read_lowres
+from napari_lsr.io.formats import read_truth, write_prediction
+from napari_lsr.io.interop import read_lowres
 
 pytestmark = pytest.mark.gui
 
@@ -31,7 +31,7 @@ def wsinfer_csv(project, path):
 
 
 def test_block_review_reads_wsinfer_with_class_drop_down(make_napari_viewer, project_copy):
-    from napari_lsr.slide import Slide
+    from napari_lsr.io.slide import Slide
     from napari_lsr.widgets.block_review import BlockReviewWidget
 
     viewer = make_napari_viewer()
@@ -90,7 +90,7 @@ def test_comparison_exports_regions_to_qupath(make_napari_viewer, project_copy, 
 
 
 def test_prior_table_exports_estimates(make_napari_viewer, project_copy, tmp_path):
-    from napari_lsr.review import SlideSet, load_blocks
+    from napari_lsr.elicit.review import SlideSet, load_blocks
     from napari_lsr.widgets.prior_table import PriorTableWidget
 
     _slides = SlideSet(project_copy)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tomllib
 
-from napari_lsr.formats import paper_prior, read_prior_csv
-from napari_lsr.project import Project, SlideEntry
-from napari_lsr.review import ReviewSession
+from napari_lsr.elicit.review import ReviewSession
+from napari_lsr.io.formats import paper_prior, read_prior_csv
+from napari_lsr.io.project import Project, SlideEntry
 from napari_lsr.widgets import prior_table
 from napari_lsr.widgets.prior_table import (
     ANNOTATOR,
@@ -197,7 +197,7 @@ def test_a_partial_review_never_replaces_measured_values_unasked(
 def test_a_bin_without_blocks_is_never_flagged_and_prior_csv_has_lf(make_napari_viewer, tmp_path):
     """Bins 1-8 hold no block: no 'not monotonic' there, nor 'fewer than 2 estimates';
     bin 9 is compared with bin 0. prior.csv is written with LF line endings."""
-    from napari_lsr.synthetic import write_sample
+    from napari_lsr.sample.synthetic import write_sample
 
     src = write_sample(tmp_path / "src", size=512, mpp=2.0, seed=2, block_um=128.0)
     csv = tmp_path / "two_bins.csv"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from napari_lsr.training import TrainEvent
+from napari_lsr.learn.training import TrainEvent
 from napari_lsr.widgets import training as tw
 
 from conftest import run_cancelled_at, tiny_plan
@@ -60,7 +60,8 @@ class Recorder:
 
 def test_the_form_offers_the_config_choices_default_first(make_napari_viewer) -> None:
     """One source of truth: the engine and the form use config's choices, defaults, presets."""
-    from napari_lsr import config, losses, training, unet
+    from napari_lsr import config
+    from napari_lsr.learn import losses, training, unet
 
     assert losses.STATISTICS is config.LOSSES and losses.DISTANCES is config.DISTANCES
     assert losses.PIXEL_VARIANCES is config.PIXEL_VARIANCES and unet.NORMS is config.NORMS
@@ -268,7 +269,7 @@ def test_errors_become_readable_notifications(widget, qtbot) -> None:
 
 
 def test_readable_error_for_out_of_memory_and_nan() -> None:
-    from napari_lsr.training import TrainingError
+    from napari_lsr.learn.training import TrainingError
 
     msg = tw.readable_error(MemoryError(), "m", "cuda")
     assert "out of memory on cuda" in msg and "group size" in msg
@@ -329,7 +330,7 @@ def test_project_is_shared_with_the_other_widgets(make_napari_viewer, project_co
     state.project = project_copy  # e.g. opened in Block review
     w = tw.TrainingWidget(viewer)
     assert w.project is project_copy  # picked up when the widget opens
-    from napari_lsr.project import Project
+    from napari_lsr.io.project import Project
 
     other = Project.open(project_copy.folder)
     state.project = other
@@ -452,14 +453,14 @@ def test_training_priority_is_low_by_default_and_a_setting(make_napari_viewer, m
 
 def tiny_plan_stub():
     from napari_lsr.config import TrainConfig
-    from napari_lsr.run import RunPlan
+    from napari_lsr.learn.run import RunPlan
 
     return RunPlan(out=Path("never.pt"), cache_dir=Path("."), config=TrainConfig())
 
 
 def test_elapsed_goes_on_after_resume(widget, qtbot, monkeypatch) -> None:
     """The resumed run's elapsed time starts at its card's duration, not at 0."""
-    from napari_lsr.training import TrainEvent
+    from napari_lsr.learn.training import TrainEvent
 
     ckpt = widget.models_dir / "half.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -468,7 +469,7 @@ def test_elapsed_goes_on_after_resume(widget, qtbot, monkeypatch) -> None:
     card.update(steps=12, steps_planned=24, duration_s=2 * 3600 + 60, distance="gaussian")
     ckpt.with_suffix(".card.json").write_text(json.dumps(card))
     monkeypatch.setattr("napari_lsr.widgets.training.vet_checkpoint", lambda *a: True)
-    monkeypatch.setattr("napari_lsr.training.is_trusted", lambda path: True)
+    monkeypatch.setattr("napari_lsr.learn.training.is_trusted", lambda path: True)
 
     def fake_run(plan, cancel, finished):
         yield TrainEvent("start", 12, 24, device="cpu")

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from napari_lsr.compare import CompareRequest, run_comparison
-from napari_lsr.formats import FormatError
+from napari_lsr.io.formats import FormatError
 
 WAIT_MS = 120_000
 

@@ -36,7 +36,7 @@ def layer_slide_path(layer: object) -> Path | None:
         return Path(meta["path"])
     source = getattr(getattr(layer, "source", None), "path", None)
     if source and Path(source).is_file():
-        from ..slide import OPENSLIDE_EXTENSIONS, PLAIN_EXTENSIONS
+        from ..io.slide import OPENSLIDE_EXTENSIONS, PLAIN_EXTENSIONS
 
         if Path(source).suffix.lower() in PLAIN_EXTENSIONS + OPENSLIDE_EXTENSIONS:
             return Path(source)
@@ -98,7 +98,7 @@ def vet_checkpoint(
     """True when ``path`` may be opened: a plain checkpoint, or one the user trusts after the
     confirmation dialog (``ask_trust``; then ``training.trust_checkpoint``). Otherwise the
     one-line refusal goes to ``show_error`` and nothing in the file has run."""
-    from ..training import UntrustedCheckpoint, checkpoint_needs_trust, trust_checkpoint
+    from ..learn.training import UntrustedCheckpoint, checkpoint_needs_trust, trust_checkpoint
 
     path = Path(path)
     needs = checkpoint_needs_trust(path)
@@ -128,7 +128,7 @@ def reason_first(error: BaseException | str) -> str:
     ``path: no such file``); a toast cut short then shows only the path. Messages without a
     leading path are returned as their first line.
     """
-    from ..formats import FormatError
+    from ..io.formats import FormatError
 
     if isinstance(error, FormatError):
         return _format_error_text(error)

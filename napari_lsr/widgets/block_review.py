@@ -3,7 +3,7 @@
 Keys (QuPath style, while the widget has the keyboard focus): digits then Enter records the
 estimate, Up/Down change it by 5, S skips the block, Backspace (with nothing typed) or Ctrl+Z
 undoes the last entry, N/P go to the next/previous block of the bin, B to the next bin,
-Escape clears what was typed. The logic lives in ``napari_lsr.review``; this is its view.
+Escape clears what was typed. The logic lives in ``napari_lsr.elicit.review``; this is its view.
 """
 
 from __future__ import annotations
@@ -41,11 +41,7 @@ from qtpy.QtWidgets import (
 )
 
 from .._reader import slide_layer_data
-from ..formats import FormatError
-from ..interop import default_class, lowres_classes
-from ..layers import bin_color, camera_zoom, labels_layer_data, world_box, world_center
-from ..project import Project
-from ..review import (
+from ..elicit.review import (
     DEFAULT_K,
     DEFAULT_SEED,
     STEP_PCT,
@@ -58,7 +54,11 @@ from ..review import (
     load_blocks,
     parse_percent,
 )
-from ..slide import SlideError
+from ..io.formats import FormatError
+from ..io.interop import default_class, lowres_classes
+from ..io.project import Project
+from ..io.slide import SlideError
+from ..layers import bin_color, camera_zoom, labels_layer_data, world_box, world_center
 from ..state import project_for_slide, state_for
 from ._common import ERROR_STYLE, layer_slide_path, project_row, reason_first
 from ._docks import tab_later

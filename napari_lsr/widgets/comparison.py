@@ -43,7 +43,13 @@ from ..compare import (
 )
 from ..config import CANCER_THRESHOLD, LSRError
 from ..config import first_line as one_line
-from ..evaluation import TABLE_COLUMNS, Comparison, ModelEntry, prediction_entry, table_rows
+from ..evaluate.evaluation import (
+    TABLE_COLUMNS,
+    Comparison,
+    ModelEntry,
+    prediction_entry,
+    table_rows,
+)
 from ..layers import color_label
 from ..state import state_for
 from ._common import ERROR_STYLE, reason_first, scroll_contents, vet_checkpoint
@@ -52,8 +58,8 @@ from ._docks import tab_later
 if TYPE_CHECKING:
     import napari
 
-    from ..models import ModelCard
-    from ..project import Project
+    from ..io.project import Project
+    from ..learn.models import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +90,7 @@ def _guarded_comparison(req: Any, every_slide: bool = False) -> Any:
     ``every_slide``) with RuntimeErrors (torch's, out of memory included) re-raised as
     ``ComparisonFailed``: superqt's generator worker takes a RuntimeError for a deleted
     worker and drops it, so the user would see nothing."""
-    from ..training import TrainingError
+    from ..learn.training import TrainingError
 
     try:
         if every_slide:
@@ -403,7 +409,7 @@ class ComparisonWidget(QWidget):
 
     def set_project(self, project: Project | str | Path) -> bool:
         """Use an open ``Project`` (or a project folder), shared with the other widgets."""
-        from ..project import Project
+        from ..io.project import Project
 
         if not isinstance(project, Project):
             return self.open_project(project)
@@ -415,7 +421,7 @@ class ComparisonWidget(QWidget):
     def open_project(self, folder: str | Path, quiet: bool = False) -> bool:
         """Open a project folder here and in the other widgets: its slides, ground truth,
         labels and models."""
-        from ..project import Project
+        from ..io.project import Project
 
         try:
             project = Project.open(folder)
@@ -693,8 +699,8 @@ class ComparisonWidget(QWidget):
         self._info(message)
 
     def _on_error(self, exc: BaseException) -> None:
-        from ..slide import SlideError
-        from ..training import TrainingError
+        from ..io.slide import SlideError
+        from ..learn.training import TrainingError
 
         log.debug("comparison failed", exc_info=exc)
         msg = one_line(exc)
@@ -761,7 +767,7 @@ class ComparisonWidget(QWidget):
 
     def _show_layers(self, comp: Comparison) -> None:
         from .._reader import slide_layer_data
-        from ..slide import Slide
+        from ..io.slide import Slide
 
         fresh = False
         if self._slide_layer(comp.slide.path) is None:
@@ -904,7 +910,7 @@ class ComparisonWidget(QWidget):
 
     def export_regions(self, path: str | Path, threshold: float = CANCER_THRESHOLD) -> Path | None:
         """Save the selected model's cancer regions as QuPath GeoJSON (level-0 px)."""
-        from ..interop import export_geojson
+        from ..io.interop import export_geojson
 
         entry = self._regions_entry()
         if entry is None:

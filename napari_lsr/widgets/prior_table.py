@@ -45,9 +45,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..formats import FormatError, Prior, paper_prior, read_prior_csv, write_prior_csv
-from ..layers import bin_color
-from ..prior import (
+from ..elicit.prior import (
     REVERT_NOTE,
     PriorFlags,
     agreement,
@@ -63,8 +61,10 @@ from ..prior import (
     save_changes,
     saved_prior,
 )
-from ..project import Project
-from ..review import bin_label
+from ..elicit.review import bin_label
+from ..io.formats import FormatError, Prior, paper_prior, read_prior_csv, write_prior_csv
+from ..io.project import Project
+from ..layers import bin_color
 from ..state import state_for
 from ._common import ERROR_STYLE, project_row, reason_first, scroll_contents
 from ._docks import tab_later
@@ -754,7 +754,7 @@ class PriorTableWidget(QWidget):
 
     def export_estimates(self, path: str | os.PathLike) -> Path | None:
         """Write every estimate of the project (``napari-lsr export --estimates``) as CSV."""
-        from ..interop import write_estimates_csv
+        from ..io.interop import write_estimates_csv
 
         if self.project is None:
             self._error("Open a project first.")

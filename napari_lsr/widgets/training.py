@@ -22,9 +22,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..formats import Prior, paper_prior, read_prior_csv, resource_path
-from ..models import ModelCard, list_models
-from ..run import (  # noqa: F401 (Phase, TrainingFailed, readable_error, run_training: API)
+from ..io.formats import Prior, paper_prior, read_prior_csv, resource_path
+from ..learn.models import ModelCard, list_models
+from ..learn.run import (  # noqa: F401 (Phase, TrainingFailed, readable_error, run_training: API)
     CHILD_PRIORITY,
     Phase,
     RunPlan,
@@ -53,7 +53,7 @@ from .training_view import LossCurve, ProgressView, fill_models, models_group  #
 if TYPE_CHECKING:
     import napari
 
-    from ..project import Project
+    from ..io.project import Project
 
 #: How often the labels, the progress bars and the loss curve are redrawn, all in one tick
 #: (one window flush). Every flush makes Qt composite the window with napari's OpenGL
@@ -69,12 +69,12 @@ class TrainingWidget(QWidget):
     """Train a label super-resolution U-Net from the slides, the prior and a loss.
 
     The run (labels, block extraction, training) happens in a child process at idle CPU
-    priority (see ``napari_lsr.run``); a napari generator worker relays its events and the
+    priority (see ``napari_lsr.learn.run``); a napari generator worker relays its events and the
     GUI only receives them (``make_worker`` makes that worker: a hook for subclasses, such as
     benchmarks/gui_stall.py's, which trains in napari's process). Cancel saves a checkpoint
     and a card (within one step); Resume continues a cancelled run; closing the viewer
     cancels and waits for the checkpoint. Models land in the project's ``models/`` (see
-    ``napari_lsr.models.list_models``). The settings are a ``TrainingForm``, the live view a
+    ``napari_lsr.learn.models.list_models``). The settings are a ``TrainingForm``, the live view a
     ``ProgressView``; their controls are the widget's attributes too.
     """
 
@@ -236,7 +236,7 @@ class TrainingWidget(QWidget):
 
         With ``publish`` the other napari-lsr widgets of the viewer switch to it too.
         """
-        from ..project import Project
+        from ..io.project import Project
 
         if folder is None:
             self.project = None
@@ -381,7 +381,7 @@ class TrainingWidget(QWidget):
         return True
 
     def _new_plan(self) -> RunPlan:
-        from ..training import TrainConfig
+        from ..learn.training import TrainConfig
 
         sources = self.sources()
         out = model_out(sources, self.models_dir, self.name_edit.text().strip())
@@ -420,7 +420,7 @@ class TrainingWidget(QWidget):
         """Continue a run from its checkpoint (default: the selected or last cancelled model)."""
         if self.is_running:
             return False
-        from ..training import TrainConfig, is_trusted
+        from ..learn.training import TrainConfig, is_trusted
 
         path = Path(checkpoint) if checkpoint else self._resume_candidate()
         if path is None:
@@ -686,7 +686,7 @@ class TrainingWidget(QWidget):
 def _elapsed_before(checkpoint: Path) -> float:
     """How long the run of ``checkpoint`` has trained so far (its card's ``duration_s``; 0
     without a readable card), so that the elapsed time goes on from there after Resume."""
-    from ..formats import existing_model_card, read_model_card
+    from ..io.formats import existing_model_card, read_model_card
 
     card = existing_model_card(checkpoint)
     try:

@@ -19,10 +19,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..run import SlideSource
+from ..learn.run import SlideSource
 
 if TYPE_CHECKING:
-    from ..project import Project
+    from ..io.project import Project
 
 #: Where a slide layer's labels CSV is looked for beside the slide, ``{stem}`` replaced.
 LABEL_CANDIDATES = ("{stem}_lowres.csv", "{stem}_labels.csv", "{stem}.csv")

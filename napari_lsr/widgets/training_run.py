@@ -12,7 +12,7 @@ from pathlib import Path
 from napari.qt.threading import GeneratorWorker
 from qtpy.QtCore import QObject, Signal
 
-from ..run import SlideSource, prepare_subprocess, warm_up_engine
+from ..learn.run import SlideSource, prepare_subprocess, warm_up_engine
 
 #: How long closing the viewer waits for the run to save its checkpoint and stop.
 STOP_TIMEOUT_S = 30.0
@@ -125,7 +125,7 @@ def warm_up() -> list[str]:
     first optimiser step imports ``torch._dynamo``); an import in the training thread holds
     the GIL for long stretches and stalls the GUI, so it happens here instead, once.
     """
-    from ..training import available_devices, select_device
+    from ..learn.training import available_devices, select_device
 
     try:
         warm_up_engine()

@@ -29,9 +29,9 @@ from qtpy.QtWidgets import (
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from ..models import ModelCard
-    from ..run import Phase
-    from ..training import TrainEvent
+    from ..learn.models import ModelCard
+    from ..learn.run import Phase
+    from ..learn.training import TrainEvent
 
 
 class LossCurve(QWidget):

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import CANCER_THRESHOLD
+from ..config import CANCER_THRESHOLD
 from .formats import (
     Bins,
     FormatError,

@@ -30,10 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from .blocks import tissue_mask
-from .config import LSRError
-from .formats import write_prediction
-from .slide import Slide, shared_slide
+from ..config import LSRError
+from ..io.formats import write_prediction
+from ..io.slide import Slide, shared_slide, tissue_mask
 
 DEFAULT_TILE = 512
 #: Thumbnail pixels per output tile side used to find background tiles.
@@ -57,7 +56,7 @@ def _cached_model(path: str, device: str, trust: bool = False) -> Any:
 
 def _cached_model_and_meta(path: str, device: str, trust: bool = False) -> tuple[Any, dict]:
     """The cached network of ``_cached_model`` and its checkpoint's metadata (no weights)."""
-    from .training import load_model
+    from ..learn.training import load_model
 
     try:
         key = (path, os.stat(path).st_mtime_ns, device)
@@ -68,7 +67,7 @@ def _cached_model_and_meta(path: str, device: str, trust: bool = False) -> tuple
             import torch
 
             model, meta = load_model(path, device, trust=trust)
-            from .unet import has_inference_form, inference_form
+            from ..learn.unet import has_inference_form, inference_form
 
             if device == "cpu" and has_inference_form(model):
                 # the inference-only form (folded norms, no concatenation copies, channels-last
@@ -156,7 +155,7 @@ def _centre_logits(model: Any, x: Any, margin: int, tile: int) -> Any:
     An InferenceUNet computes only the pixels the centres depend on when the margin holds the
     network's reach; otherwise the whole forward pass runs and is cropped.
     """
-    from .unet import InferenceUNet
+    from ..learn.unet import InferenceUNet
 
     if isinstance(model, InferenceUNet) and margin >= model.context:
         return model.centre(x, margin)
@@ -209,7 +208,7 @@ def predict_slide(
     import dask
     import zarr
 
-    from .training import select_device
+    from ..learn.training import select_device
 
     t0 = time.perf_counter()
     model_path = str(Path(model_path).resolve())
@@ -222,7 +221,7 @@ def predict_slide(
         d, out_w, out_h = output_geometry(slide, model_mpp)
         import torch
 
-        from .unet import build_model
+        from ..learn.unet import build_model
 
         with torch.device("meta"):  # geometry only: no weights allocated or initialised
             net = build_model(ckpt["unet"])
@@ -529,7 +528,7 @@ def predict_array(
     """
     import torch
 
-    from .unet import has_inference_form, inference_form
+    from ..learn.unet import has_inference_form, inference_form
 
     mult = model.multiple
     if margin is None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .formats import MODEL_CARD_SUFFIX, PREDICTION_SIDECAR_SUFFIX, is_legacy_sidecar
+from ..io.formats import MODEL_CARD_SUFFIX, PREDICTION_SIDECAR_SUFFIX, is_legacy_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class ModelCard:
     @property
     def card_path(self) -> Path:
         """The card's file: ``<model>.card.json``, or an older ``<model>.json`` card."""
-        from .formats import existing_model_card, model_card_path
+        from ..io.formats import existing_model_card, model_card_path
 
         return existing_model_card(self.checkpoint) or model_card_path(self.checkpoint)
 
@@ -102,7 +102,7 @@ def _looks_like_checkpoint(path: Path) -> bool:
 
 
 def _read_card(path: Path, errors: list[str] | None = None) -> dict[str, Any] | None:
-    from .formats import FormatError, read_json_object, read_model_card
+    from ..io.formats import FormatError, read_json_object, read_model_card
 
     try:  # some other JSON file (neither entry) is no card: skipped without a word
         data = read_json_object(path, "JSON file", {})

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import NORMS
+from ..config import NORMS
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from collections.abc import Callable
 
 import torch
 
-from .config import DISTANCES, LOSSES, PIXEL_VARIANCES
+from ..config import DISTANCES, LOSSES, PIXEL_VARIANCES
 
 __all__ = [
     "DISTANCES",

@@ -25,10 +25,10 @@ from .formats import (
     LowResLabels,
     Prior,
     atomic_write_text,
+    default_prior,
     read_prior_csv,
 )
 from .interop import read_lowres
-from .prior import default_prior
 from .slide import Slide
 from .store import Store
 

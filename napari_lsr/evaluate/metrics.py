@@ -67,7 +67,7 @@ def _as_bool(array: Any, name: str) -> np.ndarray:
         if not np.all((arr == 0) | (arr == 1)):
             raise ValueError(
                 f"{name} is a floating-point array with values other than 0 and 1; "
-                "threshold probabilities first (napari_lsr.evaluation.prediction_mask)"
+                "threshold probabilities first (napari_lsr.evaluate.evaluation.prediction_mask)"
             )
         return arr == 1
     if np.issubdtype(arr.dtype, np.integer):

@@ -37,11 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from .blocks import TISSUE_MIN_FRACTION, tissue_fraction
-from .config import LSRError
-from .formats import Bins, FormatError, LowResLabels
-from .project import Project, SlideEntry
-from .slide import Slide, SlideError
+from ..config import LSRError
+from ..io.formats import Bins, FormatError, LowResLabels
+from ..io.project import Project, SlideEntry
+from ..io.slide import TISSUE_MIN_FRACTION, Slide, SlideError, tissue_fraction
 
 #: Blocks reviewed per bin unless the annotator asks for another number.
 DEFAULT_K = 12

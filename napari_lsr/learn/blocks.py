@@ -38,13 +38,17 @@ from typing import Any
 
 import numpy as np
 
-from .config import DEFAULT_BLOCK_PX, LSRError
-from .formats import LowResLabels, current_umask
-from .slide import Slide, shared_slide
+from ..config import DEFAULT_BLOCK_PX, LSRError
+from ..io.formats import LowResLabels, current_umask
+from ..io.slide import (
+    TISSUE_MAX_BRIGHTNESS,
+    TISSUE_MIN_FRACTION,
+    TISSUE_MIN_SATURATION,
+    Slide,
+    shared_slide,
+    tissue_fraction,
+)
 
-TISSUE_MIN_SATURATION = 0.07
-TISSUE_MAX_BRIGHTNESS = 220.0
-TISSUE_MIN_FRACTION = 0.25
 #: Blocks per Dask task: big enough to amortise a task, small enough to balance.
 BLOCKS_PER_TASK = 32
 
@@ -62,22 +66,6 @@ class SlideBlocks:
     slide: str | os.PathLike
     labels: LowResLabels
     mpp: float | None = None
-
-
-def tissue_mask(rgb: np.ndarray) -> np.ndarray:
-    """Tissue pixels of (..., H, W, 3) uint8 images: saturated enough and not near-white."""
-    r, g, b = (rgb[..., i].astype(np.int16) for i in range(3))
-    mx = np.maximum(np.maximum(r, g), b)
-    mn = np.minimum(np.minimum(r, g), b)
-    # saturation (mx - mn) / mx >= TISSUE_MIN_SATURATION, without dividing; elementwise over
-    # channel planes (reductions over a length-3 axis are several times slower)
-    saturated = ((mx - mn).astype(np.float32) >= TISSUE_MIN_SATURATION * mx) & (mx > 0)
-    return saturated & ((r + g + b) < 3 * TISSUE_MAX_BRIGHTNESS)
-
-
-def tissue_fraction(rgb: np.ndarray) -> np.ndarray:
-    """Fraction of tissue pixels in each of (..., H, W, 3) uint8 images (see module doc)."""
-    return tissue_mask(rgb).mean(axis=(-2, -1))
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .config import LSRError, first_line
+from ..config import LSRError, first_line
 
 #: Extensions that OpenSlide may read. TIFFs are tried with OpenSlide first and fall back to
 #: plain images.
@@ -439,3 +439,26 @@ def shared_slide(path: str | os.PathLike, mpp: float | None = None) -> Slide:
         if hit is None or hit[0] != mtime or hit[1].closed:
             _SHARED[key] = (mtime, Slide(key[0], mpp=mpp))
         return _SHARED[key][1]
+
+
+#: The tissue rule (``blocks``' module doc): training keeps, and block review shows, only
+#: blocks that pass it.
+TISSUE_MIN_SATURATION = 0.07
+TISSUE_MAX_BRIGHTNESS = 220.0
+TISSUE_MIN_FRACTION = 0.25
+
+
+def tissue_mask(rgb: np.ndarray) -> np.ndarray:
+    """Tissue pixels of (..., H, W, 3) uint8 images: saturated enough and not near-white."""
+    r, g, b = (rgb[..., i].astype(np.int16) for i in range(3))
+    mx = np.maximum(np.maximum(r, g), b)
+    mn = np.minimum(np.minimum(r, g), b)
+    # saturation (mx - mn) / mx >= TISSUE_MIN_SATURATION, without dividing; elementwise over
+    # channel planes (reductions over a length-3 axis are several times slower)
+    saturated = ((mx - mn).astype(np.float32) >= TISSUE_MIN_SATURATION * mx) & (mx > 0)
+    return saturated & ((r + g + b) < 3 * TISSUE_MAX_BRIGHTNESS)
+
+
+def tissue_fraction(rgb: np.ndarray) -> np.ndarray:
+    """Fraction of tissue pixels in each of (..., H, W, 3) uint8 images (see the rule above)."""
+    return tissue_mask(rgb).mean(axis=(-2, -1))

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import LSRError
+from ..config import LSRError
 
 #: The paper's Table 1 bins, in percent of patch-classifier probability.
 PAPER_BIN_EDGES: tuple[tuple[float, float], ...] = (
@@ -575,6 +575,20 @@ def paper_prior() -> Prior:
     prior = read_prior_csv(resource_path(PAPER_PRIOR_FILE))
     prior.source = ["paper"] * len(prior.bins)
     return prior
+
+
+#: A bin's std when it has fewer than two estimates (percent), so training still has a width.
+FALLBACK_STD_PCT = 1.0
+
+
+def default_prior(bins: Bins) -> Prior:
+    """The prior of bins nothing was measured for: the paper's Table 1 when its bins are
+    ``bins``, else 0 ± FALLBACK_STD_PCT % per bin (source ``default``). The one rule."""
+    paper = paper_prior()
+    if paper.bins == bins:
+        return paper
+    nb = len(bins)
+    return Prior(bins, np.zeros(nb), np.full(nb, FALLBACK_STD_PCT), source=["default"] * nb)
 
 
 def resource_path(name: str) -> Path:

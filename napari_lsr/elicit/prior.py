@@ -9,23 +9,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .formats import PRIOR_NOT_DATA, Bins, FormatError, Prior, paper_prior, read_prior_csv
+from ..io.formats import (
+    FALLBACK_STD_PCT,
+    PRIOR_NOT_DATA,
+    Bins,
+    FormatError,
+    Prior,
+    default_prior,
+    read_prior_csv,
+)
 
 if TYPE_CHECKING:
-    from .project import Project
-
-#: A bin's std when it has fewer than two estimates (percent), so training still has a width.
-FALLBACK_STD_PCT = 1.0
-
-
-def default_prior(bins: Bins) -> Prior:
-    """The prior of bins nothing was measured for: the paper's Table 1 when its bins are
-    ``bins``, else 0 ± FALLBACK_STD_PCT % per bin (source ``default``). The one rule."""
-    paper = paper_prior()
-    if paper.bins == bins:
-        return paper
-    nb = len(bins)
-    return Prior(bins, np.zeros(nb), np.full(nb, FALLBACK_STD_PCT), source=["default"] * nb)
+    from ..io.project import Project
 
 
 def prior_from_values(

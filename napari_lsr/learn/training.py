@@ -20,8 +20,7 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .blocks import BlockSet, GroupSampler, IntraSampler, augment
-from .config import (  # noqa: F401 (PAPER_LR, first_line re-exported)
+from ..config import (  # noqa: F401 (PAPER_LR, first_line re-exported)
     DEFAULTS,
     PAPER_LR,
     PRESETS,
@@ -30,7 +29,8 @@ from .config import (  # noqa: F401 (PAPER_LR, first_line re-exported)
     TrainingError,
     first_line,
 )
-from .formats import Prior, atomic_path, write_json
+from ..io.formats import Prior, atomic_path, write_json
+from .blocks import BlockSet, GroupSampler, IntraSampler, augment
 from .health import (
     JUMP_WINDOW,
     Alarm,
@@ -454,7 +454,7 @@ def card_path(checkpoint: str | os.PathLike) -> Path:
     """The JSON model card beside a checkpoint: ``<model>.card.json`` (a prediction's sidecar
     is ``<name>.pred.json``, so neither replaces the other; older ``<model>.json`` cards are
     still read, see ``formats.existing_model_card``)."""
-    from .formats import model_card_path
+    from ..io.formats import model_card_path
 
     return model_card_path(checkpoint)
 
@@ -517,38 +517,136 @@ def train(
     checkpoint so that the next step equals that of an uninterrupted run with the same seed.
     A non-finite loss raises TrainingError and leaves the last good checkpoint in place.
     ``info`` (slides, prior path, ...) is stored in the checkpoint and the model card.
+
+    The phases are the methods of ``_Run``: ``setup`` (the model, optimiser and samplers, or
+    a checkpoint's), ``one_step`` (a batch of blocks, the loss against the prior, an update),
+    ``health_check`` (the watch: loss jumps, collapses, going back), ``checkpoint`` and
+    ``finish`` (the served model's last health, the checkpoint and the model card).
     """
-    out = Path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TrainingError(f"{out.parent}: cannot create the output directory") from exc
-    if not os.access(out.parent, os.W_OK):
-        raise TrainingError(f"{out.parent}: the checkpoint directory is not writable")
     is_cancelled = _cancel_fn(cancel)
-    n_bins = len(prior.bins)
-    if len(blocks) == 0:
-        raise TrainingError("no training blocks")
-    if blocks.z.max() >= n_bins:
-        raise TrainingError(
-            f"the labels use bin {int(blocks.z.max())} but the prior has only {n_bins} bins"
-        )
-    device = select_device(config.device)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    model = build_model(_unet_config(config))
-    if config.init_bias == "prior":
-        model.set_output_prior(prior_mean_fraction(prior, blocks.z))
-    model.to(device)
-    opt = _optimizer(config, model.parameters())
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config))
-    ema = _ema(model, config.ema) if config.ema > 0 else None
-    ema_model = ema.module if ema is not None else None
-    start, history, elapsed0 = 0, [], 0.0
-    alarms: list[dict[str, Any]] = []  # what the watch reported (health.Watch), in order
-    recoveries: list[dict[str, Any]] = []  # the alarms after which the run went back
-    if resume is not None:
-        ckpt = load_checkpoint(resume, map_location=device)
+    run = _Run.setup(blocks, prior, config, out, resume=resume, info=info)
+    yield run.event(
+        "start", run.start, message=f"{len(blocks)} blocks, {config.loss} / {config.distance}"
+    )
+    if run.start >= config.steps:
+        yield run.finish(run.start, "done")
+        return
+    prefetch = _Prefetcher(
+        blocks, run.sampler, run.rng, config.augment, colour=config.colour, first_step=run.start + 1
+    )
+    try:
+        for step in range(run.start + 1, config.steps + 1):
+            if is_cancelled():
+                yield run.finish(step - 1, "cancelled")
+                return
+            yield run.one_step(step, prefetch)
+            if (
+                config.checkpoint_every
+                and step % config.checkpoint_every == 0
+                and step < config.steps
+            ):
+                yield run.checkpoint(step)
+        yield run.finish(config.steps, "done")
+    finally:
+        prefetch.close()
+
+
+class _Run:
+    """One training run's state, in the phases of ``train``."""
+
+    @classmethod
+    def setup(
+        cls,
+        blocks: BlockSet,
+        prior: Prior,
+        config: TrainConfig,
+        out: str | os.PathLike,
+        *,
+        resume: str | os.PathLike | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> _Run:
+        """Setup: check the inputs, build the U-Net (its output bias at the prior's mean when
+        ``init_bias`` is ``prior``), the optimiser, rate schedule and EMA, or take them from
+        the checkpoint ``resume``; the samplers (intra, then groups of one bin each) and the
+        blocks the health checks predict."""
+        out = Path(out)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrainingError(f"{out.parent}: cannot create the output directory") from exc
+        if not os.access(out.parent, os.W_OK):
+            raise TrainingError(f"{out.parent}: the checkpoint directory is not writable")
+        return cls(blocks, prior, config, out, resume, info)
+
+    def __init__(
+        self,
+        blocks: BlockSet,
+        prior: Prior,
+        config: TrainConfig,
+        out: Path,
+        resume: str | os.PathLike | None,
+        info: dict[str, Any] | None,
+    ) -> None:
+        self.blocks, self.prior, self.config, self.out = blocks, prior, config, out
+        n_bins = len(prior.bins)
+        if len(blocks) == 0:
+            raise TrainingError("no training blocks")
+        if blocks.z.max() >= n_bins:
+            raise TrainingError(
+                f"the labels use bin {int(blocks.z.max())} but the prior has only {n_bins} bins"
+            )
+        self.device = device = select_device(config.device)
+        torch.manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self.model = model = build_model(_unet_config(config))
+        if config.init_bias == "prior":
+            model.set_output_prior(prior_mean_fraction(prior, blocks.z))
+        model.to(device)
+        self.opt = _optimizer(config, model.parameters())
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(config))
+        self.ema = _ema(model, config.ema) if config.ema > 0 else None
+        self.ema_model = self.ema.module if self.ema is not None else None
+        self.start, self.history, self.elapsed0 = 0, [], 0.0
+        self.alarms: list[dict[str, Any]] = []  # what the watch reported (health.Watch)
+        self.recoveries: list[dict[str, Any]] = []  # the alarms after which the run went back
+        if resume is not None:
+            self._resume(resume)
+        self.eta = torch.as_tensor(prior.eta, dtype=torch.float32, device=device)
+        self.rho = torch.as_tensor(prior.rho, dtype=torch.float32, device=device)
+        self.intra_sampler = IntraSampler(blocks.z, config.batch_size)
+        if config.loss == "intra":
+            self.group_sampler: Any = self.intra_sampler
+        else:
+            try:
+                self.group_sampler = GroupSampler(
+                    blocks.z,
+                    config.groups,
+                    config.group_size,
+                    min_group=config.min_group or None,
+                    bin_labels=prior.bins.labels,
+                    draw=config.group_draw,
+                )
+            except ValueError as exc:
+                raise TrainingError(str(exc)) from exc
+        self.amp = device.type == "cuda"
+        self.info = dict(info or {})
+        self.t0 = time.perf_counter()
+        self.last_loss = math.nan
+        self.next_state = self.rng.bit_generator.state
+        self.step_time: float | None = None
+        self.health_idx = sample_blocks(blocks.z, HEALTH_PER_BIN)
+        self.health_images = np.asarray(blocks.images[self.health_idx])
+        self.eta_np, self.rho_np = np.asarray(prior.eta), np.asarray(prior.rho)
+        # The watch (health.Watch): loss jumps and collapses are reported at once; a collapse
+        # after the model followed the bins sends the run back to its last healthy weights.
+        self.watch = Watch()
+        self.healthy: dict[str, Any] = {}  # the last healthy check's step and weights
+        self.jumped: list[int] = []  # steps of loss jumps
+
+    def _resume(self, resume: str | os.PathLike) -> None:
+        """The model, optimiser, schedule, EMA, RNGs and history of a checkpoint."""
+        config = self.config
+        ckpt = load_checkpoint(resume, map_location=self.device)
         old = TrainConfig.from_dict(ckpt["config"])
         for key in ("loss", "distance", "pixel_variance", "depth", "width", "seed"):
             if getattr(old, key) != getattr(config, key):
@@ -556,131 +654,203 @@ def train(
                     f"{resume}: checkpoint has {key}={getattr(old, key)!r}, this run "
                     f"{key}={getattr(config, key)!r}"
                 )
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        if ema_model is not None and ckpt.get("ema_model"):
-            ema_model.load_state_dict(ckpt["ema_model"])
-        rng.bit_generator.state = ckpt["rng"]["numpy"]
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["scheduler"])
+        if self.ema_model is not None and ckpt.get("ema_model"):
+            self.ema_model.load_state_dict(ckpt["ema_model"])
+        self.rng.bit_generator.state = ckpt["rng"]["numpy"]
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-        start = int(ckpt["step"])
-        history = list(ckpt.get("history", []))
-        elapsed0 = float(ckpt.get("elapsed_s", 0.0))
-        alarms = list(ckpt.get("alarms", []))
-        recoveries = list(ckpt.get("recoveries", []))
-    eta = torch.as_tensor(prior.eta, dtype=torch.float32, device=device)
-    rho = torch.as_tensor(prior.rho, dtype=torch.float32, device=device)
-    intra_sampler = IntraSampler(blocks.z, config.batch_size)
-    if config.loss == "intra":
-        group_sampler: Any = intra_sampler
-    else:
-        try:
-            group_sampler = GroupSampler(
-                blocks.z,
-                config.groups,
-                config.group_size,
-                min_group=config.min_group or None,
-                bin_labels=prior.bins.labels,
-                draw=config.group_draw,
-            )
-        except ValueError as exc:
-            raise TrainingError(str(exc)) from exc
+        self.start = int(ckpt["step"])
+        self.history = list(ckpt.get("history", []))
+        self.elapsed0 = float(ckpt.get("elapsed_s", 0.0))
+        self.alarms = list(ckpt.get("alarms", []))
+        self.recoveries = list(ckpt.get("recoveries", []))
 
-    def sampler(step: int) -> tuple[Any, str]:
+    @property
+    def served(self) -> torch.nn.Module:
+        """The model predictions come from: the EMA's when on."""
+        return self.ema_model if self.ema_model is not None else self.model
+
+    def event(self, kind: str, step: int, **kw: Any) -> TrainEvent:
+        return TrainEvent(kind, step, self.config.steps, device=str(self.device), **kw)
+
+    def sampler(self, step: int) -> tuple[Any, str]:
         """The sampler and statistic of a step: intra for the first ``intra_steps``."""
-        if config.loss == "intra" or step <= config.intra_steps:
-            return intra_sampler, "intra"
-        return group_sampler, config.loss
+        if self.config.loss == "intra" or step <= self.config.intra_steps:
+            return self.intra_sampler, "intra"
+        return self.group_sampler, self.config.loss
 
-    amp = device.type == "cuda"
-    info = dict(info or {})
-    t0 = time.perf_counter()
-    last_loss = math.nan
-    next_state = rng.bit_generator.state
+    def one_step(self, step: int, prefetch: _Prefetcher) -> TrainEvent:
+        """One step: a batch of blocks (groups of one bin after ``intra_steps``), the U-Net's
+        per-pixel cancer probabilities, the loss of their statistics against the prior's
+        (Sec. 2), an update of the weights, the rate and the EMA; then the health check."""
+        config, model, device = self.config, self.model, self.device
+        ts = time.perf_counter()
+        _state, x_np, z_np, gid_np, statistic = prefetch.get()
+        x = torch.from_numpy(x_np).permute(0, 3, 1, 2).to(device, non_blocking=True)
+        z = torch.from_numpy(z_np).to(device)
+        gid = torch.from_numpy(gid_np).to(device)
+        model.train()
+        if config.bn_freeze and step > config.bn_freeze:
+            if step == config.bn_freeze + 1 and config.bn_precise:
+                # the switch: statistics of these weights over the blocks, not the lagging
+                # running average (its own RNG: a resumed run does the same)
+                recalibrate_batch_norm(model, self.blocks, seed=config.seed)
+            _freeze_batch_norm(model)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.amp):
+            logits = model(x)
+        prob = torch.sigmoid(logits.float())
+        loss = lsr_loss(
+            prob,
+            z,
+            self.eta,
+            self.rho,
+            statistic=statistic,
+            distance=config.distance,
+            pixel_variance=config.pixel_variance,
+            groups=None if statistic == "intra" else gid,
+        )
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"the loss became {value} at step {step}; stopped, the last good checkpoint "
+                f"({self.out.name}, step {_ckpt_step(self.out)}) is kept; try a lower --lr"
+            )
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        if self.ema is not None:
+            self.ema.update_parameters(model)
+        self.last_loss = value
+        # The state from before the *next* batch was drawn: what a resume needs.
+        self.next_state = prefetch.peek_state()
+        self.history.append((step, value))
+        dt = time.perf_counter() - ts
+        self.step_time = dt if self.step_time is None else 0.9 * self.step_time + 0.1 * dt
+        extra = self.health_check(step, value)
+        return self.event(
+            "step",
+            step,
+            loss=value,
+            lr=self.sched.get_last_lr()[0],
+            blocks_per_s=len(z_np) / max(dt, 1e-9),
+            eta_s=self.step_time * (config.steps - step),
+            extra=extra,
+        )
 
-    def snapshot(step: int) -> dict[str, Any]:
+    def health(self, step: int) -> Health:
+        """The served model's predicted fractions against the prior."""
+        fr = block_fractions(self.served, self.health_images)
+        h = assess(fr, self.blocks.z[self.health_idx], self.eta_np, self.rho_np)
+        if h.degenerate:
+            h.advice = advice(self.config, self.prior, self.blocks.z, max(step, self.config.steps))
+        return h
+
+    def health_check(self, step: int, value: float) -> dict[str, Any]:
+        """The watch after a step: a loss jump is reported at once and checked for a collapse,
+        and every ``HEALTH_EVERY`` steps the health is checked; a collapse after the model
+        followed the bins goes back to the last healthy weights. The event's extras."""
+        extra: dict[str, Any] = {}
+        alarm = self.watch.loss(step, value)
+        if alarm is not None:
+            self.jumped.append(step)
+        if alarm is not None or (step % HEALTH_EVERY == 0 and step < self.config.steps):
+            check = self.health(step)  # at once after a jump: did the model collapse?
+            check.final, check.step = False, step  # provisional until the run ends
+            extra["health"] = check.to_dict()
+            collapse = self.watch.health(step, check)
+            if collapse is not None:
+                if alarm is not None:  # the jump that came with it
+                    collapse.message = f"{alarm.message}; {collapse.message}"
+                alarm = collapse
+                self.go_back(alarm)
+            elif alarm is None and not check.degenerate:
+                self.keep_healthy(step)
+        if alarm is not None:
+            if alarm.restored is None:
+                alarm.message += "; " + advice(
+                    self.config, self.prior, self.blocks.z, self.config.steps
+                )
+            self.alarms.append(alarm.to_dict())
+            extra["alarm"] = alarm.to_dict()
+        return extra
+
+    def keep_healthy(self, step: int) -> None:
+        """Remember the served weights that a check found healthy (not within JUMP_WINDOW
+        steps of a loss jump: the EMA weights may still be taking it in)."""
+        if self.jumped and step - self.jumped[-1] <= JUMP_WINDOW:
+            return
+        self.healthy.update(
+            step=step,
+            weights={k: v.detach().clone() for k, v in self.served.state_dict().items()},
+            opt=copy.deepcopy(self.opt.state_dict()),
+        )
+
+    def go_back(self, alarm: Alarm) -> bool:
+        """Restore the last healthy weights (the live and the EMA model both take them) and
+        the optimiser's state of then; False when there are none or the run has gone back
+        MAX_RECOVERIES times already."""
+        if not self.healthy or len(self.recoveries) >= MAX_RECOVERIES:
+            return False
+        self.model.load_state_dict(self.healthy["weights"])
+        if self.ema_model is not None:
+            self.ema_model.load_state_dict(self.healthy["weights"])
+        self.opt.load_state_dict(copy.deepcopy(self.healthy["opt"]))
+        self.watch.restart()
+        alarm.restored = int(self.healthy["step"])
+        alarm.message += f"; went back to the healthy weights of step {alarm.restored}"
+        self.recoveries.append(alarm.to_dict())
+        return True
+
+    def snapshot(self, step: int) -> dict[str, Any]:
+        """What a checkpoint holds: enough to resume exactly and to predict."""
+        prior, blocks = self.prior, self.blocks
         return {
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
-            "model": model.state_dict(),
-            "ema_model": ema_model.state_dict() if ema_model is not None else None,
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "rng": {"numpy": next_state, "torch": torch.get_rng_state()},
+            "model": self.model.state_dict(),
+            "ema_model": self.ema_model.state_dict() if self.ema_model is not None else None,
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "rng": {"numpy": self.next_state, "torch": torch.get_rng_state()},
             "step": step,
-            "config": config.to_dict(),
-            "unet": model.config.to_dict(),
+            "config": self.config.to_dict(),
+            "unet": self.model.config.to_dict(),
             "prior": prior.to_dict(),
             "bins": [list(e) for e in prior.bins.edges],
             "train_mpp": blocks.mpp,
             "block_size": blocks.block_size,
             "slides": blocks.slides,
-            "history": history,
-            "elapsed_s": elapsed0 + time.perf_counter() - t0,
-            "device": str(device),
-            "info": info,
-            "alarms": alarms,
-            "recoveries": recoveries,
+            "history": self.history,
+            "elapsed_s": self.elapsed0 + time.perf_counter() - self.t0,
+            "device": str(self.device),
+            "info": self.info,
+            "alarms": self.alarms,
+            "recoveries": self.recoveries,
         }
 
-    health_idx = sample_blocks(blocks.z, HEALTH_PER_BIN)
-    health_images = np.asarray(blocks.images[health_idx])
-    eta_np, rho_np = np.asarray(prior.eta), np.asarray(prior.rho)
+    def checkpoint(self, step: int) -> TrainEvent:
+        """Checkpoint: the run so far, atomically, every ``checkpoint_every`` steps."""
+        _save_checkpoint(self.out, self.snapshot(step))
+        return self.event("checkpoint", step, loss=self.last_loss, path=str(self.out))
 
-    def health(step: int) -> Health:
-        """The served model's (EMA's when on) predicted fractions against the prior."""
-        served = ema_model if ema_model is not None else model
-        fr = block_fractions(served, health_images)
-        h = assess(fr, blocks.z[health_idx], eta_np, rho_np)
-        if h.degenerate:
-            h.advice = advice(config, prior, blocks.z, max(step, config.steps))
-        return h
-
-    # The watch (health.Watch): loss jumps and collapses are reported at once; a collapse
-    # after the model followed the bins sends the run back to its last healthy weights.
-    watch = Watch()
-    healthy: dict[str, Any] = {}  # the last healthy check's step and weights (in memory)
-    jumped: list[int] = []  # steps of loss jumps
-
-    def keep_healthy(step: int) -> None:
-        """Remember the served weights that a check found healthy (not within JUMP_WINDOW
-        steps of a loss jump: the EMA weights may still be taking it in)."""
-        if jumped and step - jumped[-1] <= JUMP_WINDOW:
-            return
-        served = ema_model if ema_model is not None else model
-        healthy.update(
-            step=step,
-            weights={k: v.detach().clone() for k, v in served.state_dict().items()},
-            opt=copy.deepcopy(opt.state_dict()),
-        )
-
-    def go_back(alarm: Alarm) -> bool:
-        """Restore the last healthy weights (the live and the EMA model both take them) and
-        the optimiser's state of then; False when there are none or the run has gone back
-        MAX_RECOVERIES times already."""
-        if not healthy or len(recoveries) >= MAX_RECOVERIES:
-            return False
-        model.load_state_dict(healthy["weights"])
-        if ema_model is not None:
-            ema_model.load_state_dict(healthy["weights"])
-        opt.load_state_dict(copy.deepcopy(healthy["opt"]))
-        watch.restart()
-        alarm.restored = int(healthy["step"])
-        alarm.message += f"; went back to the healthy weights of step {alarm.restored}"
-        recoveries.append(alarm.to_dict())
-        return True
-
-    def finish(step: int, status: str) -> Path:
+    def finish(self, step: int, status: str) -> TrainEvent:
+        """Finish (``done`` or ``cancelled``): BatchNorm recalibrated when asked, the served
+        model's health decides the run (a collapse at the end goes back to the last healthy
+        weights), then the checkpoint and the model card."""
+        config, blocks, prior, out = self.config, self.blocks, self.prior, self.out
         if config.recalibrate:
-            served = ema_model if ema_model is not None else model
-            recalibrate_batch_norm(served, blocks, seed=config.seed)
-        verdict = health(step)
-        if verdict.collapsed and healthy and healthy["step"] < step:
+            recalibrate_batch_norm(self.served, blocks, seed=config.seed)
+        verdict = self.health(step)
+        end_alarm = None
+        if verdict.collapsed and self.healthy and self.healthy["step"] < step:
             end = Alarm(step, "collapse", f"at the end ({verdict.reason})")
-            if go_back(end):
-                verdict = health(step)
-                end_alarm[0] = end
-        _save_checkpoint(out, snapshot(step))
+            if self.go_back(end):
+                verdict = self.health(step)
+                end_alarm = end
+        _save_checkpoint(out, self.snapshot(step))
         card = {
             "name": out.stem,
             "checkpoint": out.name,
@@ -693,163 +863,41 @@ def train(
             "ema": config.ema,
             "steps": step,
             "steps_planned": config.steps,
-            "final_loss": last_loss,
-            "duration_s": elapsed0 + time.perf_counter() - t0,
-            "device": str(device),
+            "final_loss": self.last_loss,
+            "duration_s": self.elapsed0 + time.perf_counter() - self.t0,
+            "device": str(self.device),
             "train_mpp": blocks.mpp,
             "block_size": blocks.block_size,
             "blocks": len(blocks),
             "slides": blocks.slides,
-            "prior": info.get("prior_path") or prior.to_dict(),
+            "prior": self.info.get("prior_path") or prior.to_dict(),
             "seed": config.seed,
             "settings": config.to_dict(),
             "health": verdict.to_dict(),
-            "alarms": alarms,
-            "recoveries": recoveries,
+            "alarms": self.alarms,
+            "recoveries": self.recoveries,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         write_json(card_path(out), card)
-        last_health[0] = verdict
-        return out
-
-    last_health: list[Health | None] = [None]
-    end_alarm: list[Alarm | None] = [None]
-
-    yield TrainEvent(
-        "start",
-        start,
-        config.steps,
-        device=str(device),
-        message=f"{len(blocks)} blocks, {config.loss} / {config.distance}",
-    )
-    if start >= config.steps:
-        path = finish(start, "done")
-        yield TrainEvent(
-            "done",
-            start,
-            config.steps,
-            device=str(device),
-            path=str(path),
-            extra={"health": last_health[0].to_dict()},
-        )
-        return
-    prefetch = _Prefetcher(
-        blocks, sampler, rng, config.augment, colour=config.colour, first_step=start + 1
-    )
-    step_time = None
-    step = start
-    try:
-        for step in range(start + 1, config.steps + 1):
-            if is_cancelled():
-                path = finish(step - 1, "cancelled")
-                yield TrainEvent(
-                    "cancelled",
-                    step - 1,
-                    config.steps,
-                    loss=last_loss,
-                    device=str(device),
-                    path=str(path),
-                    extra={"health": last_health[0].to_dict()},
-                )
-                return
-            ts = time.perf_counter()
-            _state, x_np, z_np, gid_np, statistic = prefetch.get()
-            x = torch.from_numpy(x_np).permute(0, 3, 1, 2).to(device, non_blocking=True)
-            z = torch.from_numpy(z_np).to(device)
-            gid = torch.from_numpy(gid_np).to(device)
-            model.train()
-            if config.bn_freeze and step > config.bn_freeze:
-                if step == config.bn_freeze + 1 and config.bn_precise:
-                    # the switch: statistics of these weights over the blocks, not the lagging
-                    # running average (its own RNG: a resumed run does the same)
-                    recalibrate_batch_norm(model, blocks, seed=config.seed)
-                _freeze_batch_norm(model)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                logits = model(x)
-            prob = torch.sigmoid(logits.float())
-            loss = lsr_loss(
-                prob,
-                z,
-                eta,
-                rho,
-                statistic=statistic,
-                distance=config.distance,
-                pixel_variance=config.pixel_variance,
-                groups=None if statistic == "intra" else gid,
-            )
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise TrainingError(
-                    f"the loss became {value} at step {step}; stopped, the last good checkpoint "
-                    f"({out.name}, step {_ckpt_step(out)}) is kept; try a lower --lr"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            last_loss = value
-            # The state from before the *next* batch was drawn: what a resume needs.
-            next_state = prefetch.peek_state()
-            history.append((step, value))
-            dt = time.perf_counter() - ts
-            step_time = dt if step_time is None else 0.9 * step_time + 0.1 * dt
-            extra: dict[str, Any] = {}
-            alarm = watch.loss(step, value)
-            if alarm is not None:
-                jumped.append(step)
-            if alarm is not None or (step % HEALTH_EVERY == 0 and step < config.steps):
-                check = health(step)  # at once after a jump: did the model collapse?
-                check.final, check.step = False, step  # provisional until the run ends
-                extra["health"] = check.to_dict()
-                collapse = watch.health(step, check)
-                if collapse is not None:
-                    if alarm is not None:  # the jump that came with it
-                        collapse.message = f"{alarm.message}; {collapse.message}"
-                    alarm = collapse
-                    go_back(alarm)
-                elif alarm is None and not check.degenerate:
-                    keep_healthy(step)
-            if alarm is not None:
-                if alarm.restored is None:
-                    alarm.message += "; " + advice(config, prior, blocks.z, config.steps)
-                alarms.append(alarm.to_dict())
-                extra["alarm"] = alarm.to_dict()
-            yield TrainEvent(
-                "step",
+        if status == "cancelled":
+            return self.event(
+                "cancelled",
                 step,
-                config.steps,
-                loss=value,
-                lr=sched.get_last_lr()[0],
-                blocks_per_s=len(z_np) / max(dt, 1e-9),
-                eta_s=step_time * (config.steps - step),
-                device=str(device),
-                extra=extra,
+                loss=self.last_loss,
+                path=str(out),
+                extra={"health": verdict.to_dict()},
             )
-            if (
-                config.checkpoint_every
-                and step % config.checkpoint_every == 0
-                and step < config.steps
-            ):
-                _save_checkpoint(out, snapshot(step))
-                yield TrainEvent(
-                    "checkpoint", step, config.steps, loss=value, device=str(device), path=str(out)
-                )
-        path = finish(config.steps, "done")
-        yield TrainEvent(
+        if step == self.start:  # nothing left to train: no loss, no message
+            return self.event("done", step, path=str(out), extra={"health": verdict.to_dict()})
+        return self.event(
             "done",
-            config.steps,
-            config.steps,
-            loss=last_loss,
-            device=str(device),
-            path=str(path),
-            message=last_health[0].message,
-            extra={"health": last_health[0].to_dict()}
-            | ({"alarm": end_alarm[0].to_dict()} if end_alarm[0] is not None else {}),
+            step,
+            loss=self.last_loss,
+            path=str(out),
+            message=verdict.message,
+            extra={"health": verdict.to_dict()}
+            | ({"alarm": end_alarm.to_dict()} if end_alarm is not None else {}),
         )
-    finally:
-        prefetch.close()
 
 
 def _ckpt_step(path: Path) -> str:

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import SAMPLE_BLOCK_UM, SAMPLE_MPP, SAMPLE_SIZE, SAMPLE_TRAIN_MPP
-from .formats import (
+from ..config import SAMPLE_BLOCK_UM, SAMPLE_MPP, SAMPLE_SIZE, SAMPLE_TRAIN_MPP
+from ..elicit.prior import prior_from_values
+from ..io.formats import (
     Bins,
     LowResLabels,
     atomic_path,
     write_lowres_csv,
     write_prior_csv,
 )
-from .prior import prior_from_values
-from .project import Project, SlideEntry
+from ..io.project import Project, SlideEntry
 
 TILE = 256
 TRUTH_DOWNSAMPLE = 4

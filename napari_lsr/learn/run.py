@@ -28,8 +28,8 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import LSRError
-from .formats import Prior
+from ..config import LSRError
+from ..io.formats import Prior
 
 if TYPE_CHECKING:
     from .blocks import BlockSet, SlideBlocks
@@ -224,9 +224,9 @@ def _readable_errors(
 def _run(plan: RunPlan, cancel: threading.Event) -> Iterator[Phase | TrainEvent]:
     import torch
 
+    from ..io.interop import read_lowres
+    from ..io.slide import Slide
     from .blocks import SlideBlocks, resolve_geometry
-    from .interop import read_lowres
-    from .slide import Slide
     from .training import TrainConfig, load_checkpoint, train, trust_checkpoint
 
     config, prior, sources = plan.config, plan.prior, list(plan.sources)
@@ -592,7 +592,7 @@ def _set_child_environ() -> None:
     children, and Qt's platform setting goes (the child never touches Qt)."""
     import site
 
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     installed = {os.path.normcase(os.path.abspath(p)) for p in site.getsitepackages()}
     if os.path.normcase(root) not in installed:
         path = os.environ.get("PYTHONPATH")

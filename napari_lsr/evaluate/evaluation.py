@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import CANCER_THRESHOLD
-from .formats import (
+from ..config import CANCER_THRESHOLD
+from ..io.formats import (
     FormatError,
     LowResLabels,
     Truth,
@@ -24,9 +24,9 @@ from .formats import (
     read_prediction_sidecar,
     read_truth,
 )
-from .interop import patch_lattice, read_lowres
+from ..io.interop import patch_lattice, read_lowres
+from ..io.slide import Slide
 from .metrics import SCORE_KEYS, masked_scores, to_json_dict
-from .slide import Slide
 
 #: Table 2 columns: masked scores first (the paper's), then scores over the whole grid.
 TABLE_COLUMNS = ("Masked IoU", "Masked DICE", "IoU", "DICE")
@@ -142,7 +142,7 @@ def paint_labels(labels: Any, shape: tuple[int, int], downsample: float) -> np.n
     """The low-resolution model: each block painted with its probability (float32).
 
     Overlapping patches (WSInfer's ``--patch-overlap-ratio``, see
-    :func:`~napari_lsr.interop.patch_lattice`) are painted from their centres: each patch
+    :func:`~napari_lsr.io.interop.patch_lattice`) are painted from their centres: each patch
     paints the step x step cell around its centre, so a pixel takes the probability of the
     patch whose centre is nearest; the half step at the edges of the patched area, which no
     centre cell holds, takes that of a patch covering it.
@@ -244,7 +244,7 @@ def _checkpoint_block(meta: dict[str, Any] | None) -> list[tuple[Any, Any]]:
     """The ``(block_size, train_mpp)`` of the checkpoint a prediction names, when it exists."""
     if meta is None or not meta.get("model") or not Path(meta["model"]).exists():
         return []
-    from .training import load_checkpoint
+    from ..learn.training import load_checkpoint
 
     ckpt = load_checkpoint(meta["model"])
     return [(ckpt["block_size"], ckpt["train_mpp"])]

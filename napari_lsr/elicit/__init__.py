@@ -1,0 +1,1 @@
+"""The pathologist's prior: block review and the p(c|z) table."""

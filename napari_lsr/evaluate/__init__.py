@@ -1,0 +1,1 @@
+"""Evaluation: the band mask and masked scores, evaluation defined once."""

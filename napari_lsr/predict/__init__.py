@@ -1,0 +1,1 @@
+"""Prediction: tiled whole-slide inference."""

@@ -1,0 +1,1 @@
+"""The sample data: the procedural H&E renderer and the sample project writer."""
