@@ -210,8 +210,6 @@ def test_train_cancel_resume_and_card(widget, qtbot) -> None:
     widget.show_health(healthy)  # a healthy check later: the alarm stays
     assert "#ff6b6b" in widget.health_label.styleSheet()
     assert widget.health_label.text().endswith("model health: healthy: ok")
-    widget.progress_view.reset(10)
-    assert widget.health_label.styleSheet() == "" and "alarm" not in widget.health_label.text()
     models = widget.models()
     assert [m.checkpoint for m in models] == [out]
     names = [
@@ -430,7 +428,7 @@ def test_eta_and_elapsed_read_as_durations() -> None:
 
 def test_training_priority_is_low_by_default_and_a_setting(make_napari_viewer, monkeypatch) -> None:
     """A busy workstation must not starve the run: nice 10 by default, idle on request."""
-    from napari_lsr import run
+    from napari_lsr.learn import run
 
     assert run.CHILD_PRIORITY == "low"
     w = tw.TrainingWidget(make_napari_viewer())
@@ -522,3 +520,16 @@ def test_selecting_a_saved_model_shows_its_health_from_the_card(
     assert w.health == card["health"]
     assert w.health_table.columnCount() == len(card["health"]["bins"])
     assert w.health_label.text().startswith("model health of saved (from its card): ")
+
+
+def test_an_alarm_stays_red_until_the_next_run(qtbot) -> None:
+    from napari_lsr.widgets.training_view import ProgressView
+
+    view = ProgressView()
+    qtbot.addWidget(view)
+    view.show_alarm({"step": 62, "kind": "collapse", "message": "every block under 5 %"})
+    view.show_health({"bins": [], "degenerate": False, "final": False, "message": "healthy"})
+    assert view.health_label.text() == "alarm: every block under 5 %\nmodel health: healthy"
+    assert "#ff6b6b" in view.health_label.styleSheet()
+    view.reset(10)
+    assert view.health_label.styleSheet() == "" and "alarm" not in view.health_label.text()
