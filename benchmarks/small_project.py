@@ -142,7 +142,18 @@ def run_one(job: dict) -> dict:
     )
     name = f"{job['variant']}-{job['prior']}-{job['loss']}-{job['seed']}"
     ckpt = Path(job["work"]) / "runs" / f"{name}.pt"
-    probs, last, seconds = train_and_predict(blocks, prior, cfg, ckpt, data)
+    done = load_checkpoint(ckpt) if job.get("score_only") and ckpt.exists() else None
+    if done is not None and done["step"] == cfg.steps and done["config"] == cfg.to_dict():
+        # trained already (a run whose scoring failed): predict and score its checkpoint
+        from table2 import predict_at_scale
+
+        from napari_lsr.learn.training import load_model
+
+        model, _ = load_model(ckpt)
+        probs = [predict_at_scale(model, rgb, data["scale"]) for rgb, _t, _l in data["images"]]
+        last, seconds = done["history"][-1][1], float(done.get("elapsed_s", math.nan))
+    else:
+        probs, last, seconds = train_and_predict(blocks, prior, cfg, ckpt, data)
     preds = [p >= 0.5 for p in probs]
     s = score(data["images"], preds, data["band"])
     history = [v for _s, v in load_checkpoint(ckpt)["history"]]
@@ -219,6 +230,11 @@ def main() -> None:
     ap.add_argument("--out", default="bench_out")
     ap.add_argument("--rerun", action="store_true", help="train runs already on record again")
     ap.add_argument("--summary", action="store_true", help="print the runs on record only")
+    ap.add_argument(
+        "--score-only",
+        action="store_true",
+        help="score runs whose finished checkpoint is there (same settings) without training",
+    )
     args = ap.parse_args()
     work = Path(args.out).resolve() / "small_project"
     (work / "runs").mkdir(parents=True, exist_ok=True)
@@ -244,6 +260,7 @@ def main() -> None:
                 "seed": seed,
                 "steps": args.steps,
                 "work": str(work),
+                "score_only": args.score_only,
             }
             for v in args.variants.split(",")
             for p in args.priors.split(",")

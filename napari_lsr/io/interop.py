@@ -377,19 +377,29 @@ def check_layout(labels: LowResLabels, names: dict[str, str], err: ErrorFactory)
         j = int(dup[0])
         _overlap(err, names, labels, int(first[inverse.ravel()[j]]), j)
     lattice = patch_lattice(x, y, w, h)
-    if lattice is not None:
+    if lattice is not None:  # overlapping patches: one step, smaller than the patch
         sx, sy, pw, ph = lattice
         ox, oy = int(x[0] % sx), int(y[0] % sy)
-        for key, off, pos, step in (("x", ox, x, sx), ("y", oy, y, sy)):
-            bad = np.flatnonzero((pos - off) % step)
-            if len(bad):
-                i = int(bad[0])
-                raise err(
-                    f"patch at ({x[i]}, {y[i]}) is off the patch grid (overlapping patches of "
-                    f"{pw}x{ph} px start every {sx}x{sy} px from ({ox}, {oy}), as row 1's does)",
-                    i + 1,
-                    names[key],
-                )
+        steps: dict[str, Any] = {"x": sx, "y": sy}
+    else:  # a grid: patches start at multiples of their size
+        ox, oy = int(x[0] % w[0]), int(y[0] % h[0])
+        steps = {"x": w, "y": h}
+    for key, off, pos in (("x", ox, x), ("y", oy, y)):
+        bad = np.flatnonzero((pos - off) % steps[key])
+        if len(bad):
+            i = int(bad[0])
+            how = (
+                f"overlapping patches of {pw}x{ph} px start every {sx}x{sy} px"
+                if lattice is not None
+                else f"patches of {w[i]}x{h[i]} px start at multiples of their size"
+            )
+            raise err(
+                f"patch at ({x[i]}, {y[i]}) is off the patch grid ({how} from ({ox}, {oy}), "
+                "as row 1's does)",
+                i + 1,
+                names[key],
+            )
+    if lattice is not None:
         odd = np.flatnonzero((w != pw) | (h != ph))
         if len(odd):
             i = int(odd[0])
@@ -399,17 +409,6 @@ def check_layout(labels: LowResLabels, names: dict[str, str], err: ErrorFactory)
                 names["width" if w[i] != pw else "height"],
             )
         return
-    ox, oy = int(x[0] % w[0]), int(y[0] % h[0])
-    for key, off, pos, size in (("x", ox, x, w), ("y", oy, y, h)):
-        bad = np.flatnonzero((pos - off) % size)
-        if len(bad):
-            i = int(bad[0])
-            raise err(
-                f"patch at ({x[i]}, {y[i]}) is off the patch grid (patches of {w[i]}x{h[i]} px "
-                f"start at multiples of their size from ({ox}, {oy}), as row 1's does)",
-                i + 1,
-                names[key],
-            )
     gx, gy = int(np.gcd.reduce(w)), int(np.gcd.reduce(h))
     cols = int((x + w).max() - ox) // gx
     rows = int((y + h).max() - oy) // gy
