@@ -216,12 +216,19 @@ def test_a_collapse_alarms_only_after_the_model_followed_the_bins() -> None:
 
 
 def test_falling_bins_ignore_bins_without_blocks() -> None:
-    from napari_lsr.learn.health import falling_bins
+    from napari_lsr.elicit.prior import check_prior
+    from napari_lsr.io.formats import Bins, Prior
 
     eta = [0.0, 0.04, 0.02, 0.05, 0.06, 0.35, 0.10, 0.50, 0.20, 0.94]
-    assert falling_bins(eta, [0, 1, 2, 5, 6, 7, 8, 9]) == [2, 6, 8]
-    assert falling_bins(eta, [0, 1, 5, 7, 9]) == []  # 2, 6 and 8 hold no blocks
-    assert falling_bins(eta, [3]) == []
+    prior = Prior(Bins(), [100 * e for e in eta], [1.0] * 10)
+
+    def falling_bins(present: list[int]) -> list[int]:
+        empty = set(range(10)) - set(present)
+        return check_prior(prior, empty_bins=empty).not_monotonic
+
+    assert falling_bins([0, 1, 2, 5, 6, 7, 8, 9]) == [2, 6, 8]
+    assert falling_bins([0, 1, 5, 7, 9]) == []  # 2, 6 and 8 hold no blocks
+    assert falling_bins([3]) == []
 
 
 def test_degenerate_advice_names_what_differs_never_the_settings_in_use() -> None:

@@ -284,14 +284,6 @@ def loss_jump(history: Sequence[float], window: int = JUMP_WINDOW, last: int = J
     return max(0.0, float(np.median(h[window:]) - before.mean()) / spread)
 
 
-def falling_bins(eta: Sequence[float], z: Sequence[int] | np.ndarray) -> list[int]:
-    """Bins holding blocks (``z``) whose prior mean is below that of the nearest lower bin
-    holding blocks: where the prior does not rise with the bins (a bin without blocks does not
-    count: training never sees it)."""
-    present = sorted({int(b) for b in np.asarray(z).ravel()})
-    return [b for a, b in zip(present, present[1:]) if eta[b] < eta[a]]
-
-
 @dataclass
 class Alarm:
     """Something went wrong during a run, reported at once (red), not at its end."""

@@ -29,6 +29,7 @@ from ..config import (  # noqa: F401 (PAPER_LR, first_line re-exported)
     TrainingError,
     first_line,
 )
+from ..elicit.prior import check_prior
 from ..io.formats import Prior, atomic_path, write_json
 from .blocks import BlockSet, GroupSampler, IntraSampler, augment
 from .health import (
@@ -38,7 +39,6 @@ from .health import (
     Watch,
     assess,
     block_fractions,
-    falling_bins,
     sample_blocks,
 )
 from .losses import lsr_loss
@@ -485,7 +485,8 @@ def advice(config: TrainConfig, prior: Prior, z: np.ndarray, steps: int) -> str:
         )
     else:
         tips.append(f"try another seed (this run: {config.seed})")
-    falling = falling_bins(np.asarray(prior.eta), z)
+    empty = set(range(len(prior.bins))) - {int(b) for b in np.asarray(z).ravel()}
+    falling = check_prior(prior, empty_bins=empty).not_monotonic
     if falling:
         labels = prior.bins.labels
         tips.append(
