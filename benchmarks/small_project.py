@@ -145,12 +145,9 @@ def run_one(job: dict) -> dict:
     done = load_checkpoint(ckpt) if job.get("score_only") and ckpt.exists() else None
     if done is not None and done["step"] == cfg.steps and done["config"] == cfg.to_dict():
         # trained already (a run whose scoring failed): predict and score its checkpoint
-        from table2 import predict_at_scale
+        from table2 import predict_images
 
-        from napari_lsr.learn.training import load_model
-
-        model, _ = load_model(ckpt)
-        probs = [predict_at_scale(model, rgb, data["scale"]) for rgb, _t, _l in data["images"]]
+        probs = predict_images(ckpt, data)
         last, seconds = done["history"][-1][1], float(done.get("elapsed_s", math.nan))
     else:
         probs, last, seconds = train_and_predict(blocks, prior, cfg, ckpt, data)

@@ -111,7 +111,7 @@ def train_and_predict(blocks, prior, cfg, ckpt: Path, data: dict) -> tuple[list,
     """Train ``cfg`` with the engine, then predict every image of ``data`` at the model's
     scale: (probability maps, last loss, training seconds). The one run of table2.py and
     ablation.py, so both measure the same thing."""
-    from napari_lsr.learn.training import load_model, train
+    from napari_lsr.learn.training import train
 
     t0 = time.perf_counter()
     last = math.nan
@@ -119,9 +119,15 @@ def train_and_predict(blocks, prior, cfg, ckpt: Path, data: dict) -> tuple[list,
         if ev.kind == "step":
             last = ev.loss
     seconds = time.perf_counter() - t0
+    return predict_images(ckpt, data), last, seconds
+
+
+def predict_images(ckpt: Path, data: dict) -> list[np.ndarray]:
+    """A checkpoint's probability maps of every image of ``data``, at the model's scale."""
+    from napari_lsr.learn.training import load_model
+
     model, _ = load_model(ckpt)
-    probs = [predict_at_scale(model, rgb, data["scale"]) for rgb, _t, _l in data["images"]]
-    return probs, last, seconds
+    return [predict_at_scale(model, rgb, data["scale"]) for rgb, _t, _l in data["images"]]
 
 
 def run_one(job: dict) -> dict:
