@@ -3,13 +3,13 @@
 Keys (QuPath style, while the widget has the keyboard focus): digits then Enter records the
 estimate, Up/Down change it by 5, S skips the block, Backspace (with nothing typed) or Ctrl+Z
 undoes the last entry, N/P go to the next/previous block of the bin, B to the next bin,
-Escape clears what was typed. The logic lives in ``napari_lsr.elicit.review``; this is its view.
+Escape clears what was typed. The logic lives in ``napari_lsr.elicit.review``, what the dock
+says in ``napari_lsr.elicit.review_text``; this is their view.
 """
 
 from __future__ import annotations
 
 import functools
-import getpass
 import os
 import sqlite3
 import time
@@ -41,6 +41,7 @@ from qtpy.QtWidgets import (
 )
 
 from .._reader import slide_layer_data
+from ..elicit import review_text as say
 from ..elicit.review import (
     DEFAULT_K,
     DEFAULT_SEED,
@@ -54,17 +55,14 @@ from ..elicit.review import (
     load_blocks,
     parse_percent,
 )
+from ..elicit.review_text import FOCUS_HINT, KEYS_HELP, default_annotator
 from ..io.formats import FormatError
-from ..io.interop import default_class, lowres_classes
 from ..io.project import Project
 from ..io.slide import SlideError
 from ..layers import bin_color, camera_zoom, labels_layer_data, world_box, world_center
 from ..state import project_for_slide, state_for
 from ._common import ERROR_STYLE, layer_slide_path, project_row, reason_first
 from ._docks import tab_later
-
-#: Shown when the keyboard leaves the dock while a block waits for its estimate.
-FOCUS_HINT = "The keys now go to the canvas: click this dock to type estimates again."
 
 #: The spin box's value when nothing is typed (shown as "–").
 NO_VALUE = -1
@@ -77,18 +75,6 @@ OUTLINE_COLOR = "yellow"
 #: The heat overlay is kept light so the tissue around the block stays readable.
 OVERLAY_OPACITY = 0.3
 INFO_STYLE = "color: #9fd89f;"
-KEYS_HELP = (
-    "Keys: digits then Enter record · ↑/↓ ±5 · S skip · Backspace/Ctrl+Z undo · "
-    "N/P next/previous · B next bin · Esc clear"
-)
-
-
-def default_annotator() -> str:
-    """The login name, as a first guess at who is annotating."""
-    try:
-        return getpass.getuser()
-    except Exception:  # no login name (some containers)
-        return os.environ.get("USER", "")
 
 
 def rgb_pixmap(rgb: np.ndarray, side: int) -> QPixmap:
@@ -111,21 +97,6 @@ def _is_canvas(widget: QWidget | None) -> bool:
     except ImportError:  # Qt 5: QOpenGLWidget lives in QtWidgets
         from qtpy.QtWidgets import QOpenGLWidget
     return isinstance(widget, QOpenGLWidget)
-
-
-def _partial_percent(text: str) -> bool:
-    """True when ``text`` is a percentage being typed: empty, ``.``, or a number in 0-100
-    with at most one ``%`` at the end."""
-    t = text.strip()
-    if t.count("%") > 1 or ("%" in t and not t.endswith("%")):
-        return False
-    t = t.removesuffix("%").strip().replace(",", ".")
-    if t in ("", "."):
-        return True
-    try:
-        return 0.0 <= float(t) <= 100.0
-    except ValueError:
-        return False
 
 
 def _same_file(a: str | os.PathLike | None, b: str | os.PathLike) -> bool:
@@ -373,7 +344,7 @@ class BlockReviewWidget(QWidget):
 
     def _build_block_view(self, root: QVBoxLayout) -> None:
         """The bin's progress, the block's description and its image."""
-        self.progress_label = QLabel("No project open")
+        self.progress_label = QLabel(say.NO_PROJECT_TITLE)
         font = self.progress_label.font()
         font.setBold(True)
         font.setPointSizeF(font.pointSizeF() * 1.15)
@@ -458,7 +429,7 @@ class BlockReviewWidget(QWidget):
 
     def _build_footer(self, root: QVBoxLayout) -> None:
         """The message line and the keys' help."""
-        self.message = QLabel("Open a project folder, or use a slide in the viewer.")
+        self.message = QLabel(say.START_HINT)
         self.message.setWordWrap(True)
         self.message.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
         root.addWidget(self.message)
@@ -497,16 +468,9 @@ class BlockReviewWidget(QWidget):
     def _labels_file_changed(self, text: str) -> None:
         """List a WSInfer file's classes in the drop-down, the tumour class chosen."""
         self.class_combo.clear()
-        path = Path(text.strip()).expanduser()
-        classes: list[str] = []
-        if text.strip() and path.is_file():
-            try:
-                classes = lowres_classes(path)
-            except (FormatError, OSError):
-                classes = []
+        classes, chosen = say.labels_classes(text)
         self.class_combo.addItems(classes)
         self.class_combo.setEnabled(bool(classes))
-        chosen = default_class(classes)
         if chosen is not None:
             self.class_combo.setCurrentText(chosen)
 
@@ -519,7 +483,7 @@ class BlockReviewWidget(QWidget):
     def open_project(self, folder: str | os.PathLike) -> bool:
         """Open a project folder and start reviewing; False (with a message) when it fails."""
         if not str(folder).strip():
-            self._error("Type or browse to a project folder first.")
+            self._error(say.FOLDER_FIRST)
             return False
         try:
             project = Project.open(Path(str(folder).strip()).expanduser())
@@ -533,12 +497,12 @@ class BlockReviewWidget(QWidget):
         # the napari-lsr reader's slide layers, and plain images napari's own reader opened
         slides = [layer for layer in self.viewer.layers if layer_slide_path(layer) is not None]
         if not slides:
-            self._error("No slide in the viewer: open a slide (File > Open) or a project.")
+            self._error(say.NO_SLIDE)
             return False
         active = self.viewer.layers.selection.active
         layer = active if active in slides else slides[0]
         if not str(labels_csv).strip():
-            self._error(f"Choose the low-res CSV of {layer.name} first.")
+            self._error(say.choose_labels_text(layer.name))
             return False
         self.state.slide = layer_slide_path(layer)  # the slide to review
         try:
@@ -569,7 +533,7 @@ class BlockReviewWidget(QWidget):
             self._blocks, self.labels_by_slide = load_blocks(project, self.slides)
         except ReviewError as exc:
             self._blocks, self.labels_by_slide = [], {}
-            self._set_status_empty("No blocks to review")
+            self._set_status_empty(say.NO_BLOCKS_TITLE)
             self._error(reason_first(exc))
             return False
         self.images = BlockImages(project, self.slides, IMAGE_SIDE)  # read at the size shown
@@ -585,10 +549,10 @@ class BlockReviewWidget(QWidget):
     def start_session(self) -> bool:
         """(Re)start the review with the annotator, K and seed in the widget."""
         if self.project is None:
-            self._error("Open a project first.")
+            self._error(say.OPEN_FIRST)
             return False
         if not self._blocks:
-            self._error("This project has no blocks to review.")
+            self._error(say.NO_PROJECT_BLOCKS)
             return False
         try:
             self.session = ReviewSession(
@@ -601,20 +565,14 @@ class BlockReviewWidget(QWidget):
             )
         except (ReviewError, SlideError, sqlite3.Error) as exc:
             self.session = None
-            self._set_status_empty("Not reviewing")
+            self._set_status_empty(say.NOT_REVIEWING_TITLE)
             self._error(reason_first(exc))
             return False
         self.state.annotator = self.session.annotator
-        n_slides = len(self.labels_by_slide)
-        self._info(
-            f"{self.project.folder.name}: {len(self._blocks)} blocks in {n_slides} slide(s); "
-            f"{self.session.k} per bin, seed {self.session.seed}."
-        )
+        self._info(say.session_text(self.session, len(self.labels_by_slide)))
         self._show_current()
         if self.session.finished:
-            self._info(
-                "Every sampled block of every bin has an estimate. Undo, N/P or B to revise."
-            )
+            self._info(say.ALL_DONE_REVISE)
         self.setFocus()
         return True
 
@@ -684,17 +642,6 @@ class BlockReviewWidget(QWidget):
         title.setStyleSheet("font-size: 10px; color: #909090;")
         self.legend_layout.addWidget(title, 2, 0, 1, per_row)
 
-    def _update_bin_items(self) -> None:
-        s = self.session
-        if s is None:
-            return
-        for z in range(len(s.bins)):
-            p = s.progress(z)
-            text = f"{p.label} %: {p.done}/{p.target}  ({p.blocks} blocks)"
-            if p.blocks == 0:
-                text = f"{p.label} %: no blocks"
-            self.bin_combo.setItemText(z, text)
-
     def _bin_chosen(self, index: int) -> None:
         self.goto_bin(index)
         self.setFocus()
@@ -703,10 +650,10 @@ class BlockReviewWidget(QWidget):
 
     def _need_block(self) -> bool:
         if self.session is None:
-            self._error("Open a project first.")
+            self._error(say.OPEN_FIRST)
             return False
         if self.session.current is None:
-            self._error("No block on screen: every sampled block is reviewed (Undo, N/P or B).")
+            self._error(say.NO_BLOCK_ON_SCREEN)
             return False
         return True
 
@@ -728,7 +675,7 @@ class BlockReviewWidget(QWidget):
             return None
         self.timings["committed"] = time.perf_counter()
         self._clear_entry()
-        self._moved(f"Recorded {pct:g} % for block {block.id}.")
+        self._moved(say.recorded_text(pct, block))
         self.state.estimates_changed.emit()
         return eid
 
@@ -743,14 +690,14 @@ class BlockReviewWidget(QWidget):
             self._error(f"Not recorded: {reason_first(exc)}")
             return None
         self._clear_entry()
-        self._moved(f"Skipped block {block.id}.")
+        self._moved(say.skipped_text(block))
         self.state.estimates_changed.emit()
         return eid
 
     def undo(self) -> ReviewBlock | None:
         """Undo the last entry of this session and show its block again."""
         if self.session is None:
-            self._error("Open a project first.")
+            self._error(say.OPEN_FIRST)
             return None
         try:
             block = self.session.undo()
@@ -758,12 +705,11 @@ class BlockReviewWidget(QWidget):
             self._error(f"Undo failed: {reason_first(exc)}")
             return None
         if block is None:
-            self._error("Nothing to undo: you have no estimate of these blocks in the store.")
+            self._error(say.NOTHING_TO_UNDO)
             return None
         self._clear_entry()
         self._show_current()
-        earlier = " (an estimate of an earlier session)" if self.session.undid_stored else ""
-        self._info(f"Undone{earlier}: block {block.id} is back for a new estimate.")
+        self._info(say.undone_text(block, self.session.undid_stored))
         self.state.estimates_changed.emit()
         return block
 
@@ -771,7 +717,7 @@ class BlockReviewWidget(QWidget):
         if self.session is None:
             return False
         if not self.session.next():
-            self._error("Last block of this bin: B goes to the next bin.")
+            self._error(say.LAST_OF_BIN)
             return False
         self._show_current()
         self._info("")
@@ -781,7 +727,7 @@ class BlockReviewWidget(QWidget):
         if self.session is None:
             return False
         if not self.session.prev():
-            self._error("First block of this bin.")
+            self._error(say.FIRST_OF_BIN)
             return False
         self._show_current()
         self._info("")
@@ -792,49 +738,35 @@ class BlockReviewWidget(QWidget):
             return None
         z = self.session.next_bin()
         if z is None:
-            self._error("No bin has blocks to review.")
+            self._error(say.NO_BIN)
             return None
         self._show_current()
-        self._info(f"Bin {bin_label(self.session.bins, z)} %.")
+        self._info(say.bin_text(self.session.bins, z))
         return z
 
     def goto_bin(self, z: int) -> bool:
         """Show bin ``z``; a message says so when it has no blocks."""
         if self.session is None:
-            self._error("Open a project first.")
+            self._error(say.OPEN_FIRST)
             return False
         if not self.session.goto_bin(z):
-            msg = self.session.bin_message(z) or f"Bin {z} has nothing to review."
+            msg = say.empty_bin_text(self.session, z)
             self._update_status()
             self._error(msg)
             return False
         self._show_current()
-        self._info(f"Bin {bin_label(self.session.bins, z)} %.")
+        self._info(say.bin_text(self.session.bins, z))
         return True
 
     def step(self, delta: float) -> None:
         """Change the typed estimate by ``delta`` points (Up/Down), within 0-100."""
-        try:
-            base = parse_percent(self.entry.text())
-        except ValueError:
-            base = float(max(0, self.spin.value()))
-        value = min(100.0, max(0.0, base + delta))
-        self._set_value(value)
+        self._set_value(say.stepped(self.entry.text(), self.spin.value(), delta))
 
     def _moved(self, what: str) -> None:
         s = self.session
         prev_bin = s.undo_stack[-1].block.bin if s.undo_stack else None
         self._show_current()
-        if s.last_move == "bin done" and prev_bin is not None:
-            p = s.progress(prev_bin)
-            self._info(
-                f"{what} Bin {p.label} % is complete ({p.done}/{p.target}); "
-                f"now bin {bin_label(s.bins, s.current_bin)} %."
-            )
-        elif s.last_move == "all done":
-            self._info(f"{what} Every sampled block of every bin has an estimate.")
-        else:
-            self._info(what)
+        self._info(say.moved_text(what, s, prev_bin))
 
     # -- the value controls ---------------------------------------------------------------------
 
@@ -859,19 +791,15 @@ class BlockReviewWidget(QWidget):
         text = self.entry.text() + char
         self.entry.setText(text)
         self._entry_edited(text)
-        if not _partial_percent(text):
-            self._error(f"{text.strip()} is outside 0–100 %: Backspace to correct it.")
+        error = say.typed_error(text)
+        if error is not None:
+            self._error(error)
 
     def _entry_edited(self, text: str) -> None:
         """The spin box and slider show what the entry holds; "–" when that is no value."""
-        if not text.strip():
-            self._sync_controls(None)
-            return
-        try:
-            self._sync_controls(parse_percent(text))
-        except ValueError:
-            if text.strip().removesuffix("%").strip() not in ("", ".", ","):
-                self._sync_controls(None)  # never a value other than the entry's
+        follow, value = say.entry_controls(text)
+        if follow:
+            self._sync_controls(value)
 
     def _spin_changed(self, value: int) -> None:
         if value == NO_VALUE:
@@ -1002,40 +930,27 @@ class BlockReviewWidget(QWidget):
         self.image_label.clear()
 
     def _update_status(self) -> None:
-        s = self.session
-        if s is None or s.current_bin is None:
-            self._set_status_empty("No blocks to review")
+        st = say.review_status(self.session)
+        if st is None:
+            self._set_status_empty(say.NO_BLOCKS_TITLE)
             return
-        p = s.progress()
-        self.progress_label.setText(p.text())
-        self.progress_bar.setMaximum(max(1, p.target))
-        self.progress_bar.setValue(p.done)
-        self.stats_label.setText(f"{p.stats_text()} · annotator: {s.annotator}")
-        self._update_bin_items()
+        self.progress_label.setText(st.title)
+        self.progress_bar.setMaximum(max(1, st.target))
+        self.progress_bar.setValue(st.done)
+        self.stats_label.setText(st.stats)
+        for z, text in enumerate(st.bin_items):
+            self.bin_combo.setItemText(z, text)
         self.bin_combo.blockSignals(True)
-        self.bin_combo.setCurrentIndex(s.current_bin)
+        self.bin_combo.setCurrentIndex(st.current_bin)
         self.bin_combo.blockSignals(False)
-        if self._legend_bin != s.current_bin:
-            self._legend_bin = s.current_bin
+        if self._legend_bin != st.current_bin:
+            self._legend_bin = st.current_bin
             for z, label in enumerate(self._legend_labels):
                 font = label.font()
-                font.setBold(z == s.current_bin)
-                font.setUnderline(z == s.current_bin)
+                font.setBold(z == st.current_bin)
+                font.setUnderline(z == st.current_bin)
                 label.setFont(font)
-        block = s.current
-        if block is None:
-            self.block_label.setText("All sampled blocks reviewed.")
-            return
-        entry = self.project.slides[block.slide]
-        sample = s.samples[block.bin]
-        state = s.status(block)
-        if state == "estimated":
-            state = f"estimated {s.estimate_of(block):g} %"
-        self.block_label.setText(
-            f"block {sample.index(block) + 1} of {len(sample)} · {entry.name} "
-            f"({block.x}, {block.y}) {block.width}×{block.height} px · "
-            f"p = {block.probability:.3f} · {state}"
-        )
+        self.block_label.setText(st.block)
 
     def _show_current(self) -> None:
         s = self.session
