@@ -41,6 +41,7 @@ from ..config import LSRError
 from ..io.formats import Bins, FormatError, LowResLabels
 from ..io.project import Project, SlideEntry
 from ..io.slide import TISSUE_MIN_FRACTION, Slide, SlideError, tissue_fraction
+from .certainty import ORDERS, BinCertainty, bin_certainty, next_bin
 
 #: Blocks reviewed per bin unless the annotator asks for another number.
 DEFAULT_K = 12
@@ -203,6 +204,10 @@ class BinSampler:
         self.is_tissue = is_tissue
         self.size = len(blocks)
         self.background = 0
+        #: block ids never to draw (the guided order's blocks estimated in earlier sessions)
+        self.taken: set[int] = set()
+        #: True once a draw found no block left
+        self.exhausted = False
 
     def draw(self) -> ReviewBlock | None:
         """The next tissue block (next slide in turn), or None when the bin is exhausted."""
@@ -215,12 +220,22 @@ class BinSampler:
             while self._cursor[q] < len(queue):
                 block = queue[self._cursor[q]]
                 self._cursor[q] += 1
+                if block.id in self.taken:
+                    continue
                 if self.is_tissue is None or self.is_tissue(block):
                     self._history.append((state[0], state[1], block))
                     return block
                 self.background += 1
         self._turn, self._cursor = state[0], list(state[1])
+        self.exhausted = True
         return None
+
+    def peek(self) -> ReviewBlock | None:
+        """The block the next draw gives, without drawing it."""
+        block = self.draw()
+        if block is not None:
+            self.put_back(block)
+        return block
 
     def put_back(self, block: ReviewBlock) -> bool:
         """Undo the last draw if it gave ``block``; False when it was not the last draw."""
@@ -228,6 +243,7 @@ class BinSampler:
             return False
         turn, cursor, _ = self._history.pop()
         self._turn, self._cursor = turn, list(cursor)
+        self.exhausted = False
         return True
 
 
@@ -278,6 +294,11 @@ class ReviewSession:
 
     ``blocks``/``slides`` may be given to share what the caller already loaded;
     ``check_tissue=False`` keeps background blocks (for tests and tissue-free samples).
+
+    ``order="stratified"`` shows K blocks per bin, bin after bin. ``order="guided"`` draws
+    each next block from the bin whose next estimate helps the prior most
+    (``certainty.next_bin``), from the same seeded per-bin draws, with no K: the stop rule
+    (``certainty.good_enough``) says when the prior is good enough.
     """
 
     def __init__(
@@ -290,12 +311,16 @@ class ReviewSession:
         slides: SlideSet | None = None,
         blocks: list[ReviewBlock] | None = None,
         check_tissue: bool = True,
+        order: str = "stratified",
     ) -> None:
         annotator = (annotator or "").strip()
         if not annotator:
             raise ReviewError("Type the annotator's name first: every estimate records who made it")
         if k < 1:
             raise ReviewError(f"K must be at least 1, got {k}")
+        if order not in ORDERS:
+            raise ReviewError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+        self.order = order
         self.project = project
         self.store = project.store
         self.bins: Bins = project.bins
@@ -325,14 +350,20 @@ class ReviewSession:
         self._reinstated: set[int] = set()  # estimate ids an undo brought back: not undone
         #: What the last entry did: "next" (same bin), "bin done" or "all done".
         self.last_move = ""
-        for z in range(nb):
-            self._fill(z)
+        self._drawn: list[ReviewBlock] = []  # blocks the guided order drew for the last move
         self.current_bin: int | None = None
         self.position = 0
         self.finished = False
-        start = next((z for z in range(nb) if self._first_pending(z) is not None), None)
-        if start is not None:
-            self._go(start, self._first_pending(start) or 0)
+        if self.guided:
+            self._resume_guided(by_bin)
+            start_at = self._guided_next(draw=True)
+        else:
+            for z in range(nb):
+                self._fill(z)
+            start = next((z for z in range(nb) if self._first_pending(z) is not None), None)
+            start_at = None if start is None else (start, self._first_pending(start) or 0)
+        if start_at is not None:
+            self._go(*start_at)
         else:  # nothing pending: show the first bin with blocks, marked finished
             start = next((z for z in range(nb) if self.samples[z]), None)
             if start is not None:
@@ -351,11 +382,77 @@ class ReviewSession:
             self._tissue[block.id] = ok
         return ok
 
+    @property
+    def guided(self) -> bool:
+        return self.order == "guided"
+
+    def _resume_guided(self, by_bin: dict[int, list[ReviewBlock]]) -> None:
+        """Blocks this annotator already estimated or skipped are the bins' samples (oldest
+        entry first) and are never drawn again."""
+        for z, blocks in by_bin.items():
+            seen = sorted(
+                (b for b in blocks if b.id in self.live), key=lambda b: self.live[b.id].id
+            )
+            self.samples[z] = seen
+            self.samplers[z].taken = {b.id for b in seen}
+
+    def _tissue_blocks(self, z: int) -> int:
+        """Blocks of bin z the review can show: the bin's blocks less the background found."""
+        sampler = self.samplers.get(z)
+        return 0 if sampler is None else self.bin_sizes[z] - sampler.background
+
+    def certainty(self, assume: ReviewBlock | None = None) -> list[BinCertainty]:
+        """How certain each bin's mean is from this annotator's estimates
+        (``certainty.bin_certainty``; blocks: the bin's blocks less the background found).
+        ``assume``: a pending block counted as estimated at its bin's mean (50 % in a bin
+        without estimates), to foresee the choice after its entry."""
+        values: dict[int, list[float]] = defaultdict(list)
+        for v in self.live.values():
+            if not v.skipped and v.percent is not None:
+                values[v.bin].append(v.percent)
+        if assume is not None and self.status(assume) == "pending":
+            have = values[assume.bin]
+            have.append(float(np.mean(have)) if have else 50.0)
+        exhausted = [
+            z
+            for z, sampler in self.samplers.items()
+            if sampler.exhausted and self._first_pending(z) is None
+        ]
+        sizes = [self._tissue_blocks(z) for z in range(len(self.bins))]
+        return bin_certainty(sizes, values, exhausted)
+
+    def _guided_next(
+        self, draw: bool, exclude: ReviewBlock | None = None
+    ) -> tuple[int, int] | ReviewBlock | None:
+        """Where the guided order goes next: (bin, position) of a pending block of the chosen
+        bin's sample, else a new draw from that bin (appended to the sample and noted in
+        ``_drawn`` when ``draw``; returned as a block, not drawn, when not); None when no bin
+        has a block left. ``exclude``: the block on screen, not a candidate."""
+        rows = self.certainty(assume=None if draw else exclude)
+        while True:
+            z = next_bin(rows)
+            if z is None:
+                return None
+            sample = self.samples[z]
+            for i, b in enumerate(sample):
+                if b != exclude and self.status(b) == "pending":
+                    return z, i
+            sampler = self.samplers[z]
+            block = sampler.draw() if draw else sampler.peek()
+            if block is not None:
+                if not draw:
+                    return block
+                sample.append(block)
+                self._drawn.append(block)
+                return z, len(sample) - 1
+            rows = [r if r.bin != z else _no_gain(r) for r in rows]
+
     def _fill(self, z: int) -> list[ReviewBlock]:
-        """Draw until the bin's sample holds K blocks that are not skipped; the new blocks."""
+        """Draw until the bin's sample holds K blocks that are not skipped; the new blocks
+        (none in the guided order, which draws one block at a time)."""
         sampler = self.samplers.get(z)
         added: list[ReviewBlock] = []
-        if sampler is None:
+        if sampler is None or self.guided:
             return added
         sample = self.samples[z]
         while sum(1 for b in sample if self.status(b) != "skipped") < self.k:
@@ -410,7 +507,7 @@ class ReviewSession:
 
     def bin_message(self, z: int) -> str | None:
         """Why bin ``z`` has nothing to review, or None when it has blocks."""
-        if self.samples[z]:
+        if self.samples[z] or self._can_draw(z):
             return None
         label = bin_label(self.bins, z)
         if self.bin_sizes[z] == 0:
@@ -436,10 +533,18 @@ class ReviewSession:
                 return i
         return None
 
-    def _after_entry(self) -> tuple[int, int] | None:
-        """Where the session goes when the current block is done: next pending block."""
+    def _can_draw(self, z: int) -> bool:
+        """The guided order can still draw a block of bin z."""
+        sampler = self.samplers.get(z)
+        return self.guided and sampler is not None and sampler.peek() is not None
+
+    def _after_entry(self, draw: bool = False) -> tuple[int, int] | ReviewBlock | None:
+        """Where the session goes when the current block is done: next pending block (the
+        guided order: see ``_guided_next``)."""
         if self.current_bin is None:
             return None
+        if self.guided:
+            return self._guided_next(draw, exclude=self.current)
         z = self.current_bin
         p = self._first_pending(z, self.position, exclude=self.position)
         if p is not None:
@@ -453,13 +558,17 @@ class ReviewSession:
         return None
 
     def peek_next(self) -> ReviewBlock | None:
-        """The block an entry on the current block would bring up (for prefetching)."""
+        """The block an entry on the current block would bring up (for prefetching; in the
+        guided order, the choice before the entry's value is known)."""
         target = self._after_entry()
-        return None if target is None else self.samples[target[0]][target[1]]
+        if target is None or isinstance(target, ReviewBlock):
+            return target
+        return self.samples[target[0]][target[1]]
 
     def _advance(self) -> str:
         z = self.current_bin
-        target = self._after_entry()
+        target = self._after_entry(draw=True)
+        assert not isinstance(target, ReviewBlock)
         if target is None:
             self.finished = True
             return "all done"
@@ -491,8 +600,13 @@ class ReviewSession:
         return True
 
     def goto_bin(self, z: int) -> bool:
-        """Show bin ``z`` at its first pending block; False (nothing changes) when it is empty."""
-        if not 0 <= z < len(self.bins) or not self.samples[z]:
+        """Show bin ``z`` at its first pending block (the guided order draws one when the bin
+        has none on screen yet); False (nothing changes) when it is empty."""
+        if not 0 <= z < len(self.bins):
+            return False
+        if self.guided and self._first_pending(z) is None and self._can_draw(z):
+            self.samples[z].append(self.samplers[z].draw())
+        if not self.samples[z]:
             return False
         p = self._first_pending(z)
         self._go(z, 0 if p is None else p)
@@ -504,8 +618,7 @@ class ReviewSession:
         start = self.current_bin if self.current_bin is not None else -1
         for step in range(1, nb + 1):
             z = (start + step) % nb
-            if self.samples[z]:
-                self.goto_bin(z)
+            if (self.samples[z] or self._can_draw(z)) and self.goto_bin(z):
                 return z
         return None
 
@@ -521,7 +634,10 @@ class ReviewSession:
         undo = _Undo(eid, block, previous)
         undo.appended = self._fill(block.bin)
         self.undo_stack.append(undo)
-        return eid, self._advance()
+        self._drawn = []
+        move = self._advance()
+        undo.appended += self._drawn
+        return eid, move
 
     def enter(self, percent: str | float) -> int:
         """Commit this annotator's estimate for the current block, then move on; the id."""
@@ -557,15 +673,14 @@ class ReviewSession:
             self.live.pop(u.block.id, None)
         else:
             self.live[u.block.id] = u.previous
-        sample = self.samples[u.block.bin]
-        sampler = self.samplers[u.block.bin]
         for extra in reversed(u.appended):
+            sample = self.samples[extra.bin]
             if sample and sample[-1] == extra and self.status(extra) == "pending":
-                if sampler.put_back(extra):
+                if self.samplers[extra.bin].put_back(extra):
                     sample.pop()
                     continue
             break
-        self._go(u.block.bin, sample.index(u.block))
+        self._go(u.block.bin, self.samples[u.block.bin].index(u.block))
         return u.block
 
     def _undo_stored(self) -> ReviewBlock | None:
@@ -600,6 +715,13 @@ class ReviewSession:
         self._go(block.bin, self.samples[block.bin].index(block))
         self.undid_stored = True
         return block
+
+
+def _no_gain(row: BinCertainty) -> BinCertainty:
+    """``row`` with no gain: its bin has no block left to draw."""
+    from dataclasses import replace
+
+    return replace(row, gain=0.0)
 
 
 # -- block images and prefetch -----------------------------------------------------------------
