@@ -54,6 +54,9 @@ STOP_PCT = 5.0
 OUT_OF_ORDER_BOOST = 2.0
 
 ORDERS = ("guided", "stratified")
+#: The order Block review starts with (benchmarks/prior_budget.py: guided reaches a prior as
+#: close to the masks' with fewer estimates; BENCHMARKS.md "Review fewer blocks").
+DEFAULT_ORDER = "guided"
 
 
 @dataclass(frozen=True)
@@ -236,3 +239,15 @@ def stop_message(rows: Sequence[BinCertainty]) -> str:
     if len(open_bins) > len(unseen):
         parts.append(f"{len(open_bins) - len(unseen)} bin(s) still unsure")
     return "Keep going: " + " and ".join(parts) + "."
+
+
+def mean_range(mean: float, std: float, n: float, blocks: int | None = None) -> tuple[float, float]:
+    """Where the bin's mean over all its blocks likely lies (9 in 10), from a prior row's
+    mean, std and n (``blocks``: the bin's blocks in the project, None when unknown); NaNs
+    when the row has no estimates (n missing or 0)."""
+    if not (n and math.isfinite(n) and n > 0):
+        return math.nan, math.nan
+    k = int(round(n))
+    big_n = int(blocks) if blocks else 10**9
+    se = standard_error(pooled_spread(std, k), k, max(big_n, k))
+    return max(0.0, mean - Z90 * se), min(100.0, mean + Z90 * se)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..io.formats import Bins, FormatError
 from ..io.interop import default_class, lowres_classes
+from .certainty import BinCertainty, good_enough, stop_message
 from .review import BinProgress, ReviewBlock, ReviewSession, bin_label, parse_percent
 
 #: Shown when the keyboard leaves the dock while a block waits for its estimate.
@@ -36,6 +37,17 @@ NOTHING_TO_UNDO = "Nothing to undo: you have no estimate of these blocks in the 
 LAST_OF_BIN = "Last block of this bin: B goes to the next bin."
 FIRST_OF_BIN = "First block of this bin."
 NO_BIN = "No bin has blocks to review."
+#: The Order choices as the dock shows them (``ReviewSession(order=...)``), guided first.
+ORDER_TEXT = {
+    "guided": "guided",
+    "stratified": "stratified (K per bin)",
+}
+ORDER_TIP = (
+    "guided: each next block comes from the bin whose average is least certain for the "
+    "most blocks (a bin not seen yet, a wide one, one that falls where the bins rise); it "
+    "says when more estimates would change no bin's average by more than 5 points.\n"
+    "stratified: K blocks of every bin (K: blocks per bin), one bin after the other."
+)
 
 
 def default_annotator() -> str:
@@ -121,9 +133,10 @@ def stepped(text: str, shown: int, delta: float) -> float:
 
 def session_text(session: ReviewSession, n_slides: int) -> str:
     """The line shown when a review starts: the project, its blocks, K and the seed."""
+    how = "guided order" if session.guided else f"{session.k} per bin"
     return (
         f"{session.project.folder.name}: {len(session.all_blocks)} blocks in {n_slides} "
-        f"slide(s); {session.k} per bin, seed {session.seed}."
+        f"slide(s); {how}, seed {session.seed}."
     )
 
 
@@ -153,7 +166,9 @@ def empty_bin_text(session: ReviewSession, z: int) -> str:
 
 def moved_text(what: str, session: ReviewSession, prev_bin: int | None) -> str:
     """``what`` an entry did, and where the session went after it: the bin ``prev_bin`` (the
-    entry's bin) complete, or every bin done."""
+    entry's bin) complete, or every bin done (the guided order: the bin it goes to)."""
+    if session.guided and session.last_move == "bin done" and session.current_bin is not None:
+        return f"{what} Next: bin {bin_label(session.bins, session.current_bin)} %."
     if session.last_move == "bin done" and prev_bin is not None:
         p = session.progress(prev_bin)
         return (
@@ -168,11 +183,50 @@ def moved_text(what: str, session: ReviewSession, prev_bin: int | None) -> str:
 # -- the status lines --------------------------------------------------------------------------
 
 
-def bin_item_text(p: BinProgress) -> str:
-    """A bin in the Bin chooser: its label, progress and blocks."""
+def bin_item_text(p: BinProgress, c: BinCertainty | None = None) -> str:
+    """A bin in the Bin chooser: its label, progress and blocks (with ``c``, the guided
+    order's line: estimates and how certain the bin's average is)."""
     if p.blocks == 0:
         return f"{p.label} %: no blocks"
+    if c is not None:
+        return f"{p.label} %: {p.done} estimated, {c.word}  ({p.blocks} blocks)"
     return f"{p.label} %: {p.done}/{p.target}  ({p.blocks} blocks)"
+
+
+#: The colour of each certainty word in the dock's bin list.
+CERTAINTY_COLOR = {
+    "settled": "#7fd87f",
+    "nearly settled": "#e6c84c",
+    "unsure": "#f08c6c",
+    "not reviewed": "#a0a0a0",
+    "no blocks": "#707070",
+}
+
+
+#: The mark after each bin's label in the dock's legend, by certainty word.
+CERTAINTY_MARK = {
+    "settled": "✓",
+    "nearly settled": "≈",
+    "unsure": "?",
+    "not reviewed": "·",
+    "no blocks": "",
+}
+
+
+def certainty_legend(rows: list[BinCertainty], bins: Bins) -> list[tuple[str, str, str]]:
+    """Each bin's legend entry: (label with its certainty mark, colour, full text for the
+    tooltip)."""
+    return [
+        (
+            f"{bin_label(bins, c.bin)} {CERTAINTY_MARK[c.word]}".rstrip(),
+            CERTAINTY_COLOR[c.word],
+            f"bin {bin_label(bins, c.bin)} %: {c.text()}",
+        )
+        for c in rows
+    ]
+
+
+CERTAINTY_KEY = "✓ settled · ≈ nearly · ? unsure · · not reviewed"
 
 
 def block_text(session: ReviewSession, block: ReviewBlock) -> str:
@@ -200,6 +254,10 @@ class ReviewStatus:
     bin_items: list[str]  # each bin's line in the Bin chooser
     current_bin: int
     block: str  # the block on screen, or that every sampled block is reviewed
+    certainty: str  # how certain the current bin's average is
+    legend: list[tuple[str, str, str]]  # each bin's legend entry with its certainty
+    stop: str  # whether the prior is good enough (the stop rule), in plain words
+    good_enough: bool
 
 
 def review_status(session: ReviewSession | None) -> ReviewStatus | None:
@@ -209,12 +267,25 @@ def review_status(session: ReviewSession | None) -> ReviewStatus | None:
         return None
     p = session.progress()
     block = session.current
+    rows = session.certainty()
+    title, done, target = p.text(), p.done, p.target
+    if session.guided:  # no K: the bar counts the bins whose average is settled
+        with_blocks = [c for c in rows if c.blocks]
+        done, target = sum(c.settled for c in with_blocks), len(with_blocks)
+        title = f"bin {p.label} %: {p.done} estimated · {done} of {target} bins settled"
     return ReviewStatus(
-        title=p.text(),
-        done=p.done,
-        target=p.target,
+        title=title,
+        done=done,
+        target=target,
         stats=f"{p.stats_text()} · annotator: {session.annotator}",
-        bin_items=[bin_item_text(session.progress(z)) for z in range(len(session.bins))],
+        bin_items=[
+            bin_item_text(session.progress(z), rows[z] if session.guided else None)
+            for z in range(len(session.bins))
+        ],
         current_bin=session.current_bin,
         block=ALL_REVIEWED if block is None else block_text(session, block),
+        certainty=f"This bin's average: {rows[session.current_bin].text()}",
+        legend=certainty_legend(rows, session.bins),
+        stop=stop_message(rows),
+        good_enough=good_enough(rows),
     )

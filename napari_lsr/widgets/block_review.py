@@ -42,6 +42,7 @@ from qtpy.QtWidgets import (
 
 from .._reader import slide_layer_data
 from ..elicit import review_text as say
+from ..elicit.certainty import DEFAULT_ORDER, ORDERS
 from ..elicit.review import (
     DEFAULT_K,
     DEFAULT_SEED,
@@ -279,6 +280,14 @@ class BlockReviewWidget(QWidget):
         self.seed_spin.setValue(DEFAULT_SEED)
         self.seed_spin.setToolTip("the same seed gives the same blocks")
         self.seed_spin.editingFinished.connect(self._settings_changed)
+        self.order_combo = QComboBox()
+        for order in ORDERS:
+            self.order_combo.addItem(say.ORDER_TEXT[order], order)
+        self.order_combo.setCurrentIndex(ORDERS.index(DEFAULT_ORDER))
+        self.order_combo.setToolTip(say.ORDER_TIP)
+        self.order_combo.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        self.order_combo.activated.connect(self._order_changed)
+        self.k_spin.setEnabled(DEFAULT_ORDER == "stratified")
         self.k_spin.setMaximumWidth(80)
         self.seed_spin.setMaximumWidth(100)
         row = QHBoxLayout()
@@ -286,12 +295,12 @@ class BlockReviewWidget(QWidget):
         row.addWidget(self.annotator_edit, 1)
         root.addLayout(row)
         row = QHBoxLayout()
-        row.addWidget(QLabel("Blocks per bin (K)"))
+        row.addWidget(QLabel("Order"))
+        row.addWidget(self.order_combo, 1)
+        row.addWidget(QLabel("K"))
         row.addWidget(self.k_spin)
-        row.addSpacing(8)
         row.addWidget(QLabel("Seed"))
         row.addWidget(self.seed_spin)
-        row.addStretch(1)
         root.addLayout(row)
 
     def _build_bins(self, root: QVBoxLayout) -> None:
@@ -306,6 +315,11 @@ class BlockReviewWidget(QWidget):
 
         self.bin_combo = QComboBox()
         self.bin_combo.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        # its lines grow with the guided order's certainty: they must not widen the dock
+        self.bin_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.bin_combo.setMinimumContentsLength(16)
         self.bin_combo.activated.connect(self._bin_chosen)
         # the heat overlay tints H&E (stroma looks hematoxylin-blue in low bins): one click
         # hides it, the slider sets how strongly it shows
@@ -353,9 +367,17 @@ class BlockReviewWidget(QWidget):
         self.stats_label = QLabel("")
         self.block_label = QLabel("")
         self.block_label.setWordWrap(True)
+        # how certain each bin's average is, and the stop rule
+        self.certainty_label = QLabel("")
+        self.certainty_label.setWordWrap(True)
+        self.certainty_label.setToolTip(
+            "likely: 9 times in 10 the average over all the bin's blocks lies in this range, "
+            "given the estimates so far"
+        )
         root.addWidget(self.progress_label)
         root.addWidget(self.progress_bar)
         root.addWidget(self.stats_label)
+        root.addWidget(self.certainty_label)
         root.addWidget(self.block_label)
 
         self.image_label = QLabel("")
@@ -562,6 +584,7 @@ class BlockReviewWidget(QWidget):
                 self.seed_spin.value(),
                 slides=self.slides,
                 blocks=self._blocks,
+                order=self.order,
             )
         except (ReviewError, SlideError, sqlite3.Error) as exc:
             self.session = None
@@ -580,9 +603,29 @@ class BlockReviewWidget(QWidget):
         s = self.session
         if s is None or self.project is None:
             return
-        now = (self.annotator_edit.text().strip(), self.k_spin.value(), self.seed_spin.value())
-        if now != (s.annotator, s.k, s.seed):
+        now = (
+            self.annotator_edit.text().strip(),
+            self.k_spin.value(),
+            self.seed_spin.value(),
+            self.order,
+        )
+        if now != (s.annotator, s.k, s.seed, s.order):
             self.start_session()
+
+    @property
+    def order(self) -> str:
+        """The review order chosen in the dock (``guided`` or ``stratified``)."""
+        return str(self.order_combo.currentData())
+
+    def set_order(self, order: str) -> None:
+        """Choose the review order (as a click on Order does) and restart the review."""
+        self.order_combo.setCurrentIndex(ORDERS.index(order))
+        self._order_changed()
+
+    def _order_changed(self, *_: Any) -> None:
+        self.k_spin.setEnabled(self.order == "stratified")
+        self._settings_changed()
+        self.setFocus()
 
     def _close_project(self) -> None:
         self.session = None
@@ -638,7 +681,7 @@ class BlockReviewWidget(QWidget):
             self.legend_layout.addLayout(cell, r, c)
             self._legend_labels.append(text)
             self.bin_combo.addItem(f"{bin_label(bins, z)} %")
-        title = QLabel("patch probability bins (%)")
+        title = QLabel(f"patch probability bins (%): {say.CERTAINTY_KEY}")
         title.setStyleSheet("font-size: 10px; color: #909090;")
         self.legend_layout.addWidget(title, 2, 0, 1, per_row)
 
@@ -926,6 +969,7 @@ class BlockReviewWidget(QWidget):
         self.progress_label.setText(title)
         self.progress_bar.setValue(0)
         self.stats_label.setText("")
+        self.certainty_label.setText("")
         self.block_label.setText("")
         self.image_label.clear()
 
@@ -938,6 +982,12 @@ class BlockReviewWidget(QWidget):
         self.progress_bar.setMaximum(max(1, st.target))
         self.progress_bar.setValue(st.done)
         self.stats_label.setText(st.stats)
+        self.certainty_label.setText(f"{st.certainty} {st.stop}")
+        self.certainty_label.setStyleSheet(INFO_STYLE if st.good_enough else "")
+        for label, (text, color, tip) in zip(self._legend_labels, st.legend):
+            label.setText(text)
+            label.setStyleSheet(f"color: {color};")
+            label.setToolTip(tip)
         for z, text in enumerate(st.bin_items):
             self.bin_combo.setItemText(z, text)
         self.bin_combo.blockSignals(True)
