@@ -15,6 +15,7 @@ from napari_lsr.widgets.prior_table import (
     COL_CHANGE,
     COL_MEAN,
     COL_NOTES,
+    COL_RANGE,
     COL_SOURCE,
     COL_STD,
     FILE,
@@ -52,7 +53,20 @@ def test_prior_table(make_napari_viewer, project_copy, tmp_path, qtbot, monkeypa
     t = w.table
     assert w.source() == (POOLED, "")
     assert t.rowCount() == 10
-    assert [t.item(0, c).text() for c in range(5)] == ["0–20", "6", "5.0", "1.9", "0 ± 0.1"]
+    assert [t.item(0, c).text() for c in range(6)] == [
+        "0–20",
+        "6",
+        "5.0",
+        "1.9",
+        "0–10",  # issue 25: where the bin's average likely lies, from 6 estimates
+        "0 ± 0.1",
+    ]
+    assert t.horizontalHeaderItem(COL_RANGE).text() == "Mean likely in %"
+    assert "9 times in 10" in t.item(0, COL_RANGE).toolTip()
+    # rows from estimates or measurements have a range; the paper's and typed values none
+    for b in range(10):
+        has_range = t.item(b, COL_RANGE).text() != "–"
+        assert has_range == (t.item(b, COL_SOURCE).text() in ("reviewed here", "measured"))
     assert t.item(1, 1).text() == "2" and t.item(1, 2).text() == "35.0"
     # a bin nobody reviewed keeps the value prior.csv measured for it (issue 14)
     measured = read_prior_csv(project_copy.prior_path)

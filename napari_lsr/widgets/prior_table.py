@@ -45,6 +45,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..elicit.certainty import mean_range
 from ..elicit.prior import (
     REVERT_NOTE,
     PriorFlags,
@@ -74,9 +75,23 @@ ANNOTATOR = "annotator"
 SAVED = "saved"
 FILE = "file"
 PAPER = "paper"
-COLUMNS = ("Bin %", "n", "Mean %", "Std %", "Paper Table 1", "Source", "Save will change", "Notes")
-COL_MEAN, COL_STD = 2, 3
-COL_SOURCE, COL_CHANGE, COL_NOTES = 5, 6, 7
+COLUMNS = (
+    "Bin %",
+    "n",
+    "Mean %",
+    "Std %",
+    "Mean likely in %",
+    "Paper Table 1",
+    "Source",
+    "Save will change",
+    "Notes",
+)
+COL_MEAN, COL_STD, COL_RANGE = 2, 3, 4
+COL_SOURCE, COL_CHANGE, COL_NOTES = 6, 7, 8
+RANGE_TIP = (
+    "9 times in 10 the average over all the bin's blocks lies in this range, given the "
+    "estimates so far (fewer estimates or more spread: a wider range)"
+)
 #: How the Source column names each prior source.
 SOURCE_TEXT = {
     "reviewed": "reviewed here",
@@ -133,6 +148,7 @@ class PriorTableWidget(QWidget):
         super().__init__(parent)
         tab_later(self, napari_viewer)  # with the napari-lsr docks already open
         self.viewer = napari_viewer
+        self._blocks_per_bin: dict[int, int] = {}
         self.state = state_for(napari_viewer)  # what the napari-lsr widgets of the viewer share
         self.project: Project | None = None
         self.loaded: Prior | None = None  # a prior file the user loaded
@@ -402,16 +418,20 @@ class PriorTableWidget(QWidget):
     def _empty_bins(self) -> list[int]:
         """The bins no block of the project falls in, as the store has the blocks (the Block
         review registers them); none while it has no blocks yet."""
-        if self.project is None:
+        counts = self._bin_blocks()
+        if not counts or self.project is None:
             return []
+        return [b for b in range(len(self.project.bins)) if not counts.get(b)]
+
+    def _bin_blocks(self) -> dict[int, int]:
+        """Blocks per bin as the project's store has them (empty before any review)."""
+        if self.project is None:
+            return {}
         try:
             rows = self.project.store.query("SELECT bin, COUNT(*) FROM blocks GROUP BY bin")
         except sqlite3.Error:
-            return []
-        counts = {int(z): int(c) for z, c in rows}
-        if not counts:
-            return []
-        return [b for b in range(len(self.project.bins)) if not counts.get(b)]
+            return {}
+        return {int(z): int(c) for z, c in rows}
 
     def _browse_prior(self) -> None:
         start = str(self.project.folder) if self.project else ""
@@ -463,6 +483,7 @@ class PriorTableWidget(QWidget):
     def _fill_table(self, measured: bool) -> None:
         prior, paper = self.prior, paper_prior()
         nb = len(prior.bins)
+        self._blocks_per_bin = self._bin_blocks()
         few = set(self.flags.few_estimates)
         drops = set(self.flags.not_monotonic)
         self._filling = True
@@ -507,11 +528,19 @@ class PriorTableWidget(QWidget):
         label.setForeground(QBrush(QColor(_text_on(bin_color(b, nb)))))
         same_bins = paper.bins == prior.bins
         paper_text = f"{paper.mean_pct[b]:g} ± {paper.std_pct[b]:g}" if same_bins else "–"
+        low, high = (math.nan, math.nan)
+        if src in ("reviewed", "measured"):
+            low, high = mean_range(
+                prior.mean_pct[b], prior.std_pct[b], n, self._blocks_per_bin.get(b)
+            )
+        likely = QTableWidgetItem("–" if math.isnan(low) else f"{low:.0f}–{high:.0f}")
+        likely.setToolTip(RANGE_TIP if not math.isnan(low) else "no estimates in this row")
         cells = [
             label,
             QTableWidgetItem("" if math.isnan(n) else str(int(n))),
             QTableWidgetItem(_fmt(prior.mean_pct[b])),
             QTableWidgetItem(_fmt(prior.std_pct[b])),
+            likely,
             QTableWidgetItem(paper_text),
             QTableWidgetItem(SOURCE_TEXT.get(src, src)),
             QTableWidgetItem(self.changes[b] if b < len(self.changes) else ""),
