@@ -506,3 +506,44 @@ def test_heat_overlay_has_an_off_switch_and_an_opacity(review, qtbot):
     # the block preview is read at the size it is shown at, not the 32 px training blocks
     block = w.session.current
     assert w.images.read(block).shape[:2] == (block.height, block.width)
+
+
+# -- the guided order (issue 25) -----------------------------------------------------------------
+
+
+def test_guided_review_shows_each_bins_certainty_and_says_when_the_prior_is_good_enough(
+    make_napari_viewer, project_copy, qtbot
+):
+    """The dock's default order; the legend marks each bin's certainty, the status line says
+    where the current bin's average likely lies, and the stop rule is met in plain words."""
+    from napari_lsr.elicit.certainty import good_enough
+
+    viewer = make_napari_viewer(show=True)
+    w = BlockReviewWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Block review")
+    assert w.order == "guided" and not w.k_spin.isEnabled()
+    assert w.set_project(project_copy, annotator="ana"), w.message.text()
+    assert w.session.guided and "guided order" in w.message.text()
+    with_blocks = [c for c in w.session.certainty() if c.blocks]
+    assert all(w._legend_labels[c.bin].text().endswith("·") for c in with_blocks)
+    assert "not reviewed" in w.certainty_label.text() and "Keep going" in w.certainty_label.text()
+    shown = []
+    w.setFocus()
+    while not good_enough(w.session.certainty()):
+        block = w.session.current
+        assert block is not None and block.id not in shown
+        shown.append(block.id)
+        qtbot.keyClicks(w, str(round(100 * block.probability) // 5 * 5))
+        qtbot.keyClick(w, Qt.Key.Key_Return)
+    assert w.session.current is not None, "the rule holds before every block is seen"
+    assert len(shown) < sum(c.blocks for c in with_blocks)
+    assert "The prior is good enough" in w.certainty_label.text()
+    marks = {label.text().split()[-1] for label in w._legend_labels if label.toolTip()}
+    assert "✓" in marks and "?" not in marks and "·" not in marks
+    tip = w._legend_labels[with_blocks[0].bin].toolTip()
+    assert "likely" in tip and "blocks" in tip
+    # the stratified order stays available: K per bin again
+    w.set_order("stratified")
+    assert not w.session.guided and w.k_spin.isEnabled()
+    assert w.progress_label.text().endswith(f"/{w.k_spin.value()}")
+    w.shutdown()

@@ -189,7 +189,7 @@ def bin_item_text(p: BinProgress, c: BinCertainty | None = None) -> str:
     if p.blocks == 0:
         return f"{p.label} %: no blocks"
     if c is not None:
-        return f"{p.label} %: {p.done} estimated, {c.word}  ({p.blocks} blocks)"
+        return f"{p.label} %: {p.done} estimated, {c.word}  ({c.blocks} blocks)"
     return f"{p.label} %: {p.done}/{p.target}  ({p.blocks} blocks)"
 
 
@@ -284,7 +284,7 @@ def review_status(session: ReviewSession | None) -> ReviewStatus | None:
         ],
         current_bin=session.current_bin,
         block=ALL_REVIEWED if block is None else block_text(session, block),
-        certainty=f"This bin's average: {rows[session.current_bin].text()}",
+        certainty=f"This bin's average: {rows[session.current_bin].text()}.",
         legend=certainty_legend(rows, session.bins),
         stop=stop_message(rows),
         good_enough=good_enough(rows),
