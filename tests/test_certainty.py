@@ -60,15 +60,18 @@ def test_mean_move_matches_a_simulation():
 # -- which bin next ------------------------------------------------------------------------------
 
 
-def test_the_biggest_unreviewed_bin_comes_first_then_by_need():
+def test_every_bin_first_then_the_widest():
     rows = bin_certainty([10, 200, 0, 50], {})
-    assert next_bin(rows) == 1
+    assert next_bin(rows) == 0  # unreviewed bins first, in bin order, whatever their size
     assert rows[2].gain == 0.0 and rows[2].word == "no blocks"
-    rows = bin_certainty([10, 200, 0, 50], {1: [90, 95, 92, 91, 94, 93]})
-    assert next_bin(rows) == 3  # bin 1 is known well now, bin 3 not at all
-    # a wide bin needs more estimates than a narrow one of the same size
-    rows = bin_certainty([50, 50], {0: [0, 5, 0, 5], 1: [10, 60, 30, 90]})
+    rows = bin_certainty([10, 200, 0, 50], {0: [5], 1: [90, 95, 92, 91, 94, 93]})
+    assert next_bin(rows) == 3  # bin 3 not seen yet
+    # a wide bin needs more estimates than a narrow one, whatever their sizes
+    rows = bin_certainty([50, 5], {0: [0, 5, 0, 5], 1: [10, 60, 30, 90]})
     assert next_bin(rows) == 1
+    # bins of any size with the same estimates count alike: the lower bin (round-robin)
+    rows = bin_certainty([300, 8], {0: [20, 30], 1: [20, 30]})
+    assert rows[0].gain == rows[1].gain and next_bin(rows) == 0
 
 
 def test_ties_go_to_the_lower_bin_and_exhausted_bins_are_never_chosen():
@@ -146,24 +149,23 @@ def test_guided_order_is_deterministic_by_seed_and_never_shows_a_block_twice(pro
         s.slides.close()
 
 
-def test_guided_order_reviews_the_biggest_bins_first_then_where_unsure(project_copy):
-    """Estimates go where a bin's many blocks share an unsure mean: the biggest bin first,
-    every bin with blocks within the first rounds, and more estimates to bigger bins."""
-    s = guided(project_copy)
+def test_guided_order_falls_back_to_the_stratified_order_for_the_first_rounds(project_copy):
+    """With no estimates yet every bin counts alike: one block of each bin in bin order, then
+    a second of each: the very blocks the stratified order shows with K = 1 and K = 2."""
+    strat = ReviewSession(project_copy, "ben", k=2, seed=0)
+    s = guided(project_copy, slides=strat.slides)
     try:
         rows = s.certainty()
-        with_blocks = [r for r in rows if r.blocks]
+        with_blocks = [r.bin for r in rows if r.blocks]
         assert len(with_blocks) >= 3
-        biggest = max(with_blocks, key=lambda r: (r.blocks, -r.bin))
-        smallest = min(with_blocks, key=lambda r: (r.blocks, r.bin))
-        assert biggest.blocks >= 4 * smallest.blocks
-        shown = run_guided(s, lambda b: round(100 * b.probability), limit=4 * len(with_blocks))
-        assert shown[0].bin == biggest.bin
-        counts = np.bincount([b.bin for b in shown], minlength=len(rows))
-        assert all(counts[r.bin] for r in with_blocks)
-        assert counts[biggest.bin] > counts[smallest.bin]
+        shown = run_guided(s, lambda b: round(100 * b.probability), limit=len(with_blocks))
+        assert [b.bin for b in shown] == with_blocks
+        assert [b.id for b in shown] == [strat.samples[z][0].id for z in with_blocks]
+        two = [z for z in with_blocks if len(strat.samples[z]) >= 2]
+        more = run_guided(s, lambda b: 50, limit=len(two))
+        assert sorted(b.id for b in more) == sorted(strat.samples[z][1].id for z in two)
     finally:
-        s.slides.close()
+        strat.slides.close()
 
 
 def test_guided_order_draws_within_a_bin_as_the_stratified_order_does(project_copy):
