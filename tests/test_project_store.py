@@ -7,7 +7,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from napari_lsr.elicit.prior import agreement, check_prior, prior_from_values
+from napari_lsr.elicit.prior import ONE_VALUE_STD_PCT, agreement, check_prior, prior_from_values
 from napari_lsr.elicit.review import SlideSet, load_blocks
 from napari_lsr.io.formats import FormatError
 from napari_lsr.io.project import Project
@@ -83,6 +83,9 @@ def test_prior_from_values_and_flags(tiny_project):
     flags = check_prior(prior)
     assert 5 in flags.few_estimates and 1 in flags.few_estimates and 0 not in flags.few_estimates
     assert 6 in flags.not_monotonic  # paper's 10 % after a measured 30 %
+    # one estimate says nothing of the spread: the bin gets a typical spread, not none
+    assert prior.n[5] == 1 and prior.mean_pct[5] == 30.0
+    assert prior.std_pct[5] == ONE_VALUE_STD_PCT >= 10.0
 
 
 def test_bins_without_blocks_are_not_flagged_and_prior_csv_is_lf(tiny_project, tmp_path):

@@ -18,6 +18,13 @@ from ..io.formats import (
     default_prior,
     read_prior_csv,
 )
+from .certainty import SPREAD_PCT
+
+#: The spread given to a bin with a single value: one value says where the bin's mean is but
+#: nothing of how its blocks spread, so the bin takes a typical within-bin spread rather than
+#: none (a spread of 0 tells the losses every block of the bin holds exactly that much cancer,
+#: and the health check then calls a good model degenerate: BENCHMARKS.md, issue 25).
+ONE_VALUE_STD_PCT = SPREAD_PCT
 
 if TYPE_CHECKING:
     from ..io.project import Project
@@ -32,7 +39,8 @@ def prior_from_values(
 ) -> Prior:
     """Mean, std (population, ddof=0) and n of percentages per bin.
 
-    Bins with values get ``source`` (``measured``, or ``reviewed`` for block-review estimates).
+    Bins with values get ``source`` (``measured``, or ``reviewed`` for block-review estimates);
+    a bin with a single value gets the spread :data:`ONE_VALUE_STD_PCT`.
     Bins with no value take the ``fallback`` prior's row and source (default: the paper's
     Table 1 when it has the same bins, else 0 ± FALLBACK_STD_PCT, source ``default``) and
     n = 0.
@@ -51,7 +59,7 @@ def prior_from_values(
         n[b] = len(v)
         if len(v):
             mean[b] = v.mean()
-            std[b] = v.std() if len(v) > 1 else FALLBACK_STD_PCT
+            std[b] = v.std() if len(v) > 1 else ONE_VALUE_STD_PCT
             sources[b] = source
         else:
             mean[b] = fallback.mean_pct[b]
