@@ -559,6 +559,7 @@ def main() -> None:
             for n, d in datas.items()
         }
         trained = reusable(done, datas)
+        twins: dict[tuple, list] = {}
         jobs = []
         for j in jobs_for(args, list(datas)):
             if tuple(j[k] for k in KEY) in done:
@@ -575,14 +576,24 @@ def main() -> None:
                     fh.write(json.dumps(r) + "\n")
                 print(f"{r['same_as']} trained {'-'.join(str(j[k]) for k in KEY)}'s prior")
                 continue
+            key = (j["dataset"], j["seed"], prior_key(prior))
+            if key in twins:  # trained once, recorded for both when it ends
+                twins[key].append((j, n))
+                continue
+            twins[key] = []
             jobs.append(j | {"data": payload[j["dataset"]], "work": str(work)})
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             futures = [pool.submit(run_one, j) for j in jobs]
             for i, f in enumerate(as_completed(futures), start=1):
                 r = f.result()
-                done[tuple(r[k] for k in KEY)] = r
-                with log.open("a") as fh:
-                    fh.write(json.dumps(r) + "\n")
+                rows = [r]
+                for j, n in twins.get((r["dataset"], r["seed"], r["prior_key"]), []):
+                    twin = r | {k: j[k] for k in KEY} | {"estimates": n}
+                    rows.append(twin | {"same_as": "-".join(str(r[k]) for k in KEY)})
+                for row in rows:
+                    done[tuple(row[k] for k in KEY)] = row
+                    with log.open("a") as fh:
+                        fh.write(json.dumps(row) + "\n")
                 print(
                     f"[{i}/{len(jobs)}] {r['dataset']} {r['order']} budget {r['budget']} noise "
                     f"{r['noise']} seed {r['seed']}: {r['estimates']} estimates, prior error "
