@@ -23,9 +23,18 @@ from napari_lsr.widgets.prior_table import (
     POOLED,
     SAVED,
     PriorTableWidget,
+    range_text,
 )
 
 pytestmark = pytest.mark.gui
+
+
+def test_range_text_says_when_every_block_is_estimated():
+    from napari_lsr.elicit.certainty import mean_range
+
+    assert range_text(*mean_range(67.5, 7.5, 2, blocks=2)) == "68 (all blocks)"
+    assert range_text(*mean_range(67.5, 7.5, 2, blocks=40)) == "52–83"
+    assert range_text(float("nan"), float("nan")) == "–"
 
 
 def _estimate(project, annotator: str, values: dict[int, list[float]]) -> None:

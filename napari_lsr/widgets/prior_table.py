@@ -92,6 +92,18 @@ RANGE_TIP = (
     "9 times in 10 the average over all the bin's blocks lies in this range, given the "
     "estimates so far (fewer estimates or more spread: a wider range)"
 )
+
+
+def range_text(low: float, high: float) -> str:
+    """The *Mean likely in %* cell: "–" without estimates, the value alone (every block of
+    the bin estimated, nothing left to be unsure of) or "low–high"."""
+    if math.isnan(low):
+        return "–"
+    if round(low) == round(high):
+        return f"{low:.0f} (all blocks)"
+    return f"{low:.0f}–{high:.0f}"
+
+
 #: How the Source column names each prior source.
 SOURCE_TEXT = {
     "reviewed": "reviewed here",
@@ -533,7 +545,7 @@ class PriorTableWidget(QWidget):
             low, high = mean_range(
                 prior.mean_pct[b], prior.std_pct[b], n, self._blocks_per_bin.get(b)
             )
-        likely = QTableWidgetItem("–" if math.isnan(low) else f"{low:.0f}–{high:.0f}")
+        likely = QTableWidgetItem(range_text(low, high))
         likely.setToolTip(RANGE_TIP if not math.isnan(low) else "no estimates in this row")
         cells = [
             label,
