@@ -10,6 +10,8 @@ order sees the same estimate for the same block. The blocks come in one of two o
   bin's blocks in its seeded, slide-stratified order (``review.BinSampler``);
 - ``bin-by-bin`` (``--priors-only``): the stratified order as the dock shows it, K = 12 per
   bin one bin after the other, stopped after ``budget`` estimates (a half-finished review);
+- ``A+B-std`` (for example ``stratified+masks-std``): order A's means with order B's
+  spreads, to tell which of the two a model feels;
 - ``guided``: the next block from the bin whose next estimate lowers the prior's expected error
   most (``certainty.next_bin``), from the same per-bin draws; ``guided-stop`` goes on until the
   stop rule holds (``certainty.good_enough``) and records how many estimates that took.
@@ -179,6 +181,11 @@ def prior_for(data: dict, order: str, budget: int, noise: float, seed: int):  # 
     from napari_lsr.io.formats import Bins, Prior, paper_prior
 
     ceiling = Prior.from_dict(data["ceiling"])
+    if "+" in order:  # "A+B-std": order A's means with order B's spreads
+        a, b = order.removesuffix("-std").split("+")
+        means, n = prior_for(data, a, budget, noise, seed)
+        spreads, _ = prior_for(data, b, budget, noise, seed)
+        return Prior(means.bins, means.mean_pct, spreads.std_pct, means.n, source=means.source), n
     if order == "masks":
         return ceiling, 0
     if order == "paper":
