@@ -11,7 +11,8 @@ order sees the same estimate for the same block. The blocks come in one of two o
 - ``bin-by-bin`` (``--priors-only``): the stratified order as the dock shows it, K = 12 per
   bin one bin after the other, stopped after ``budget`` estimates (a half-finished review);
 - ``A+B-std`` (for example ``stratified+masks-std``): order A's means with order B's
-  spreads, to tell which of the two a model feels;
+  spreads, to tell which of the two a model feels; ``A+pooled-std``: A's spreads pooled with a
+  typical spread as Block review's certainty pools them (``certainty.pooled_spread``);
 - ``guided``: the next block from the bin whose next estimate lowers the prior's expected error
   most (``certainty.next_bin``), from the same per-bin draws; ``guided-stop`` goes on until the
   stop rule holds (``certainty.good_enough``) and records how many estimates that took.
@@ -184,6 +185,16 @@ def prior_for(data: dict, order: str, budget: int, noise: float, seed: int):  # 
     if "+" in order:  # "A+B-std": order A's means with order B's spreads
         a, b = order.removesuffix("-std").split("+")
         means, n = prior_for(data, a, budget, noise, seed)
+        if b == "pooled":  # the estimates' spreads pooled as Block review's certainty pools them
+            from napari_lsr.elicit.certainty import pooled_spread
+
+            std = [
+                pooled_spread(s, int(k)) if k >= 1 else s
+                for s, k in zip(means.std_pct, np.nan_to_num(means.n))
+            ]
+            return Prior(
+                means.bins, means.mean_pct, np.asarray(std), means.n, source=means.source
+            ), n
         spreads, _ = prior_for(data, b, budget, noise, seed)
         return Prior(means.bins, means.mean_pct, spreads.std_pct, means.n, source=means.source), n
     if order == "masks":
