@@ -4,7 +4,7 @@ A simulated pathologist reviews blocks of a data set built as ``real_tissue.py``
 (OCDC, CAMELYON16) or the demo's synthetic sample (as ``table2.py`` builds it). Each estimate
 is the block's true tumour percentage plus Gaussian noise (sd ``--noises``, percentage points),
 rounded to 5 and clipped to 0-100; a block's noise is drawn once per (seed, noise), so every
-order sees the same estimate for the same block. The blocks come in one of two orders:
+order sees the same estimate for the same block. The blocks come in one of these orders:
 
 - ``stratified``: Block review's order until issue 25: K = budget / 10 blocks per bin, each
   bin's blocks in its seeded, slide-stratified order (``review.BinSampler``);
@@ -13,9 +13,10 @@ order sees the same estimate for the same block. The blocks come in one of two o
 - ``A+B-std`` (for example ``stratified+masks-std``): order A's means with order B's
   spreads, to tell which of the two a model feels; ``A+pooled-std``: A's spreads pooled with a
   typical spread as Block review's certainty pools them (``certainty.pooled_spread``);
-- ``guided``: the next block from the bin whose next estimate lowers the prior's expected error
-  most (``certainty.next_bin``), from the same per-bin draws; ``guided-stop`` goes on until the
-  stop rule holds (``certainty.good_enough``) and records how many estimates that took.
+- ``guided``: Block review's default (``certainty.next_bin``): every bin's first estimate,
+  then every bin's second, then the bin whose average is least sure, from the same per-bin
+  draws; ``guided-stop`` goes on until the stop rule holds (``certainty.good_enough``) and
+  records how many estimates that took.
 
 The prior is built with the product's own rule (``prior.prior_from_values``: bins without an
 estimate keep the paper's Table 1 row). Bounds: ``masks`` (the prior measured from the masks,
@@ -238,8 +239,7 @@ def run_one(job: dict) -> dict:
     data = job["data"]
     prior, n = prior_for(data, job["order"], job["budget"], job["noise"], job["seed"])
     cfg = TrainConfig(seed=job["seed"], checkpoint_every=0, device="cpu")
-    name = "-".join(str(job[k]) for k in KEY)
-    ckpt = Path(job["work"]) / "runs" / f"{name}.pt"
+    ckpt = Path(job["work"]) / "runs" / f"{run_name(job)}.pt"
     probs, _last, seconds = train_and_predict(
         load_block_set(data["blocks"]), prior, cfg, ckpt, data
     )
@@ -486,6 +486,16 @@ def priors_only(datas: dict[str, dict], args: argparse.Namespace) -> str:
     )
 
 
+def run_name(r: dict) -> str:
+    """A job's or a run's name, as its checkpoint is named."""
+    return "-".join(str(r[k]) for k in KEY)
+
+
+def same_run(run: dict, job: dict, estimates: int) -> dict:
+    """``run`` recorded for ``job``, whose prior, seed and blocks are the run's."""
+    return run | {k: job[k] for k in KEY} | {"estimates": estimates, "same_as": run_name(run)}
+
+
 def reusable(done: dict[tuple, dict], datas: dict[str, dict]) -> dict[tuple, dict]:
     """Trained runs by (data set, seed, prior key); runs recorded before keys were (orders in
     ``REBUILT``) get theirs from today's code."""
@@ -579,39 +589,34 @@ def main() -> None:
         trained = reusable(done, datas)
         twins: dict[tuple, list] = {}
         jobs = []
+
+        def record(row: dict) -> None:
+            done[tuple(row[k] for k in KEY)] = row
+            with log.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
         for j in jobs_for(args, list(datas)):
             if tuple(j[k] for k in KEY) in done:
                 continue
             prior, n = prior_for(
                 datas[j["dataset"]], j["order"], j["budget"], j["noise"], j["seed"]
             )
-            same = trained.get((j["dataset"], j["seed"], prior_key(prior)))
-            if same is not None:  # the same prior, seed and blocks: the same run
-                r = same | {k: j[k] for k in KEY} | {"estimates": n}
-                r["same_as"] = "-".join(str(same[k]) for k in KEY)
-                done[tuple(j[k] for k in KEY)] = r
-                with log.open("a") as fh:
-                    fh.write(json.dumps(r) + "\n")
-                print(f"{r['same_as']} trained {'-'.join(str(j[k]) for k in KEY)}'s prior")
-                continue
             key = (j["dataset"], j["seed"], prior_key(prior))
-            if key in twins:  # trained once, recorded for both when it ends
+            if key in trained:  # the same prior, seed and blocks: the same run
+                record(same_run(trained[key], j, n))
+                print(f"{run_name(trained[key])} trained {run_name(j)}'s prior")
+            elif key in twins:  # trained once, recorded for both when it ends
                 twins[key].append((j, n))
-                continue
-            twins[key] = []
-            jobs.append(j | {"data": payload[j["dataset"]], "work": str(work)})
+            else:
+                twins[key] = []
+                jobs.append(j | {"data": payload[j["dataset"]], "work": str(work)})
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             futures = [pool.submit(run_one, j) for j in jobs]
             for i, f in enumerate(as_completed(futures), start=1):
                 r = f.result()
-                rows = [r]
+                record(r)
                 for j, n in twins.get((r["dataset"], r["seed"], r["prior_key"]), []):
-                    twin = r | {k: j[k] for k in KEY} | {"estimates": n}
-                    rows.append(twin | {"same_as": "-".join(str(r[k]) for k in KEY)})
-                for row in rows:
-                    done[tuple(row[k] for k in KEY)] = row
-                    with log.open("a") as fh:
-                        fh.write(json.dumps(row) + "\n")
+                    record(same_run(r, j, n))
                 print(
                     f"[{i}/{len(jobs)}] {r['dataset']} {r['order']} budget {r['budget']} noise "
                     f"{r['noise']} seed {r['seed']}: {r['estimates']} estimates, prior error "
