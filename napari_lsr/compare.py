@@ -36,6 +36,7 @@ from .io.formats import (
     read_prediction,
     read_prediction_sidecar,
     read_truth,
+    same_file,
 )
 from .io.interop import read_lowres
 from .io.slide import Slide
@@ -75,15 +76,6 @@ def prediction_path(
     return Path(predictions_dir) / f"{name}.tiff"
 
 
-def _same_file(a: Any, b: str | os.PathLike) -> bool:
-    if not a:
-        return False
-    try:
-        return Path(str(a)).resolve() == Path(b).resolve()
-    except OSError:
-        return False
-
-
 def reusable_prediction(
     pred: str | os.PathLike, checkpoint: str | os.PathLike, slide: str | os.PathLike
 ) -> bool:
@@ -97,7 +89,7 @@ def reusable_prediction(
         meta = read_prediction_sidecar(pred)
     except FormatError:
         return False
-    if not (_same_file(meta.get("model"), checkpoint) and _same_file(meta.get("slide"), slide)):
+    if not (same_file(meta.get("model"), checkpoint) and same_file(meta.get("slide"), slide)):
         return False
     return pred.stat().st_mtime >= checkpoint.stat().st_mtime
 

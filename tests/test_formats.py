@@ -19,6 +19,7 @@ from napari_lsr.io.formats import (
     read_prediction,
     read_prior_csv,
     read_truth,
+    same_file,
     write_lowres_csv,
     write_prediction,
     write_prior_csv,
@@ -334,3 +335,13 @@ def test_writers_keep_the_umask_mode(tmp_path, umask_022):
     os.umask(0o007)  # a lab's group-shared folder
     write_prior_csv(tmp_path / "prior.csv", paper_prior())
     assert stat.S_IMODE(os.stat(tmp_path / "prior.csv").st_mode) == 0o660
+
+
+def test_same_file_compares_resolved_paths(tmp_path, monkeypatch):
+    """One rule for "is this sidecar's slide or model this file" (it was written twice)."""
+    f = tmp_path / "a.tiff"
+    f.write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    assert same_file("a.tiff", f) and same_file(str(f), "./a.tiff") and same_file(f, f)
+    assert not same_file(None, f) and not same_file("", f)
+    assert not same_file(tmp_path / "b.tiff", f)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import shutil
 import sqlite3
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from napari_lsr.elicit.review import (
     has_tissue,
     load_blocks,
     parse_percent,
+    release_review,
 )
 from napari_lsr.io.formats import Prior, paper_prior
 from napari_lsr.io.project import Project, SlideEntry
@@ -317,6 +319,31 @@ def test_block_images_at_the_preview_resolution(session, project_copy):
     finally:
         images.close()
     assert images.submit(lambda: 7) is None
+
+
+def test_release_review_closes_each_resource_once(session, project_copy):
+    """The dock's teardown (a close, then Qt's ``destroyed``): the store's connection closed on
+    the view log's own thread, the reader shut, the slides closed; a second call finds nothing
+    to close."""
+
+    class LogStore:  # the store's close, seen from the thread that calls it
+        threads: list[str] = []
+
+        def close(self) -> None:
+            self.threads.append(threading.current_thread().name)
+
+    images = BlockImages(project_copy, session.slides)
+    slides = SlideSet(project_copy)
+    assert slides[0].width > 0  # opened
+    store = LogStore()
+    resources = {"images": images, "slides": slides, "store": store}
+    release_review(resources)
+    assert resources == {}
+    assert [t.startswith("napari-lsr-log") for t in store.threads] == [True]
+    assert images.submit(lambda: 7) is None  # the reader and the log thread are shut
+    assert slides._open == {}
+    release_review(resources, "destroyed's argument")  # nothing left: no error
+    assert len(store.threads) == 1
 
 
 def test_block_images_without_training_geometry(session, project_copy):

@@ -785,3 +785,18 @@ class BlockImages:
         self._cache.clear()
         self._reader.shutdown(wait=wait, cancel_futures=True)
         self._writer.shutdown(wait=wait)
+
+
+def release_review(resources: dict[str, Any], *_args: Any) -> None:
+    """Close what a review holds open, each once: its ``images`` reader (after the view log's
+    ``store`` connection, closed on the log's own thread) and its ``slides``. The entries are
+    taken out of ``resources``, so a second call (a close, then Qt's ``destroyed``) is a no-op."""
+    images = resources.pop("images", None)
+    slides = resources.pop("slides", None)
+    store = resources.pop("store", None)
+    if images is not None:
+        if store is not None:
+            images.submit(store.close)  # the log thread's own connection
+        images.close(wait=True)
+    if slides is not None:
+        slides.close()

@@ -151,6 +151,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def same_file(a: object, b: str | os.PathLike) -> bool:
+    """True when ``a`` (a path, or anything a sidecar held: None, "") names the file ``b``."""
+    if not a:
+        return False
+    try:
+        return Path(str(a)).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
 # -- bins --------------------------------------------------------------------------------------
 
 

@@ -55,9 +55,10 @@ from ..elicit.review import (
     bin_label,
     load_blocks,
     parse_percent,
+    release_review,
 )
 from ..elicit.review_text import FOCUS_HINT, KEYS_HELP, default_annotator
-from ..io.formats import FormatError
+from ..io.formats import FormatError, same_file
 from ..io.project import Project
 from ..io.slide import SlideError
 from ..layers import bin_color, camera_zoom, labels_layer_data, world_box, world_center
@@ -98,27 +99,6 @@ def _is_canvas(widget: QWidget | None) -> bool:
     except ImportError:  # Qt 5: QOpenGLWidget lives in QtWidgets
         from qtpy.QtWidgets import QOpenGLWidget
     return isinstance(widget, QOpenGLWidget)
-
-
-def _same_file(a: str | os.PathLike | None, b: str | os.PathLike) -> bool:
-    if not a:
-        return False
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except OSError:
-        return False
-
-
-def _cleanup(holder: dict[str, Any], *_args: Any) -> None:
-    images = holder.pop("images", None)
-    slides = holder.pop("slides", None)
-    store = holder.pop("store", None)
-    if images is not None:
-        if store is not None:
-            images.submit(store.close)  # the log thread's own connection
-        images.close(wait=True)
-    if slides is not None:
-        slides.close()
 
 
 class ProgressStrip(QWidget):
@@ -185,7 +165,7 @@ class BlockReviewWidget(QWidget):
         self._shown_index: int | None = None  # the project's slide on the canvas
         self._camera_set: tuple[tuple[float, ...], float] | None = None
         self.viewer.canvas.events.size.connect(self._on_canvas_resize)
-        self.destroyed.connect(functools.partial(_cleanup, self._resources))
+        self.destroyed.connect(functools.partial(release_review, self._resources))
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self._build()
         self._focus_hint_shown = False
@@ -636,7 +616,7 @@ class BlockReviewWidget(QWidget):
         self._layers.clear()
         self._outline = None
         self._camera_set = None
-        _cleanup(self._resources)
+        release_review(self._resources)
         self.images = None
         self.slides = None
         self.project = None
@@ -1053,7 +1033,7 @@ class BlockReviewWidget(QWidget):
                     layer
                     for layer in self.viewer.layers
                     if getattr(layer, "rgb", False)
-                    and _same_file((layer.metadata.get("napari_lsr") or {}).get("path"), entry.path)
+                    and same_file((layer.metadata.get("napari_lsr") or {}).get("path"), entry.path)
                 ),
                 None,
             )
