@@ -44,6 +44,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+    from step_ab import time_steps
 
     from napari_lsr.io.project import Project
     from napari_lsr.io.slide import Slide
@@ -53,8 +54,7 @@ def main() -> None:
         augment,
         extract_blocks,
     )
-    from napari_lsr.learn.training import TrainConfig, load_model, train
-    from napari_lsr.learn.unet import UNetConfig, build_model
+    from napari_lsr.learn.training import TrainConfig, load_model
     from napari_lsr.predict.inference import predict_chunk, predict_slide, tissue_tiles
     from napari_lsr.sample.synthetic import write_sample
 
@@ -104,27 +104,7 @@ def main() -> None:
 
         # 2. training step vs bare step, interleaved so both see the same machine state ---------
         cfg = TrainConfig(loss="intra+inter", steps=args.steps + 5, checkpoint_every=0, lr=3e-3)
-        bare_model = build_model(UNetConfig(depth=cfg.depth, width=cfg.width))
-        opt = torch.optim.RMSprop(bare_model.parameters(), lr=3e-3, alpha=0.9)
-        sampler = GroupSampler(blocks.z, 2, 15)
-        rng = np.random.default_rng(0)
-        idx, _gid = sampler.sample(rng)
-        x = torch.from_numpy(augment(np.asarray(blocks.images[idx]), rng)).permute(0, 3, 1, 2)
-        trainer_steps, bare = [], []
-        resumed = None
-        for ev in train(blocks, prior, cfg, ckpt):
-            if ev.kind != "step":
-                continue
-            if resumed is not None and ev.step > 5:
-                trainer_steps.append(time.perf_counter() - resumed)
-            t0 = time.perf_counter()
-            loss = torch.sigmoid(bare_model(x)).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if ev.step > 5:
-                bare.append(time.perf_counter() - t0)
-            resumed = time.perf_counter()
+        trainer_steps, bare = time_steps(blocks, prior, cfg, ckpt)
         model, _ = load_model(ckpt)
         med_tr, med_bare = statistics.median(trainer_steps), statistics.median(bare)
         rows.append(
@@ -139,6 +119,8 @@ def main() -> None:
         consumed = 30 / med_tr
 
         # 3. cached block loading -----------------------------------------------------------------
+        sampler = GroupSampler(blocks.z, 2, 15)
+        rng = np.random.default_rng(0)
         k = 50
         t0 = time.perf_counter()
         for _ in range(k):

@@ -38,6 +38,36 @@ except ImportError:  # the flat layout before it
 import napari_lsr
 
 
+def time_steps(
+    blocks: object, prior: object, cfg: TrainConfig, checkpoint: Path
+) -> tuple[list[float], list[float]]:
+    """Seconds of each trainer step after the 5th and of a bare step (forward, backward and
+    RMSprop of a same-size U-Net on one fixed batch) timed right after it, so both see the
+    same machine state."""
+    bare_model = build_model(UNetConfig(depth=cfg.depth, width=cfg.width))
+    opt = torch.optim.RMSprop(bare_model.parameters(), lr=3e-3, alpha=0.9)
+    rng = np.random.default_rng(0)
+    idx, _gid = GroupSampler(blocks.z, 2, 15).sample(rng)
+    x = torch.from_numpy(augment(np.asarray(blocks.images[idx]), rng)).permute(0, 3, 1, 2)
+    ours: list[float] = []
+    bare: list[float] = []
+    resumed = None
+    for ev in train(blocks, prior, cfg, checkpoint):
+        if ev.kind != "step":
+            continue
+        if resumed is not None and ev.step > 5:
+            ours.append(time.perf_counter() - resumed)
+        t0 = time.perf_counter()
+        loss = torch.sigmoid(bare_model(x)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if ev.step > 5:
+            bare.append(time.perf_counter() - t0)
+        resumed = time.perf_counter()
+    return ours, bare
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sample", required=True, help="a project folder speed.py wrote")
@@ -53,27 +83,7 @@ def main() -> None:
     try:
         blocks = extract_blocks([SlideBlocks(entry.path, labels)], work / "cache", 64, 4.0)
         cfg = TrainConfig(loss="intra+inter", steps=args.steps + 5, checkpoint_every=0, lr=3e-3)
-        bare_model = build_model(UNetConfig(depth=cfg.depth, width=cfg.width))
-        opt = torch.optim.RMSprop(bare_model.parameters(), lr=3e-3, alpha=0.9)
-        rng = np.random.default_rng(0)
-        idx, _gid = GroupSampler(blocks.z, 2, 15).sample(rng)
-        x = torch.from_numpy(augment(np.asarray(blocks.images[idx]), rng)).permute(0, 3, 1, 2)
-        ours: list[float] = []
-        bare: list[float] = []
-        resumed = None
-        for ev in train(blocks, prior, cfg, work / "model.pt"):
-            if ev.kind != "step":
-                continue
-            if resumed is not None and ev.step > 5:
-                ours.append(time.perf_counter() - resumed)
-            t0 = time.perf_counter()
-            loss = torch.sigmoid(bare_model(x)).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if ev.step > 5:
-                bare.append(time.perf_counter() - t0)
-            resumed = time.perf_counter()
+        ours, bare = time_steps(blocks, prior, cfg, work / "model.pt")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     mo, mb = statistics.median(ours), statistics.median(bare)
