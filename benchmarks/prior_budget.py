@@ -424,6 +424,7 @@ def plot(results: list[dict], path: Path) -> None:
                 marker="o" if order == "guided" else "s",
                 capsize=3,
                 linestyle="-" if order == "guided" else "--",
+                color=f"C{ORDERS.index(order) + 2 * (noise != NOISES[0])}",  # same in every panel
                 label=f"{order}, noise sd {noise}",
             )
         seeds = {s for k, v in c.items() if k[0] == ds and k[1] in ORDERS for s in v["by_seed"]}
@@ -450,7 +451,7 @@ def plot(results: list[dict], path: Path) -> None:
         ax.set_xlabel("estimates")
         ax.set_ylabel("pooled masked DICE")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"plot: {path}")
