@@ -54,7 +54,7 @@ def main() -> None:
         augment,
         extract_blocks,
     )
-    from napari_lsr.learn.training import TrainConfig, load_model
+    from napari_lsr.learn.training import load_model
     from napari_lsr.predict.inference import predict_chunk, predict_slide, tissue_tiles
     from napari_lsr.sample.synthetic import write_sample
 
@@ -103,8 +103,7 @@ def main() -> None:
         )
 
         # 2. training step vs bare step, interleaved so both see the same machine state ---------
-        cfg = TrainConfig(loss="intra+inter", steps=args.steps + 5, checkpoint_every=0, lr=3e-3)
-        trainer_steps, bare = time_steps(blocks, prior, cfg, ckpt)
+        trainer_steps, bare = time_steps(blocks, prior, args.steps, ckpt)
         model, _ = load_model(ckpt)
         med_tr, med_bare = statistics.median(trainer_steps), statistics.median(bare)
         rows.append(

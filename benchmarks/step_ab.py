@@ -1,10 +1,11 @@
 """The training step against a bare step, alone (speed.py's part 2), for A/B runs across trees.
 
-Runs in any checkout, before or after the subpackages of issue 26 (it imports from either
-layout), so two trees can be compared back to back on the same machine:
+Runs against any checkout, before or after the subpackages of issue 26 (it imports from
+either layout), so two trees can be compared back to back on the same machine; the trees
+before it lack this script, so run this one with each tree first on the path:
 
-    for t in old new old new old new; do (cd $t && PYTHONPATH=. python benchmarks/step_ab.py \
-        --sample DIR); done
+    for t in OLD NEW OLD NEW OLD NEW; do PYTHONPATH=$t python benchmarks/step_ab.py \
+        --sample DIR; done
 
 ``--sample`` is a project folder that ``speed.py`` wrote (``bench_out/sample-8192``). Prints
 one line: the median trainer step, the median bare step (forward, backward and RMSprop on the
@@ -14,15 +15,18 @@ same batch, interleaved with the trainer's steps so both see the same machine) a
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402
 
 try:  # the layout since issue 26
     from napari_lsr.io.project import Project
@@ -39,11 +43,12 @@ import napari_lsr
 
 
 def time_steps(
-    blocks: object, prior: object, cfg: TrainConfig, checkpoint: Path
+    blocks: object, prior: object, steps: int, checkpoint: Path
 ) -> tuple[list[float], list[float]]:
-    """Seconds of each trainer step after the 5th and of a bare step (forward, backward and
-    RMSprop of a same-size U-Net on one fixed batch) timed right after it, so both see the
-    same machine state."""
+    """Seconds of each of ``steps`` trainer steps (intra+inter, after 5 of warm-up) and of a
+    bare step (forward, backward and RMSprop of a same-size U-Net on one fixed batch) timed
+    right after it, so both see the same machine state."""
+    cfg = TrainConfig(loss="intra+inter", steps=steps + 5, checkpoint_every=0, lr=3e-3)
     bare_model = build_model(UNetConfig(depth=cfg.depth, width=cfg.width))
     opt = torch.optim.RMSprop(bare_model.parameters(), lr=3e-3, alpha=0.9)
     rng = np.random.default_rng(0)
@@ -82,16 +87,14 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="step-ab-"))
     try:
         blocks = extract_blocks([SlideBlocks(entry.path, labels)], work / "cache", 64, 4.0)
-        cfg = TrainConfig(loss="intra+inter", steps=args.steps + 5, checkpoint_every=0, lr=3e-3)
-        ours, bare = time_steps(blocks, prior, cfg, work / "model.pt")
+        ours, bare = time_steps(blocks, prior, args.steps, work / "model.pt")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     mo, mb = statistics.median(ours), statistics.median(bare)
     where = Path(napari_lsr.__file__).parent.parent
     print(
         f"{where}: trainer step {mo * 1e3:.0f} ms, bare step {mb * 1e3:.0f} ms, "
-        f"ours/bare {mo / mb:.3f} ({platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads)"
+        f"ours/bare {mo / mb:.3f} ({machine()})"
     )
 
 
