@@ -213,3 +213,28 @@ def test_guided_goto_bin_draws_a_block_of_that_bin(project_copy):
 def test_unknown_order_is_refused(project_copy):
     with pytest.raises(ReviewError, match="order"):
         ReviewSession(project_copy, "ana", order="random")
+
+
+def test_reviewed_bins_carry_the_pooled_spread_measured_bins_their_own():
+    """Issue 25: a few estimates by eye spread less than the bin's blocks do; the prior a
+    model trains with takes Block review's pooled spread for reviewed bins (all-equal
+    estimates included), the values' own std for measured ones."""
+    from napari_lsr.elicit.certainty import SPREAD_PCT, mean_range
+    from napari_lsr.elicit.prior import ONE_VALUE_STD_PCT, prior_from_values
+    from napari_lsr.io.formats import Bins
+
+    z = np.array([0, 0, 0, 0, 5, 5, 5, 9])
+    pct = np.array([0.0, 0.0, 5.0, 5.0, 40.0, 40.0, 40.0, 80.0])
+    reviewed = prior_from_values(Bins(), z, pct, source="reviewed")
+    measured = prior_from_values(Bins(), z, pct)
+    assert reviewed.mean_pct[0] == measured.mean_pct[0] == pytest.approx(2.5)
+    assert measured.std_pct[0] == pytest.approx(2.5) and measured.std_pct[5] == 0.0
+    assert reviewed.std_pct[0] == pytest.approx(pooled_spread(2.5, 4))
+    assert 2.5 < reviewed.std_pct[0] < SPREAD_PCT
+    assert reviewed.std_pct[5] == pytest.approx(pooled_spread(0.0, 3))
+    assert reviewed.std_pct[5] > 5.0  # all-equal estimates do not say "no spread"
+    assert reviewed.std_pct[9] == measured.std_pct[9] == ONE_VALUE_STD_PCT
+    # the range of the mean pools a row's spread once: a reviewed row's is pooled already
+    row = (reviewed.mean_pct[0], reviewed.std_pct[0], reviewed.n[0], 40)
+    assert mean_range(*row, pooled=True) == pytest.approx(mean_range(2.5, 2.5, 4, 40))
+    assert mean_range(*row) != pytest.approx(mean_range(*row, pooled=True))

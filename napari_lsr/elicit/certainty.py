@@ -243,13 +243,17 @@ def stop_message(rows: Sequence[BinCertainty]) -> str:
     return "Keep going: " + " and ".join(parts) + "."
 
 
-def mean_range(mean: float, std: float, n: float, blocks: int | None = None) -> tuple[float, float]:
+def mean_range(
+    mean: float, std: float, n: float, blocks: int | None = None, pooled: bool = False
+) -> tuple[float, float]:
     """Where the bin's mean over all its blocks likely lies (9 in 10), from a prior row's
     mean, std and n (``blocks``: the bin's blocks in the project, None when unknown); NaNs
-    when the row has no estimates (n missing or 0)."""
+    when the row has no estimates (n missing or 0). ``pooled``: the row's std is already
+    pooled (reviewed rows: ``prior.prior_from_values``), else it is pooled here."""
     if not (n and math.isfinite(n) and n > 0):
         return math.nan, math.nan
     k = int(round(n))
     big_n = int(blocks) if blocks else 10**9
-    se = standard_error(pooled_spread(std, k), k, max(big_n, k))
+    spread = float(std) if pooled else pooled_spread(std, k)
+    se = standard_error(spread, k, max(big_n, k))
     return max(0.0, mean - Z90 * se), min(100.0, mean + Z90 * se)

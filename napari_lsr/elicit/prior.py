@@ -18,7 +18,7 @@ from ..io.formats import (
     default_prior,
     read_prior_csv,
 )
-from .certainty import SPREAD_PCT
+from .certainty import SPREAD_PCT, pooled_spread
 
 #: The spread given to a bin with a single value: one value says where the bin's mean is but
 #: nothing of how its blocks spread, so the bin takes a typical within-bin spread rather than
@@ -37,10 +37,14 @@ def prior_from_values(
     fallback: Prior | None = None,
     source: str = "measured",
 ) -> Prior:
-    """Mean, std (population, ddof=0) and n of percentages per bin.
+    """Mean, std and n of percentages per bin.
 
-    Bins with values get ``source`` (``measured``, or ``reviewed`` for block-review estimates);
-    a bin with a single value gets the spread :data:`ONE_VALUE_STD_PCT`.
+    Bins with values get ``source`` (``measured``, or ``reviewed`` for block-review estimates).
+    A measured bin's std is its values' (population, ddof=0). A reviewed bin's std is its
+    estimates' pooled with a typical within-bin spread (``certainty.pooled_spread``, the rule
+    Block review's certainty uses): a few estimates by eye, rounded to 5, spread less than the
+    bin's blocks do, and too narrow a spread costs the model (BENCHMARKS.md, issue 25).
+    A bin with a single value gets the spread :data:`ONE_VALUE_STD_PCT`.
     Bins with no value take the ``fallback`` prior's row and source (default: the paper's
     Table 1 when it has the same bins, else 0 ± FALLBACK_STD_PCT, source ``default``) and
     n = 0.
@@ -59,7 +63,12 @@ def prior_from_values(
         n[b] = len(v)
         if len(v):
             mean[b] = v.mean()
-            std[b] = v.std() if len(v) > 1 else ONE_VALUE_STD_PCT
+            if len(v) < 2:
+                std[b] = ONE_VALUE_STD_PCT
+            elif source == "reviewed":
+                std[b] = pooled_spread(float(v.std()), len(v))
+            else:
+                std[b] = v.std()
             sources[b] = source
         else:
             mean[b] = fallback.mean_pct[b]

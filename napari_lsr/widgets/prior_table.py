@@ -543,7 +543,11 @@ class PriorTableWidget(QWidget):
         low, high = (math.nan, math.nan)
         if src in ("reviewed", "measured"):
             low, high = mean_range(
-                prior.mean_pct[b], prior.std_pct[b], n, self._blocks_per_bin.get(b)
+                prior.mean_pct[b],
+                prior.std_pct[b],
+                n,
+                self._blocks_per_bin.get(b),
+                pooled=src == "reviewed",
             )
         likely = QTableWidgetItem(range_text(low, high))
         likely.setToolTip(RANGE_TIP if not math.isnan(low) else "no estimates in this row")
