@@ -11,21 +11,25 @@ order sees the same estimate for the same block. The blocks come in one of these
 - ``bin-by-bin`` (``--priors-only``): the stratified order as the dock shows it, K = 12 per
   bin one bin after the other, stopped after ``budget`` estimates (a half-finished review);
 - ``A+B-std`` (for example ``stratified+masks-std``): order A's means with order B's
-  spreads, to tell which of the two a model feels; ``A+pooled-std``: A's spreads pooled with a
-  typical spread as Block review's certainty pools them (``certainty.pooled_spread``);
+  spreads, to tell which of the two a model feels; ``A+pooled-std`` and ``A+sample-std``: A's
+  prior with the spreads rule named (below);
 - ``guided``: Block review's default (``certainty.next_bin``): every bin's first estimate,
   then every bin's second, then the bin whose average is least sure, from the same per-bin
   draws; ``guided-stop`` goes on until the stop rule holds (``certainty.good_enough``) and
   records how many estimates that took.
 
 The prior is built with the product's own rule (``prior.prior_from_values``: bins without an
-estimate keep the paper's Table 1 row). Bounds: ``masks`` (the prior measured from the masks,
-the ceiling) and ``paper`` (Table 1 unchanged, the floor). Each prior trains intra+inter with
-the defaults a user gets (``TrainConfig()``, only the seed set: the same seed drives the
-annotator's noise, the draws and the training) and is scored by pooled masked DICE, as
-``table2.py`` scores. ``--priors-only`` skips training and prints the priors' error (blocks'
-mean absolute error of their bin's mean against the ceiling's, percentage points) over many
-seeds: cheap, and what the ordering optimises.
+estimate keep the paper's Table 1 row; a reviewed bin's spread is its estimates' pooled with a
+typical spread, ``certainty.pooled_spread``). ``--spreads sample`` builds it with the rule
+before session 11 (the estimates' bare spread) to reproduce those runs; each run records its
+rule, and the tables show the runs of the rule asked for (the bounds do not depend on it).
+Bounds: ``masks`` (the prior measured from the masks, the ceiling) and ``paper`` (Table 1
+unchanged, the floor). Each prior trains intra+inter with the defaults a user gets
+(``TrainConfig()``, only the seed set: the same seed drives the annotator's noise, the draws
+and the training) and is scored by pooled masked DICE, as ``table2.py`` scores.
+``--priors-only`` skips training and prints the priors' error (blocks' mean absolute error of
+their bin's mean against the ceiling's, percentage points) over many seeds: cheap, and what the
+ordering optimises.
 
 Usage: python benchmarks/prior_budget.py [--datasets ocdc,camelyon,synthetic] [--seeds 3]
            [--budgets 10,20,40,80,120] [--noises 5,15] [--orders stratified,guided]
@@ -60,6 +64,10 @@ WITHIN = 0.01  # "within 0.01 masked DICE of the ceiling"
 MAX_STOP = 400  # guided-stop gives up here
 REVIEW_K = 12  # Block review's K
 KEY = ("dataset", "order", "budget", "noise", "seed")
+#: How reviewed bins get their spread: ``pooled`` (the product's rule) or ``sample`` (the
+#: estimates' bare population std: the rule before session 11; runs recorded without a rule).
+SPREAD_RULES = ("pooled", "sample")
+SPREADS = "pooled"
 #: Orders whose prior today's code rebuilds exactly as it was trained (for ``prior_key``).
 REBUILT = ("stratified", "bin-by-bin", "masks", "paper")
 
@@ -177,34 +185,50 @@ def review(data: dict, order: str, budget: int, noise: float, seed: int) -> tupl
     return [int(z[i]) for i in shown], [float(est[i]) for i in shown], len(shown)
 
 
-def prior_for(data: dict, order: str, budget: int, noise: float, seed: int):  # noqa: ANN201
-    """The prior a job trains with, and how many estimates it took."""
+def rule_of(r: dict) -> str:
+    """The spreads rule a recorded run's prior was built with (none recorded: ``sample``)."""
+    return r.get("spreads", "sample")
+
+
+def current(r: dict) -> bool:
+    """Whether a recorded run is one of today's rule (``SPREADS``); the bounds and the
+    ``A+B-std`` runs do not depend on it."""
+    return r["order"] in BOUNDS or "+" in r["order"] or rule_of(r) == SPREADS
+
+
+def prior_for(  # noqa: ANN201
+    data: dict, order: str, budget: int, noise: float, seed: int, spreads: str | None = None
+):
+    """The prior a job trains with, and how many estimates it took; ``spreads``: the rule of
+    reviewed bins' spreads (default ``SPREADS``)."""
     from napari_lsr.elicit.prior import prior_from_values
     from napari_lsr.io.formats import Bins, Prior, paper_prior
 
+    spreads = spreads or SPREADS
     ceiling = Prior.from_dict(data["ceiling"])
     if "+" in order:  # "A+B-std": order A's means with order B's spreads
         a, b = order.removesuffix("-std").split("+")
-        means, n = prior_for(data, a, budget, noise, seed)
-        if b == "pooled":  # the estimates' spreads pooled as Block review's certainty pools them
-            from napari_lsr.elicit.certainty import pooled_spread
-
-            std = [
-                pooled_spread(s, int(k)) if k >= 1 else s
-                for s, k in zip(means.std_pct, np.nan_to_num(means.n))
-            ]
-            return Prior(
-                means.bins, means.mean_pct, np.asarray(std), means.n, source=means.source
-            ), n
-        spreads, _ = prior_for(data, b, budget, noise, seed)
-        return Prior(means.bins, means.mean_pct, spreads.std_pct, means.n, source=means.source), n
+        if b in SPREAD_RULES:  # order A with that rule
+            return prior_for(data, a, budget, noise, seed, spreads=b)
+        means, n = prior_for(data, a, budget, noise, seed, spreads)
+        spreads_of, _ = prior_for(data, b, budget, noise, seed, spreads)
+        return Prior(
+            means.bins, means.mean_pct, spreads_of.std_pct, means.n, source=means.source
+        ), n
     if order == "masks":
         return ceiling, 0
     if order == "paper":
         paper = paper_prior()
         return Prior(ceiling.bins, paper.mean_pct, paper.std_pct, source=paper.source), 0
     zs, est, n = review(data, order, budget, noise, seed)
-    return prior_from_values(Bins(), zs, est, source="reviewed"), n
+    prior = prior_from_values(Bins(), zs, est, source="reviewed")
+    if spreads == "sample":  # the rule before session 11: the estimates' bare spread
+        zs_a, est_a = np.asarray(zs), np.asarray(est, float)
+        for b in range(len(prior.bins)):
+            v = est_a[zs_a == b]
+            if len(v) > 1:
+                prior.std_pct[b] = v.std()
+    return prior, n
 
 
 def prior_error(data: dict, prior) -> float:  # noqa: ANN001
@@ -237,15 +261,20 @@ def run_one(job: dict) -> dict:
     from napari_lsr.learn.training import card_path
 
     data = job["data"]
-    prior, n = prior_for(data, job["order"], job["budget"], job["noise"], job["seed"])
+    prior, n = prior_for(
+        data, job["order"], job["budget"], job["noise"], job["seed"], job["spreads"]
+    )
     cfg = TrainConfig(seed=job["seed"], checkpoint_every=0, device="cpu")
-    ckpt = Path(job["work"]) / "runs" / f"{run_name(job)}.pt"
+    # the rule before session 11 kept the plain names: a new rule's run never resumes one
+    pooled = job["spreads"] == "pooled" and job["order"] not in BOUNDS
+    ckpt = Path(job["work"]) / "runs" / f"{run_name(job)}{'-pooled' if pooled else ''}.pt"
     probs, _last, seconds = train_and_predict(
         load_block_set(data["blocks"]), prior, cfg, ckpt, data
     )
     s = score(data["images"], [p >= 0.5 for p in probs], data["band"])
     card = json.loads(card_path(ckpt).read_text())
     return {k: job[k] for k in KEY} | {
+        "spreads": job["spreads"],
         "estimates": n,
         "prior_error": prior_error(data, prior),
         "prior_key": prior_key(prior),
@@ -494,20 +523,28 @@ def run_name(r: dict) -> str:
 
 def same_run(run: dict, job: dict, estimates: int) -> dict:
     """``run`` recorded for ``job``, whose prior, seed and blocks are the run's."""
-    return run | {k: job[k] for k in KEY} | {"estimates": estimates, "same_as": run_name(run)}
+    return (
+        run
+        | {k: job[k] for k in KEY}
+        | {
+            "estimates": estimates,
+            "same_as": run_name(run),
+            "spreads": SPREADS,
+        }
+    )
 
 
-def reusable(done: dict[tuple, dict], datas: dict[str, dict]) -> dict[tuple, dict]:
-    """Trained runs by (data set, seed, prior key); runs recorded before keys were (orders in
-    ``REBUILT``) get theirs from today's code."""
+def reusable(runs: list[dict], datas: dict[str, dict]) -> dict[tuple, dict]:
+    """Trained runs (of any rule) by (data set, seed, prior key); runs recorded before keys
+    were (orders in ``REBUILT``) get theirs from today's code with the run's rule."""
     out: dict[tuple, dict] = {}
-    for r in done.values():
+    for r in runs:
         if "same_as" in r or r["dataset"] not in datas:
             continue
         key = r.get("prior_key")
         if key is None and r["order"] in REBUILT:
             prior, _ = prior_for(
-                datas[r["dataset"]], r["order"], r["budget"], r["noise"], r["seed"]
+                datas[r["dataset"]], r["order"], r["budget"], r["noise"], r["seed"], rule_of(r)
             )
             key = prior_key(prior)
         if key is not None:
@@ -516,6 +553,7 @@ def reusable(done: dict[tuple, dict], datas: dict[str, dict]) -> dict[tuple, dic
 
 
 def main() -> None:
+    global SPREADS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--seeds", type=int, default=3)
@@ -526,6 +564,12 @@ def main() -> None:
     ap.add_argument("--stop", action="store_true", default=True, help="train guided-stop too")
     ap.add_argument("--no-stop", dest="stop", action="store_false")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument(
+        "--spreads",
+        choices=SPREAD_RULES,
+        default="pooled",
+        help="reviewed bins' spreads: pooled (the product's rule) or sample (before session 11)",
+    )
     ap.add_argument("--out", default="bench_out")
     ap.add_argument("--priors-only", action="store_true", help="the priors' error, no training")
     ap.add_argument("--summary", action="store_true", help="print the runs on record only")
@@ -537,6 +581,7 @@ def main() -> None:
         "(the same runs: TrainConfig() with the seed, the same blocks)",
     )
     args = ap.parse_args()
+    SPREADS = args.spreads
     args.budgets = [int(b) for b in args.budgets.split(",")]
     args.noises = [int(n) for n in args.noises.split(",")]
     args.orders = args.orders.split(",")
@@ -545,11 +590,15 @@ def main() -> None:
     work = Path(args.out).resolve() / "prior_budget"
     (work / "runs").mkdir(parents=True, exist_ok=True)
     log = work / "results.jsonl"
-    done: dict[tuple, dict] = {}
+    done: dict[tuple, dict] = {}  # today's rule's runs
+    other: list[dict] = []  # the other rule's (their trained priors may be today's)
     if log.exists():
         for line in log.read_text().splitlines():
             r = json.loads(line)
-            done[tuple(r[k] for k in KEY)] = r
+            if current(r):
+                done[tuple(r[k] for k in KEY)] = r
+            else:
+                other.append(r)
     if args.ceiling_from:
         for r in json.loads(Path(args.ceiling_from).read_text())["runs"]:
             if (r["loss"], r["distance"]) == ("intra+inter", "gaussian"):
@@ -564,6 +613,7 @@ def main() -> None:
                         fh.write(json.dumps(row | {"from": args.ceiling_from}) + "\n")
     t0 = time.perf_counter()
     print(f"machine: {machine()}")
+    print(f"reviewed bins' spreads: {SPREADS}")
     if not args.summary:
         datas = {n: d for n in names if (d := build(n, work)) is not None}
         if args.priors_only:
@@ -587,7 +637,7 @@ def main() -> None:
             }
             for n, d in datas.items()
         }
-        trained = reusable(done, datas)
+        trained = reusable([*other, *done.values()], datas)
         twins: dict[tuple, list] = {}
         jobs = []
 
@@ -610,7 +660,9 @@ def main() -> None:
                 twins[key].append((j, n))
             else:
                 twins[key] = []
-                jobs.append(j | {"data": payload[j["dataset"]], "work": str(work)})
+                jobs.append(
+                    j | {"data": payload[j["dataset"]], "work": str(work), "spreads": SPREADS}
+                )
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             futures = [pool.submit(run_one, j) for j in jobs]
             for i, f in enumerate(as_completed(futures), start=1):
