@@ -66,10 +66,12 @@ def test_prior_table(make_napari_viewer, project_copy, tmp_path, qtbot, monkeypa
         "0–20",
         "6",
         "5.0",
-        "1.9",
+        "8.2",  # the 6 estimates' 1.9 pooled with a typical 15 (issue 25)
         "0–10",  # issue 25: where the bin's average likely lies, from 6 estimates
         "0 ± 0.1",
     ]
+    assert "widened toward a typical 15" in t.item(0, COL_STD).toolTip()
+    assert "widened" not in t.item(5, COL_STD).toolTip()  # a measured row keeps its own
     assert t.horizontalHeaderItem(COL_RANGE).text() == "Mean likely in %"
     assert "9 times in 10" in t.item(0, COL_RANGE).toolTip()
     # rows from estimates or measurements have a range; the paper's and typed values none

@@ -88,6 +88,11 @@ COLUMNS = (
 )
 COL_MEAN, COL_STD, COL_RANGE = 2, 3, 4
 COL_SOURCE, COL_CHANGE, COL_NOTES = 6, 7, 8
+#: The std cell of a row from estimates: its value is not the estimates' bare spread.
+REVIEWED_STD_TIP = (
+    "how much the bin's blocks differ: the estimates' spread, widened toward a typical 15 "
+    "while there are few of them (a few estimates by eye differ less than the blocks do)"
+)
 RANGE_TIP = (
     "9 times in 10 the average over all the bin's blocks lies in this range, given the "
     "estimates so far (fewer estimates or more spread: a wider range)"
@@ -566,7 +571,10 @@ class PriorTableWidget(QWidget):
             flags = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
             if c in (COL_MEAN, COL_STD):
                 flags |= Qt.ItemFlag.ItemIsEditable
-                item.setToolTip("double-click or type to edit; the edit is recorded")
+                tip = "double-click or type to edit; the edit is recorded"
+                if c == COL_STD and src == "reviewed":
+                    tip = f"{REVIEWED_STD_TIP}; {tip}"
+                item.setToolTip(tip)
             item.setFlags(flags)
             if c > 0:
                 item.setTextAlignment(
