@@ -476,7 +476,7 @@ def plot(results: list[dict], path: Path) -> None:
                     markersize=12,
                     label=f"stop rule, noise sd {noise}",
                 )
-        ax.set_title(ds)
+        ax.set_title(f"{ds} (reviewed spreads: {SPREADS})")
         ax.set_xlabel("estimates")
         ax.set_ylabel("pooled masked DICE")
         ax.grid(alpha=0.3)
