@@ -476,7 +476,8 @@ def plot(results: list[dict], path: Path) -> None:
                     markersize=12,
                     label=f"stop rule, noise sd {noise}",
                 )
-        ax.set_title(f"{ds} (reviewed spreads: {SPREADS})")
+        rule = "pooled" if SPREADS == "pooled" else "bare (before session 11)"
+        ax.set_title(f"{ds}\nreviewed bins' spreads: {rule}", fontsize=10)
         ax.set_xlabel("estimates")
         ax.set_ylabel("pooled masked DICE")
         ax.grid(alpha=0.3)
