@@ -221,14 +221,13 @@ def prior_for(  # noqa: ANN201
         paper = paper_prior()
         return Prior(ceiling.bins, paper.mean_pct, paper.std_pct, source=paper.source), 0
     zs, est, n = review(data, order, budget, noise, seed)
-    prior = prior_from_values(Bins(), zs, est, source="reviewed")
-    if spreads == "sample":  # the rule before session 11: the estimates' bare spread
-        zs_a, est_a = np.asarray(zs), np.asarray(est, float)
-        for b in range(len(prior.bins)):
-            v = est_a[zs_a == b]
-            if len(v) > 1:
-                prior.std_pct[b] = v.std()
-    return prior, n
+    if spreads == "pooled":
+        return prior_from_values(Bins(), zs, est, source="reviewed"), n
+    # the rule before session 11 is the one measured rows keep (the values' bare spread); the
+    # rows are the estimates' all the same
+    p = prior_from_values(Bins(), zs, est, source="measured")
+    source = ["reviewed" if s == "measured" else s for s in p.source]
+    return Prior(p.bins, p.mean_pct, p.std_pct, p.n, source=source), n
 
 
 def prior_error(data: dict, prior) -> float:  # noqa: ANN001

@@ -25,6 +25,9 @@ from .certainty import SPREAD_PCT, pooled_spread
 #: none (a spread of 0 tells the losses every block of the bin holds exactly that much cancer,
 #: and the health check then calls a good model degenerate: BENCHMARKS.md, issue 25).
 ONE_VALUE_STD_PCT = SPREAD_PCT
+#: Sources whose rows carry a pooled spread (``certainty.pooled_spread``): estimates by eye;
+#: rows of other sources keep their values' own spread.
+POOLED_SOURCES = ("reviewed",)
 
 if TYPE_CHECKING:
     from ..io.project import Project
@@ -65,7 +68,7 @@ def prior_from_values(
             mean[b] = v.mean()
             if len(v) < 2:
                 std[b] = ONE_VALUE_STD_PCT
-            elif source == "reviewed":
+            elif source in POOLED_SOURCES:
                 std[b] = pooled_spread(float(v.std()), len(v))
             else:
                 std[b] = v.std()

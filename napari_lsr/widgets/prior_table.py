@@ -47,6 +47,7 @@ from qtpy.QtWidgets import (
 
 from ..elicit.certainty import mean_range
 from ..elicit.prior import (
+    POOLED_SOURCES,
     REVERT_NOTE,
     PriorFlags,
     agreement,
@@ -552,7 +553,7 @@ class PriorTableWidget(QWidget):
                 prior.std_pct[b],
                 n,
                 self._blocks_per_bin.get(b),
-                pooled=src == "reviewed",
+                pooled=src in POOLED_SOURCES,
             )
         likely = QTableWidgetItem(range_text(low, high))
         likely.setToolTip(RANGE_TIP if not math.isnan(low) else "no estimates in this row")
@@ -572,7 +573,7 @@ class PriorTableWidget(QWidget):
             if c in (COL_MEAN, COL_STD):
                 flags |= Qt.ItemFlag.ItemIsEditable
                 tip = "double-click or type to edit; the edit is recorded"
-                if c == COL_STD and src == "reviewed":
+                if c == COL_STD and src in POOLED_SOURCES:
                     tip = f"{REVIEWED_STD_TIP}; {tip}"
                 item.setToolTip(tip)
             item.setFlags(flags)
